@@ -1,0 +1,243 @@
+//! Local time: the timestamps of SPEC §2 and the Tempo seasons of §3.
+
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone};
+use chrono_tz::Tz;
+
+/// Unix milliseconds of a local wall-clock time, read with Python's `fold=0`
+/// rules, which MyElectricalData uses: a time skipped by spring-forward takes
+/// the UTC offset in force before the change, a time that occurs twice at
+/// fall-back is its first occurrence.
+pub fn local_millis(tz: Tz, local: NaiveDateTime) -> i64 {
+    let offset_seconds = match tz.offset_from_local_datetime(&local) {
+        chrono::LocalResult::Single(o) => o.fix().local_minus_utc(),
+        chrono::LocalResult::Ambiguous(first, _) => first.fix().local_minus_utc(),
+        chrono::LocalResult::None => {
+            // In a gap: the offset before it is the one of a wall time a few
+            // hours earlier (no zone has two changes that close together).
+            let before = local - Duration::hours(3);
+            match tz.offset_from_local_datetime(&before) {
+                chrono::LocalResult::Single(o) | chrono::LocalResult::Ambiguous(o, _) => {
+                    o.fix().local_minus_utc()
+                }
+                chrono::LocalResult::None => 0,
+            }
+        }
+    };
+    (local.and_utc().timestamp() - i64::from(offset_seconds)) * 1000
+}
+
+/// Unix milliseconds of 00:00 local on `date`.
+pub fn day_millis(tz: Tz, date: NaiveDate) -> i64 {
+    local_millis(tz, date.and_time(NaiveTime::MIN))
+}
+
+/// Unix milliseconds of 00:00 local on the first day of `date`'s month.
+pub fn month_millis(tz: Tz, date: NaiveDate) -> i64 {
+    day_millis(tz, date.with_day(1).expect("day 1 exists in every month"))
+}
+
+/// Parses a detailed row's `interval_start`, strictly `HH:MM` (00:00 to 23:59).
+pub fn parse_interval_start(s: &str) -> Option<NaiveTime> {
+    let b = s.as_bytes();
+    if b.len() != 5 || b[2] != b':' || ![b[0], b[1], b[3], b[4]].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let hours = u32::from(b[0] - b'0') * 10 + u32::from(b[1] - b'0');
+    let minutes = u32::from(b[3] - b'0') * 10 + u32::from(b[4] - b'0');
+    NaiveTime::from_hms_opt(hours, minutes, 0).filter(|_| hours < 24 && minutes < 60)
+}
+
+/// The first day (1 September) of the Tempo season holding `date`.
+pub fn season_start(date: NaiveDate) -> NaiveDate {
+    let year = if date.month() >= 9 {
+        date.year()
+    } else {
+        date.year() - 1
+    };
+    NaiveDate::from_ymd_opt(year, 9, 1).expect("1 September exists")
+}
+
+/// The three Tempo colours, in the order the metrics list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TempoColor {
+    /// A blue day: cheapest.
+    Blue,
+    /// A white day.
+    White,
+    /// A red day: dearest.
+    Red,
+}
+
+impl TempoColor {
+    /// All colours.
+    pub const ALL: [TempoColor; 3] = [TempoColor::Blue, TempoColor::White, TempoColor::Red];
+
+    /// Reads the colour as MyElectricalData stores it (`BLUE`, `WHITE`, `RED`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "BLUE" => Some(Self::Blue),
+            "WHITE" => Some(Self::White),
+            "RED" => Some(Self::Red),
+            _ => None,
+        }
+    }
+
+    /// The `color` label of `myelectricaldata_tempo_color`.
+    pub fn french(self) -> &'static str {
+        match self {
+            Self::Blue => "BLEU",
+            Self::White => "BLANC",
+            Self::Red => "ROUGE",
+        }
+    }
+
+    /// The `color` label of `myelectricaldata_tempo_remaining`.
+    pub fn english(self) -> &'static str {
+        match self {
+            Self::Blue => "blue",
+            Self::White => "white",
+            Self::Red => "red",
+        }
+    }
+
+    /// Days of this colour in the season starting on `start`: 301 blue days
+    /// when the season holds 29 February.
+    pub fn quota(self, start: NaiveDate) -> u32 {
+        match self {
+            Self::Red => 22,
+            Self::White => 43,
+            Self::Blue => {
+                let feb_year = start.year() + 1;
+                if NaiveDate::from_ymd_opt(feb_year, 2, 29).is_some() {
+                    301
+                } else {
+                    300
+                }
+            }
+        }
+    }
+
+    /// Index in [`TempoColor::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Days of each colour left in the season after each day: for every
+/// `(date, colour)` in `days` (sorted by date, one per date), the remaining
+/// counts for blue, white and red, never below zero.
+pub fn tempo_remaining(days: &[(NaiveDate, TempoColor)]) -> Vec<[u32; 3]> {
+    let mut out = Vec::with_capacity(days.len());
+    let mut season = None;
+    let mut used = [0u32; 3];
+    for &(date, color) in days {
+        let start = season_start(date);
+        if season != Some(start) {
+            season = Some(start);
+            used = [0; 3];
+        }
+        used[color.index()] += 1;
+        out.push(TempoColor::ALL.map(|c| c.quota(start).saturating_sub(used[c.index()])));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Europe::Paris;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn at(date: NaiveDate, hhmm: &str) -> i64 {
+        local_millis(Paris, date.and_time(parse_interval_start(hhmm).unwrap()))
+    }
+
+    #[test]
+    fn a_winter_day_starts_at_23_00_utc_the_day_before() {
+        // The seed's line: 2024-01-15 in Paris.
+        assert_eq!(day_millis(Paris, d(2024, 1, 15)), 1_705_273_200_000);
+    }
+
+    #[test]
+    fn spring_forward_gap_times_take_the_offset_before_the_change() {
+        let day = d(2024, 3, 31);
+        assert_eq!(at(day, "01:30"), 1_711_845_000_000); // 00:30 UTC
+        assert_eq!(at(day, "02:00"), 1_711_846_800_000); // 01:00 UTC, like 03:00 CEST
+        assert_eq!(at(day, "02:30"), 1_711_848_600_000); // 01:30 UTC
+        assert_eq!(at(day, "03:00"), 1_711_846_800_000); // 01:00 UTC
+        assert_eq!(at(day, "03:30"), 1_711_848_600_000);
+    }
+
+    #[test]
+    fn fall_back_repeated_times_are_their_first_occurrence() {
+        let day = d(2024, 10, 27);
+        assert_eq!(at(day, "01:30"), 1_729_985_400_000); // 23:30 UTC on the 26th
+        assert_eq!(at(day, "02:00"), 1_729_987_200_000); // 00:00 UTC, CEST
+        assert_eq!(at(day, "02:30"), 1_729_989_000_000); // 00:30 UTC, CEST
+        assert_eq!(at(day, "03:00"), 1_729_994_400_000); // 02:00 UTC, CET
+    }
+
+    #[test]
+    fn months_start_at_local_midnight_on_the_first() {
+        assert_eq!(
+            month_millis(Paris, d(2024, 1, 15)),
+            day_millis(Paris, d(2024, 1, 1))
+        );
+        assert_eq!(month_millis(Paris, d(2024, 7, 31)), 1_719_784_800_000); // 2024-06-30T22:00Z
+    }
+
+    #[test]
+    fn interval_start_is_strictly_hh_mm() {
+        assert_eq!(parse_interval_start("00:00"), Some(NaiveTime::MIN));
+        assert_eq!(
+            parse_interval_start("23:30"),
+            NaiveTime::from_hms_opt(23, 30, 0)
+        );
+        for bad in [
+            "24:00", "25:61", "abc", "7:30", "07:3", "07-30", "", "07:30:00", "+1:30",
+        ] {
+            assert_eq!(parse_interval_start(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_season_holding_29_february_has_301_blue_days() {
+        assert_eq!(TempoColor::Blue.quota(d(2023, 9, 1)), 301);
+        assert_eq!(TempoColor::Blue.quota(d(2024, 9, 1)), 300);
+        assert_eq!(TempoColor::White.quota(d(2023, 9, 1)), 43);
+        assert_eq!(TempoColor::Red.quota(d(2023, 9, 1)), 22);
+        assert_eq!(season_start(d(2024, 2, 29)), d(2023, 9, 1));
+        assert_eq!(season_start(d(2024, 9, 1)), d(2024, 9, 1));
+        assert_eq!(season_start(d(2024, 8, 31)), d(2023, 9, 1));
+    }
+
+    #[test]
+    fn remaining_days_count_down_within_a_season_and_reset_on_1_september() {
+        let days = vec![
+            (d(2023, 9, 1), TempoColor::Blue),
+            (d(2023, 9, 2), TempoColor::White),
+            (d(2024, 2, 29), TempoColor::Red),
+            (d(2024, 8, 31), TempoColor::Blue),
+            (d(2024, 9, 1), TempoColor::Blue),
+        ];
+        let r = tempo_remaining(&days);
+        assert_eq!(r[0], [300, 43, 22]);
+        assert_eq!(r[1], [300, 42, 22]);
+        assert_eq!(r[2], [300, 42, 21]);
+        assert_eq!(r[3], [299, 42, 21]);
+        assert_eq!(r[4], [299, 43, 22]); // new season: 300 blue days, one used
+    }
+
+    #[test]
+    fn remaining_days_never_go_below_zero() {
+        let days: Vec<_> = (0..30)
+            .map(|i| (d(2023, 11, 1) + Duration::days(i), TempoColor::Red))
+            .collect();
+        let r = tempo_remaining(&days);
+        assert_eq!(r[21][2], 0);
+        assert_eq!(r[29][2], 0);
+    }
+}

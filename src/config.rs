@@ -1,0 +1,570 @@
+//! Configuration: the environment, read once at start and validated.
+//!
+//! The variables are read with `envy` into a flat struct of optional strings,
+//! then each is turned into a typed value here, so that every error names the
+//! variable it comes from (envy's own errors name the lowercase field).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// The labels the exporter sets itself; `VICTORIAMETRICS_LABELS` may not use them.
+pub const OWN_LABELS: [&str; 5] = ["pdl", "type", "color", "quality", "region"];
+
+/// A configuration error: always names the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with its value (never the value itself when it is a secret).
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The environment as read: every variable optional and untyped.
+#[derive(Debug, Default, Deserialize)]
+struct RawEnv {
+    database_url: Option<String>,
+    victoriametrics_enabled: Option<String>,
+    victoriametrics_url: Option<String>,
+    victoriametrics_select_url: Option<String>,
+    victoriametrics_delete_url: Option<String>,
+    victoriametrics_username: Option<String>,
+    victoriametrics_password: Option<String>,
+    victoriametrics_batch_size: Option<String>,
+    victoriametrics_poll_interval: Option<String>,
+    victoriametrics_reconcile_interval: Option<String>,
+    victoriametrics_timeout: Option<String>,
+    victoriametrics_timezone: Option<String>,
+    victoriametrics_labels: Option<String>,
+}
+
+/// Basic-auth credentials for VictoriaMetrics.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user name (not secret, but kept out of logs all the same).
+    pub username: String,
+    /// The password, exposed only where the request is built.
+    pub password: SecretString,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials([REDACTED])")
+    }
+}
+
+/// Where and how to talk to VictoriaMetrics.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Base the import path is appended to (single node, vminsert, vmagent, vmauth).
+    pub import_url: Url,
+    /// Base for reads (`/api/v1/export`); vmselect's in a cluster.
+    pub select_url: Url,
+    /// Base for `delete_series`; vmselect's `/delete/<tenant>/prometheus` in a cluster.
+    pub delete_url: Url,
+    /// Basic authentication, when both variables are set.
+    pub credentials: Option<Credentials>,
+    /// Lines per POST.
+    pub batch_size: NonZeroUsize,
+    /// Time limit of one HTTP request.
+    pub timeout: Duration,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// PostgreSQL connection string, in the form sqlx takes.
+    pub database_url: SecretString,
+    /// `false` makes the daemon idle instead of exporting.
+    pub enabled: bool,
+    /// VictoriaMetrics endpoints and batching.
+    pub vm: VmConfig,
+    /// Time between two polls for changes.
+    pub poll_interval: Duration,
+    /// Time between two full reconciliations.
+    pub reconcile_interval: Duration,
+    /// Zone of the local dates and times stored by MyElectricalData.
+    pub timezone: Tz,
+    /// Extra labels set on every sample, sorted by name.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads and validates the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let raw: RawEnv =
+            envy::from_env().map_err(|e| ConfigError::new("environment", e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// Reads and validates the configuration from explicit pairs (tests, `.env` files).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let pairs = pairs.into_iter().map(|(k, v)| (k.into(), v.into()));
+        let raw: RawEnv =
+            envy::from_iter(pairs).map_err(|e| ConfigError::new("environment", e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawEnv) -> Result<Self, ConfigError> {
+        let enabled = match nonempty(raw.victoriametrics_enabled) {
+            None => true,
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                ConfigError::new(
+                    "VICTORIAMETRICS_ENABLED",
+                    format!("expected true or false, got {v:?}"),
+                )
+            })?,
+        };
+        let database_url = nonempty(raw.database_url)
+            .ok_or_else(|| ConfigError::new("DATABASE_URL", "is not set"))
+            .and_then(|u| normalize_database_url(&u))?;
+
+        let (import_url, url_credentials) = parse_base_url(
+            "VICTORIAMETRICS_URL",
+            nonempty(raw.victoriametrics_url)
+                .as_deref()
+                .unwrap_or("http://localhost:8428"),
+        )?;
+        let select_url = match nonempty(raw.victoriametrics_select_url) {
+            Some(u) => parse_base_url("VICTORIAMETRICS_SELECT_URL", &u)?.0,
+            None => import_url.clone(),
+        };
+        let delete_url = match nonempty(raw.victoriametrics_delete_url) {
+            Some(u) => parse_base_url("VICTORIAMETRICS_DELETE_URL", &u)?.0,
+            None => import_url.clone(),
+        };
+        let credentials = match (
+            nonempty(raw.victoriametrics_username),
+            raw.victoriametrics_password,
+        ) {
+            (Some(username), Some(password)) if !password.is_empty() => Some(Credentials {
+                username,
+                password: SecretString::from(password),
+            }),
+            (Some(_), _) => {
+                return Err(ConfigError::new(
+                    "VICTORIAMETRICS_PASSWORD",
+                    "is empty while VICTORIAMETRICS_USERNAME is set",
+                ))
+            }
+            (None, Some(p)) if !p.is_empty() => {
+                return Err(ConfigError::new(
+                    "VICTORIAMETRICS_USERNAME",
+                    "is empty while VICTORIAMETRICS_PASSWORD is set",
+                ))
+            }
+            (None, _) => url_credentials,
+        };
+        let batch_size = match nonempty(raw.victoriametrics_batch_size) {
+            None => NonZeroUsize::new(100).expect("100 is not zero"),
+            Some(v) => v
+                .parse::<NonZeroUsize>()
+                .ok()
+                .filter(|n| n.get() <= 1_000_000)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "VICTORIAMETRICS_BATCH_SIZE",
+                        format!("expected a number of lines from 1 to 1000000, got {v:?}"),
+                    )
+                })?,
+        };
+        let poll_interval = duration_var(
+            "VICTORIAMETRICS_POLL_INTERVAL",
+            raw.victoriametrics_poll_interval,
+            Duration::from_secs(60),
+        )?;
+        let reconcile_interval = duration_var(
+            "VICTORIAMETRICS_RECONCILE_INTERVAL",
+            raw.victoriametrics_reconcile_interval,
+            Duration::from_secs(3600),
+        )?;
+        let timeout = duration_var(
+            "VICTORIAMETRICS_TIMEOUT",
+            raw.victoriametrics_timeout,
+            Duration::from_secs(30),
+        )?;
+        let timezone = match nonempty(raw.victoriametrics_timezone) {
+            None => chrono_tz::Europe::Paris,
+            Some(v) => v.parse::<Tz>().map_err(|_| {
+                ConfigError::new(
+                    "VICTORIAMETRICS_TIMEZONE",
+                    format!("{v:?} is not an IANA time zone"),
+                )
+            })?,
+        };
+        let labels = match nonempty(raw.victoriametrics_labels) {
+            None => BTreeMap::new(),
+            Some(v) => parse_labels(&v)
+                .map_err(|reason| ConfigError::new("VICTORIAMETRICS_LABELS", reason))?,
+        };
+        Ok(Config {
+            database_url,
+            enabled,
+            vm: VmConfig {
+                import_url,
+                select_url,
+                delete_url,
+                credentials,
+                batch_size,
+                timeout,
+            },
+            poll_interval,
+            reconcile_interval,
+            timezone,
+            labels,
+        })
+    }
+}
+
+fn nonempty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn duration_var(
+    var: &'static str,
+    v: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match nonempty(v) {
+        None => Ok(default),
+        Some(v) => match parse_duration(&v) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(ConfigError::new(
+                var,
+                format!("expected a positive duration such as 500ms, 30s, 5m or 1h, got {v:?}"),
+            )),
+        },
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1d` or a bare number of seconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86400.0,
+        _ => return None,
+    };
+    if !seconds.is_finite() || !(0.0..=10.0 * 365.0 * 86400.0).contains(&seconds) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(seconds))
+}
+
+/// Parses `VICTORIAMETRICS_LABELS`: a JSON object of string (or number) values.
+pub fn parse_labels(v: &str) -> Result<BTreeMap<String, String>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(v).map_err(|e| format!("is not valid JSON ({e})"))?;
+    let object = value
+        .as_object()
+        .ok_or("must be a JSON object such as {\"home\":\"paris\"}")?;
+    let mut labels = BTreeMap::new();
+    for (name, value) in object {
+        if !is_label_name(name) {
+            return Err(format!(
+                "{name:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+            ));
+        }
+        if name.starts_with("__") {
+            return Err(format!(
+                "{name:?}: label names beginning with __ are reserved"
+            ));
+        }
+        if OWN_LABELS.contains(&name.as_str()) {
+            return Err(format!("{name:?} is a label the exporter sets itself"));
+        }
+        let value = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => return Err(format!("the value of {name:?} must be a string")),
+        };
+        labels.insert(name.clone(), value);
+    }
+    Ok(labels)
+}
+
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses a VictoriaMetrics base URL; credentials written in it are moved out
+/// so that the URL can appear in logs.
+fn parse_base_url(var: &'static str, v: &str) -> Result<(Url, Option<Credentials>), ConfigError> {
+    let mut url =
+        Url::parse(v).map_err(|e| ConfigError::new(var, format!("is not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new(
+            var,
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(var, "must not have a query or fragment"));
+    }
+    let credentials = if !url.username().is_empty() {
+        let username = percent_decode(url.username());
+        let password = SecretString::from(url.password().map(percent_decode).unwrap_or_default());
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Some(Credentials { username, password })
+    } else {
+        None
+    };
+    let trimmed = url.path().trim_end_matches('/').to_string();
+    url.set_path(&trimmed);
+    Ok((url, credentials))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Turns MyElectricalData's SQLAlchemy URL (`postgresql+asyncpg://…`) into
+/// one sqlx takes; the URL's text never reaches an error message.
+fn normalize_database_url(v: &str) -> Result<SecretString, ConfigError> {
+    let (scheme, rest) = v.split_once("://").ok_or_else(|| {
+        ConfigError::new("DATABASE_URL", "is not a URL (expected postgresql://…)")
+    })?;
+    let base = scheme.split('+').next().unwrap_or(scheme);
+    if !matches!(base, "postgresql" | "postgres") {
+        return Err(ConfigError::new(
+            "DATABASE_URL",
+            format!("scheme {scheme:?} is not PostgreSQL (expected postgresql:// or postgresql+asyncpg://)"),
+        ));
+    }
+    let url = format!("postgresql://{rest}");
+    // SQLAlchemy's asyncpg dialect spells sslmode "ssl"; sqlx wants sslmode.
+    let url = match Url::parse(&url) {
+        Ok(mut parsed) => {
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    if k == "ssl" {
+                        ("sslmode".into(), v.into_owned())
+                    } else {
+                        (k.into_owned(), v.into_owned())
+                    }
+                })
+                .collect();
+            if pairs.is_empty() {
+                parsed.set_query(None);
+            } else {
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            parsed.to_string()
+        }
+        Err(_) => return Err(ConfigError::new("DATABASE_URL", "is not a valid URL")),
+    };
+    Ok(SecretString::from(url))
+}
+
+impl Credentials {
+    /// The password, for the one call that builds the request.
+    pub fn password(&self) -> &str {
+        self.password.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![(
+            "DATABASE_URL",
+            "postgresql+asyncpg://med:s3cret@db:5432/myelectricaldata",
+        )]
+    }
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        let mut pairs = base();
+        pairs.extend_from_slice(extra);
+        Config::from_pairs(pairs)
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_database_is_set() {
+        let c = with(&[]).unwrap();
+        assert!(c.enabled);
+        assert_eq!(c.vm.import_url.as_str(), "http://localhost:8428/");
+        assert_eq!(c.vm.batch_size.get(), 100);
+        assert_eq!(c.poll_interval, Duration::from_secs(60));
+        assert_eq!(c.reconcile_interval, Duration::from_secs(3600));
+        assert_eq!(c.timezone, chrono_tz::Europe::Paris);
+        assert!(c.labels.is_empty());
+        assert_eq!(
+            c.database_url.expose_secret(),
+            "postgresql://med:s3cret@db:5432/myelectricaldata"
+        );
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("45"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5 minutes"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn every_bad_variable_is_named_in_its_error() {
+        let cases: &[(&str, &str)] = &[
+            ("VICTORIAMETRICS_ENABLED", "maybe"),
+            ("VICTORIAMETRICS_URL", "victoriametrics:8428"),
+            ("VICTORIAMETRICS_SELECT_URL", "ftp://x"),
+            ("VICTORIAMETRICS_DELETE_URL", "not a url"),
+            ("VICTORIAMETRICS_BATCH_SIZE", "0"),
+            ("VICTORIAMETRICS_BATCH_SIZE", "ten"),
+            ("VICTORIAMETRICS_POLL_INTERVAL", "often"),
+            ("VICTORIAMETRICS_RECONCILE_INTERVAL", "0s"),
+            ("VICTORIAMETRICS_TIMEOUT", "1y"),
+            ("VICTORIAMETRICS_TIMEZONE", "Europe/Pariss"),
+            ("VICTORIAMETRICS_LABELS", "[1]"),
+            ("VICTORIAMETRICS_USERNAME", "alice"),
+        ];
+        for (var, value) in cases {
+            let err = with(&[(var, value)]).unwrap_err();
+            let expected = if *var == "VICTORIAMETRICS_USERNAME" {
+                "VICTORIAMETRICS_PASSWORD"
+            } else {
+                var
+            };
+            assert_eq!(err.var, expected, "{var}={value}");
+            assert!(err.to_string().starts_with(expected), "{err}");
+        }
+        let err = Config::from_pairs(Vec::<(String, String)>::new()).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        let err = Config::from_pairs([("DATABASE_URL", "mysql://x@y/z")]).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn labels_must_be_valid_names_and_not_the_exporters_own() {
+        assert_eq!(
+            parse_labels(r#"{"home":"paris","floor":2}"#).unwrap(),
+            BTreeMap::from([
+                ("floor".to_string(), "2".to_string()),
+                ("home".to_string(), "paris".to_string())
+            ])
+        );
+        assert!(parse_labels(r#"{"pdl":"x"}"#).is_err());
+        assert!(parse_labels(r#"{"quality":"x"}"#).is_err());
+        assert!(parse_labels(r#"{"__name__":"x"}"#).is_err());
+        assert!(parse_labels(r#"{"9lives":"x"}"#).is_err());
+        assert!(parse_labels(r#"{"a-b":"x"}"#).is_err());
+        assert!(parse_labels(r#"{"a":{"b":1}}"#).is_err());
+        assert!(parse_labels("not json").is_err());
+        assert!(parse_labels(r#"{"note":"line\nbreak \"quoted\" back\\slash"}"#).is_ok());
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let c = with(&[
+            ("VICTORIAMETRICS_USERNAME", "alice"),
+            ("VICTORIAMETRICS_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(c.vm.credentials.as_ref().unwrap().password(), "hunter2");
+    }
+
+    #[test]
+    fn credentials_in_the_url_move_to_basic_auth() {
+        let c = with(&[("VICTORIAMETRICS_URL", "https://bob:p%40ss@vm.example:8428/")]).unwrap();
+        assert_eq!(c.vm.import_url.as_str(), "https://vm.example:8428/");
+        let creds = c.vm.credentials.unwrap();
+        assert_eq!(creds.username, "bob");
+        assert_eq!(creds.password(), "p@ss");
+    }
+
+    #[test]
+    fn cluster_paths_are_kept_without_trailing_slash() {
+        let c = with(&[
+            (
+                "VICTORIAMETRICS_URL",
+                "http://vminsert:8480/insert/0/prometheus/",
+            ),
+            (
+                "VICTORIAMETRICS_SELECT_URL",
+                "http://vmselect:8481/select/0/prometheus",
+            ),
+            (
+                "VICTORIAMETRICS_DELETE_URL",
+                "http://vmselect:8481/delete/0/prometheus",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.vm.import_url.path(), "/insert/0/prometheus");
+        assert_eq!(c.vm.delete_url.path(), "/delete/0/prometheus");
+    }
+
+    #[test]
+    fn asyncpg_ssl_parameter_becomes_sslmode() {
+        let c = Config::from_pairs([("DATABASE_URL", "postgresql+asyncpg://u:p@h/db?ssl=require")])
+            .unwrap();
+        assert_eq!(
+            c.database_url.expose_secret(),
+            "postgresql://u:p@h/db?sslmode=require"
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! The metric contract of SPEC §3: which series exist, their labels, and the
+//! samples each holds, computed from the rows of the source tables.
+//!
+//! Nothing here does I/O: rows go in, [`Series`] come out, ready to compare
+//! with what was exported before and to render as Prometheus text lines.
+
+pub mod ecowatt;
+pub mod energy;
+pub mod render;
+pub mod tempo;
+
+use std::collections::BTreeMap;
+
+use chrono_tz::Tz;
+
+use crate::config::OWN_LABELS;
+
+/// A group of series reconciled together, from one source table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// `myelectricaldata_consumption_wh`, from `consumption_data`.
+    Consumption,
+    /// `myelectricaldata_production_wh`, from `production_data`.
+    Production,
+    /// `myelectricaldata_tempo_*`, from `tempo_days` and the PDLs of `consumption_data`.
+    Tempo,
+    /// `myelectricaldata_ecowatt_*`, from `ecowatt`.
+    Ecowatt,
+}
+
+impl Family {
+    /// Every family, in export order.
+    pub const ALL: [Family; 4] = [
+        Family::Consumption,
+        Family::Production,
+        Family::Tempo,
+        Family::Ecowatt,
+    ];
+
+    /// The family's name in state tables and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Consumption => "consumption",
+            Family::Production => "production",
+            Family::Tempo => "tempo",
+            Family::Ecowatt => "ecowatt",
+        }
+    }
+}
+
+/// One sample: Unix milliseconds and an integer value (every metric of the
+/// contract is a count of Wh, days or levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Sample {
+    /// Unix milliseconds.
+    pub ts: i64,
+    /// The value.
+    pub value: i64,
+}
+
+/// One series with every sample it should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Series {
+    /// `name{labels}`, the start of each of its lines.
+    pub head: String,
+    /// A PromQL selector matching this series and no other of the exporter's.
+    pub selector: String,
+    /// Its samples, sorted by timestamp, one per timestamp.
+    pub samples: Vec<Sample>,
+}
+
+/// A row the contract could not use: logged once and counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    /// The table the row comes from.
+    pub table: &'static str,
+    /// The row's id, or another way to find it.
+    pub row: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// What a family's computation produced besides its series.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Rows skipped as malformed.
+    pub skipped: Vec<Skip>,
+    /// The earliest timestamp held back as too far in the future, if any.
+    pub next_held_back: Option<i64>,
+}
+
+impl Report {
+    /// Records a skipped row.
+    pub fn skip(&mut self, table: &'static str, row: impl Into<String>, reason: impl Into<String>) {
+        self.skipped.push(Skip {
+            table,
+            row: row.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn hold_back(&mut self, ts: i64) {
+        self.next_held_back = Some(self.next_held_back.map_or(ts, |t| t.min(ts)));
+    }
+}
+
+/// How far ahead of now VictoriaMetrics accepts samples (2 days), less an
+/// hour of margin for clocks that disagree.
+pub const FUTURE_WINDOW_MS: i64 = 2 * 86_400_000 - 3_600_000;
+
+/// The settings every series is computed with.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// Zone of the local dates and times.
+    pub tz: Tz,
+    /// `VICTORIAMETRICS_LABELS`, sorted by name.
+    pub extra_labels: Vec<(String, String)>,
+    /// Samples after this instant (Unix ms) are held back.
+    pub cutoff_ms: i64,
+}
+
+impl Contract {
+    /// A contract for the given zone and labels, holding back what lies
+    /// beyond VictoriaMetrics' future window from `now_ms`.
+    pub fn new(tz: Tz, extra_labels: &BTreeMap<String, String>, now_ms: i64) -> Self {
+        Self {
+            tz,
+            extra_labels: extra_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cutoff_ms: now_ms.saturating_add(FUTURE_WINDOW_MS),
+        }
+    }
+
+    /// Builds a series from its own labels and samples: adds the extra
+    /// labels, holds back future samples, sorts, and keeps one sample per
+    /// timestamp (the last given, with a warning for the others). `None`
+    /// when nothing is left to export.
+    pub fn series(
+        &self,
+        name: &str,
+        own: &[(&str, &str)],
+        mut samples: Vec<Sample>,
+        report: &mut Report,
+    ) -> Option<Series> {
+        let cutoff = self.cutoff_ms;
+        samples.retain(|s| {
+            if s.ts > cutoff {
+                report.hold_back(s.ts);
+                false
+            } else {
+                true
+            }
+        });
+        // Stable sort, then keep the last of each run of equal timestamps.
+        samples.sort_by_key(|s| s.ts);
+        let mut labels: Vec<(&str, &str)> = own.to_vec();
+        labels.extend(
+            self.extra_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let head = render::series_head(name, &labels);
+        let mut deduped: Vec<Sample> = Vec::with_capacity(samples.len());
+        for s in samples {
+            match deduped.last_mut() {
+                Some(last) if last.ts == s.ts => {
+                    report.skip(
+                        "(several rows)",
+                        head.clone(),
+                        format!("two rows give timestamp {}; the later row wins", s.ts),
+                    );
+                    *last = s;
+                }
+                _ => deduped.push(s),
+            }
+        }
+        if deduped.is_empty() {
+            return None;
+        }
+        let selector = render::series_selector(name, &labels, &OWN_LABELS);
+        Some(Series {
+            head,
+            selector,
+            samples: deduped,
+        })
+    }
+}
+
+/// A PDL is 14 digits.
+pub fn is_pdl(s: &str) -> bool {
+    s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contract() -> Contract {
+        Contract::new(
+            chrono_tz::Europe::Paris,
+            &BTreeMap::from([("home".into(), "a\"b".into())]),
+            1_000_000,
+        )
+    }
+
+    #[test]
+    fn a_series_carries_the_extra_labels_after_its_own() {
+        let mut r = Report::default();
+        let s = contract()
+            .series(
+                "m",
+                &[("pdl", "1")],
+                vec![Sample { ts: 1, value: 2 }],
+                &mut r,
+            )
+            .unwrap();
+        assert_eq!(s.head, r#"m{pdl="1",home="a\"b"}"#);
+        assert!(s.selector.contains(r#"home="a\"b""#));
+        assert!(s.selector.contains(r#"quality="""#));
+    }
+
+    #[test]
+    fn samples_beyond_the_future_window_are_held_back() {
+        let c = contract();
+        let mut r = Report::default();
+        let far = c.cutoff_ms + 1;
+        let s = c
+            .series(
+                "m",
+                &[],
+                vec![Sample { ts: far, value: 1 }, Sample { ts: 5, value: 1 }],
+                &mut r,
+            )
+            .unwrap();
+        assert_eq!(s.samples, vec![Sample { ts: 5, value: 1 }]);
+        assert_eq!(r.next_held_back, Some(far));
+        assert!(c
+            .series("m", &[], vec![Sample { ts: far, value: 1 }], &mut r)
+            .is_none());
+    }
+
+    #[test]
+    fn two_samples_at_one_timestamp_leave_the_later_one() {
+        let mut r = Report::default();
+        let s = contract()
+            .series(
+                "m",
+                &[],
+                vec![
+                    Sample { ts: 2, value: 1 },
+                    Sample { ts: 1, value: 9 },
+                    Sample { ts: 2, value: 3 },
+                ],
+                &mut r,
+            )
+            .unwrap();
+        assert_eq!(
+            s.samples,
+            vec![Sample { ts: 1, value: 9 }, Sample { ts: 2, value: 3 }]
+        );
+        assert_eq!(r.skipped.len(), 1);
+    }
+
+    #[test]
+    fn a_pdl_is_exactly_fourteen_digits() {
+        assert!(is_pdl("12345678901234"));
+        assert!(!is_pdl("1234567890123"));
+        assert!(!is_pdl("1234567890123a"));
+        assert!(!is_pdl("12345678901234 "));
+    }
+}

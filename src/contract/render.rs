@@ -1,0 +1,122 @@
+//! Prometheus text lines: label escaping, series heads, selectors, lines.
+
+use std::io::Write as _;
+
+/// Appends `value` to `out`, escaped as the Prometheus text format and
+/// PromQL string literals both require: backslash, double quote, newline.
+/// Carriage returns are escaped too, as `\r` would otherwise end a line for
+/// parsers that accept CRLF.
+pub fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The labels of one series, in the order they are written.
+pub type Labels<'a> = [(&'a str, &'a str)];
+
+/// `name{a="x",b="y"}`: the part of a line before the value. Written once
+/// per series; each line then only appends value and timestamp.
+pub fn series_head(name: &str, labels: &Labels<'_>) -> String {
+    let mut out = String::with_capacity(name.len() + 16 * labels.len());
+    out.push_str(name);
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label_value(&mut out, v);
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// A PromQL selector matching exactly this series among the exporter's own:
+/// the exporter's labels that the series lacks are matched as empty, so that
+/// `{pdl="…",type="daily"}` does not also match the `quality="BRUT"` series.
+pub fn series_selector(name: &str, labels: &Labels<'_>, own_labels: &[&str]) -> String {
+    let mut out = String::with_capacity(name.len() + 24 * labels.len() + 16);
+    out.push_str("{__name__=\"");
+    escape_label_value(&mut out, name);
+    out.push('"');
+    for (k, v) in labels {
+        out.push(',');
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label_value(&mut out, v);
+        out.push('"');
+    }
+    for own in own_labels {
+        if !labels.iter().any(|(k, _)| k == own) {
+            out.push(',');
+            out.push_str(own);
+            out.push_str("=\"\"");
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// Appends one line, `head value timestamp_ms\n`, to `buf`.
+pub fn write_line(buf: &mut Vec<u8>, head: &str, value: i64, timestamp_ms: i64) {
+    buf.extend_from_slice(head.as_bytes());
+    // Writing integers into a Vec cannot fail.
+    let _ = writeln!(buf, " {value} {timestamp_ms}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_newline() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\\b\"c\nd\re");
+        assert_eq!(out, r#"a\\b\"c\nd\re"#);
+    }
+
+    #[test]
+    fn a_head_lists_labels_in_order() {
+        assert_eq!(
+            series_head(
+                "m",
+                &[
+                    ("pdl", "12345678901234"),
+                    ("type", "daily"),
+                    ("home", "say \"hi\"")
+                ]
+            ),
+            r#"m{pdl="12345678901234",type="daily",home="say \"hi\""}"#
+        );
+    }
+
+    #[test]
+    fn a_selector_pins_the_missing_own_labels_to_empty() {
+        let s = series_selector(
+            "m",
+            &[("pdl", "1"), ("type", "daily")],
+            &["pdl", "type", "quality"],
+        );
+        assert_eq!(s, r#"{__name__="m",pdl="1",type="daily",quality=""}"#);
+    }
+
+    #[test]
+    fn a_line_is_head_value_and_millisecond_timestamp() {
+        let mut buf = Vec::new();
+        write_line(&mut buf, "m{a=\"b\"}", 15200, 1_705_273_200_000);
+        write_line(&mut buf, "m{a=\"b\"}", -3, 0);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "m{a=\"b\"} 15200 1705273200000\nm{a=\"b\"} -3 0\n"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! `myelectricaldata_tempo_color` and `myelectricaldata_tempo_remaining`.
+
+use chrono::NaiveDate;
+
+use super::{Contract, Report, Sample, Series};
+use crate::calendar::{day_millis, tempo_remaining, TempoColor};
+
+/// One row of `tempo_days`, as read.
+#[derive(Debug, Clone)]
+pub struct TempoRow {
+    /// `id`: the day, `YYYY-MM-DD`.
+    pub id: String,
+    /// `color` as text.
+    pub color: String,
+}
+
+/// The Tempo series of every PDL: a colour series and a remaining-days
+/// series for each of the three colours.
+pub fn tempo_series(
+    contract: &Contract,
+    rows: &[TempoRow],
+    pdls: &[String],
+    report: &mut Report,
+) -> Vec<Series> {
+    let mut days: Vec<(NaiveDate, TempoColor)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Ok(date) = NaiveDate::parse_from_str(&row.id, "%Y-%m-%d") else {
+            report.skip("tempo_days", row.id.clone(), "id is not a YYYY-MM-DD date");
+            continue;
+        };
+        let Some(color) = TempoColor::parse(&row.color) else {
+            report.skip(
+                "tempo_days",
+                row.id.clone(),
+                format!("color {:?} is not BLUE, WHITE or RED", row.color),
+            );
+            continue;
+        };
+        days.push((date, color));
+    }
+    days.sort();
+    days.dedup_by_key(|(date, _)| *date);
+    let remaining = tempo_remaining(&days);
+    let stamps: Vec<i64> = days
+        .iter()
+        .map(|(date, _)| day_millis(contract.tz, *date))
+        .collect();
+
+    let mut out = Vec::with_capacity(pdls.len() * 6);
+    for pdl in pdls {
+        for color in TempoColor::ALL {
+            let samples = days
+                .iter()
+                .zip(&stamps)
+                .map(|((_, c), &ts)| Sample {
+                    ts,
+                    value: i64::from(*c == color),
+                })
+                .collect();
+            out.extend(contract.series(
+                "myelectricaldata_tempo_color",
+                &[("pdl", pdl), ("color", color.french())],
+                samples,
+                report,
+            ));
+        }
+        for color in TempoColor::ALL {
+            let samples = remaining
+                .iter()
+                .zip(&stamps)
+                .map(|(r, &ts)| Sample {
+                    ts,
+                    value: i64::from(r[color.index()]),
+                })
+                .collect();
+            out.extend(contract.series(
+                "myelectricaldata_tempo_remaining",
+                &[("pdl", pdl), ("color", color.english())],
+                samples,
+                report,
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_seed_tempo_lines_are_reproduced() {
+        let c = Contract::new(
+            chrono_tz::Europe::Paris,
+            &BTreeMap::new(),
+            1_800_000_000_000,
+        );
+        let mut rows: Vec<TempoRow> = (0..5)
+            .map(|i| TempoRow {
+                id: format!("2024-01-{:02}", 11 + i),
+                color: "BLUE".into(),
+            })
+            .collect();
+        rows[1].color = "WHITE".into();
+        rows[2].color = "WHITE".into();
+        rows[3].color = "WHITE".into();
+        rows.push(TempoRow {
+            id: "2024-01-16".into(),
+            color: "PURPLE".into(),
+        });
+        rows.push(TempoRow {
+            id: "not a date".into(),
+            color: "RED".into(),
+        });
+        let mut r = Report::default();
+        let series = tempo_series(&c, &rows, &["12345678901234".to_string()], &mut r);
+        assert_eq!(series.len(), 6);
+        assert_eq!(r.skipped.len(), 2);
+        let bleu = &series[0];
+        assert_eq!(
+            bleu.head,
+            r#"myelectricaldata_tempo_color{pdl="12345678901234",color="BLEU"}"#
+        );
+        assert_eq!(
+            bleu.samples.last().unwrap(),
+            &Sample {
+                ts: 1_705_273_200_000,
+                value: 1
+            }
+        );
+        let white = &series[4];
+        assert_eq!(
+            white.head,
+            r#"myelectricaldata_tempo_remaining{pdl="12345678901234",color="white"}"#
+        );
+        assert_eq!(
+            white.samples.last().unwrap(),
+            &Sample {
+                ts: 1_705_273_200_000,
+                value: 40
+            }
+        );
+    }
+}

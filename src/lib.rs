@@ -1,0 +1,32 @@
+//! myelectricaldata-vm-exporter keeps a VictoriaMetrics database an exact
+//! mirror of the electricity data the MyElectricalData client stores in
+//! PostgreSQL. The contract is `SPEC.md`; the README tells how to run it.
+//!
+//! # Layout
+//!
+//! The pipeline, one module per stage:
+//!
+//! - [`config`]: the `VICTORIAMETRICS_*` environment, validated at start.
+//! - [`source`]: the PostgreSQL source, MyElectricalData's tables as they are,
+//!   and the migrations.
+//! - [`calendar`]: local times (daylight saving, `fold=0`) and Tempo seasons.
+//! - [`contract`]: the metrics of the spec, computed from rows into series,
+//!   and rendered as Prometheus text lines.
+//! - [`state`]: what VictoriaMetrics holds, summarised per series and day in
+//!   the `vm_export_*` tables, and the plan: unchanged, append or rewrite.
+//! - [`batch`] and [`sink`]: lines in batches, posted to VictoriaMetrics with
+//!   retries; series deletion and read-back.
+//! - [`export`]: one pass over a family: read, compute, compare, send, acknowledge.
+//! - [`scheduler`]: the daemon's loop: poll, full reconciliation, shutdown.
+//! - [`check`]: the `check` command's checklist.
+
+pub mod batch;
+pub mod calendar;
+pub mod check;
+pub mod config;
+pub mod contract;
+pub mod export;
+pub mod scheduler;
+pub mod sink;
+pub mod source;
+pub mod state;

@@ -1,0 +1,131 @@
+//! The `myelectricaldata-vm-exporter` binary: parses the command line and
+//! the environment, then hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use myelectricaldata_vm_exporter::{check, config::Config, export, scheduler, source::Source};
+use tracing_subscriber::EnvFilter;
+
+/// Keeps VictoriaMetrics an exact mirror of MyElectricalData's PostgreSQL data.
+///
+/// Configuration comes from the environment (DATABASE_URL and the
+/// VICTORIAMETRICS_* variables); see the README.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Command {
+    /// Run the daemon (the default): poll for changes, reconcile in full periodically.
+    Run,
+    /// One full reconciliation and export, then exit.
+    Once,
+    /// Test the connections: PostgreSQL, VictoriaMetrics, a write read back, retention.
+    Check,
+    /// Print the lines a full export would send.
+    Render,
+    /// Apply the migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(execute(cli.command.unwrap_or(Command::Run), config))
+}
+
+async fn execute(command: Command, config: Config) -> ExitCode {
+    let result = match command {
+        Command::Run => scheduler::run(config, shutdown_signal()).await.map(drop),
+        Command::Once => scheduler::once(config).await.map(|o| {
+            tracing::info!(lines = o.lines, rewritten = o.rewritten, appended = o.appended, deleted = o.deleted, skipped = o.skipped, "once: done");
+        }),
+        Command::Migrate => async {
+            Source::connect_lazy(&config.database_url)?.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        .await,
+        Command::Render => async {
+            let source = Source::connect_lazy(&config.database_url)?;
+            let mut out = std::io::stdout();
+            let report = export::render_all(&source, &config, &mut out).await?;
+            for skip in report.skipped {
+                tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
+            }
+            Ok(())
+        }
+        .await,
+        Command::Check => {
+            let items = check::run(&config).await;
+            let mut failed = false;
+            for item in &items {
+                let mark = match item.status {
+                    check::Status::Ok => "[ OK ]",
+                    check::Status::Warn => "[WARN]",
+                    check::Status::Fail => {
+                        failed = true;
+                        "[FAIL]"
+                    }
+                };
+                println!("{mark} {}", item.text);
+            }
+            return if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,259 @@
+//! The daemon's loop: poll for changes, reconcile in full on a schedule,
+//! back off on failure, stop on the shutdown signal.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::backoff;
+use crate::config::Config;
+use crate::contract::{Family, FUTURE_WINDOW_MS};
+use crate::export::{ExportError, Exporter};
+use crate::sink::Sink;
+use crate::source::{ChangeTokens, Source};
+
+/// The tables (indexes in [`crate::source::TABLES`]) a family is computed from.
+fn tables_of(family: Family) -> &'static [usize] {
+    match family {
+        Family::Consumption => &[0],
+        Family::Production => &[1],
+        // Tempo series exist for each PDL of consumption_data.
+        Family::Tempo => &[2, 0],
+        Family::Ecowatt => &[3],
+    }
+}
+
+/// What the loop remembers of a family between polls.
+#[derive(Debug, Default, Clone)]
+struct FamilyClock {
+    /// Change tokens read just before the last successful pass.
+    tokens: Option<ChangeTokens>,
+    /// The earliest held-back sample of the last pass.
+    next_held_back: Option<i64>,
+    /// The last pass failed.
+    failed: bool,
+}
+
+impl FamilyClock {
+    fn is_due(&self, family: Family, tokens: &ChangeTokens, now_ms: i64) -> bool {
+        if self.failed {
+            return true;
+        }
+        let Some(seen) = &self.tokens else {
+            return true;
+        };
+        if tables_of(family).iter().any(|&t| seen[t] != tokens[t]) {
+            return true;
+        }
+        self.next_held_back
+            .is_some_and(|ts| ts <= now_ms.saturating_add(FUTURE_WINDOW_MS))
+    }
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ExportError> {
+    let cancel = CancellationToken::new();
+    let work = async {
+        if !config.enabled {
+            tracing::info!(
+                "export is disabled (VICTORIAMETRICS_ENABLED=false); idling until stopped"
+            );
+            std::future::pending::<()>().await;
+        }
+        let source = Source::connect_lazy(&config.database_url)?;
+        let sink = Sink::new(&config.vm);
+        migrate_until_done(&source, &config, &cancel).await;
+        let exporter = Exporter::new(source, sink, config.clone(), cancel.clone());
+        poll_loop(&exporter, &config).await
+    };
+    tokio::select! {
+        result = work => result,
+        () = shutdown => {
+            // Dropping the pass mid-way is safe: every series being written
+            // is marked pending and is rewritten at the next start.
+            cancel.cancel();
+            tracing::info!("stopping");
+            Ok(())
+        }
+    }
+}
+
+async fn migrate_until_done(source: &Source, config: &Config, cancel: &CancellationToken) {
+    let mut attempt = 0;
+    loop {
+        match source.migrate().await {
+            Ok(()) => return,
+            Err(e) => {
+                let delay = backoff(attempt, config.poll_interval.max(Duration::from_secs(1)));
+                tracing::error!(error = %e, retry_in = ?delay, "cannot prepare the database; retrying");
+                attempt += 1;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportError> {
+    let mut clocks: [FamilyClock; 4] = Default::default();
+    let mut next_full = Instant::now();
+    let mut failures: u32 = 0;
+    tracing::info!(
+        url = %exporter.sink_url(),
+        poll_interval = ?config.poll_interval,
+        reconcile_interval = ?config.reconcile_interval,
+        "exporter started"
+    );
+    loop {
+        let full = Instant::now() >= next_full;
+        let ok = match cycle(exporter, &mut clocks, full).await {
+            Ok(()) => {
+                if full {
+                    next_full = Instant::now() + config.reconcile_interval;
+                }
+                failures = 0;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "export cycle failed; will retry");
+                failures = failures.saturating_add(1);
+                false
+            }
+        };
+        let wait = if ok {
+            config.poll_interval
+        } else {
+            backoff(failures - 1, config.poll_interval)
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One cycle: the families that changed (or all of them, on a full reconciliation).
+async fn cycle(
+    exporter: &Exporter,
+    clocks: &mut [FamilyClock; 4],
+    full: bool,
+) -> Result<(), ExportError> {
+    let tokens = exporter.source().change_tokens().await?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let due: Vec<usize> = (0..4)
+        .filter(|&i| full || clocks[i].is_due(Family::ALL[i], &tokens, now_ms))
+        .collect();
+    if due.is_empty() {
+        tracing::debug!("nothing changed");
+        return Ok(());
+    }
+    exporter.prepare().await?;
+    let mut first_error = None;
+    for i in due {
+        let family = Family::ALL[i];
+        let started = Instant::now();
+        match exporter.export(family).await {
+            Ok(o) => {
+                clocks[i] = FamilyClock {
+                    tokens: Some(tokens),
+                    next_held_back: o.next_held_back,
+                    failed: false,
+                };
+                if o.lines > 0 || o.deleted > 0 || o.skipped > 0 {
+                    tracing::info!(
+                        family = family.as_str(),
+                        lines = o.lines,
+                        batches = o.batches,
+                        appended = o.appended,
+                        rewritten = o.rewritten,
+                        deleted = o.deleted,
+                        skipped = o.skipped,
+                        elapsed = ?started.elapsed(),
+                        "exported"
+                    );
+                }
+            }
+            Err(ExportError::Cancelled) => return Err(ExportError::Cancelled),
+            Err(e) => {
+                tracing::error!(family = family.as_str(), error = %e, "export failed");
+                clocks[i].failed = true;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One full reconciliation of every family, as `once` runs it.
+pub async fn once(config: Config) -> Result<crate::export::Outcome, ExportError> {
+    let source = Source::connect_lazy(&config.database_url)?;
+    source.migrate().await?;
+    let sink = Sink::new(&config.vm);
+    let exporter = Exporter::new(source, sink, config, CancellationToken::new());
+    exporter.prepare().await?;
+    let mut total = crate::export::Outcome::default();
+    for family in Family::ALL {
+        let o = exporter.export(family).await?;
+        tracing::info!(
+            family = family.as_str(),
+            lines = o.lines,
+            appended = o.appended,
+            rewritten = o.rewritten,
+            deleted = o.deleted,
+            skipped = o.skipped,
+            "exported"
+        );
+        total.lines += o.lines;
+        total.batches += o.batches;
+        total.appended += o.appended;
+        total.rewritten += o.rewritten;
+        total.deleted += o.deleted;
+        total.skipped += o.skipped;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_family_is_due_when_one_of_its_tables_moved() {
+        let tokens: ChangeTokens = [Some((1, 10)), Some((2, 0)), Some((3, 5)), Some((4, 1))];
+        let clock = FamilyClock {
+            tokens: Some(tokens),
+            ..Default::default()
+        };
+        assert!(!clock.is_due(Family::Tempo, &tokens, 0));
+        let mut moved = tokens;
+        moved[0] = Some((1, 11));
+        assert!(clock.is_due(Family::Consumption, &moved, 0));
+        assert!(clock.is_due(Family::Tempo, &moved, 0));
+        assert!(!clock.is_due(Family::Production, &moved, 0));
+        assert!(!clock.is_due(Family::Ecowatt, &moved, 0));
+    }
+
+    #[test]
+    fn a_held_back_sample_makes_its_family_due_once_inside_the_window() {
+        let tokens: ChangeTokens = [None; 4];
+        let clock = FamilyClock {
+            tokens: Some(tokens),
+            next_held_back: Some(FUTURE_WINDOW_MS + 10),
+            failed: false,
+        };
+        assert!(!clock.is_due(Family::Ecowatt, &tokens, 9));
+        assert!(clock.is_due(Family::Ecowatt, &tokens, 10));
+    }
+
+    #[test]
+    fn a_failed_or_never_run_family_is_due() {
+        let tokens: ChangeTokens = [None; 4];
+        assert!(FamilyClock::default().is_due(Family::Consumption, &tokens, 0));
+        let clock = FamilyClock {
+            tokens: Some(tokens),
+            next_held_back: None,
+            failed: true,
+        };
+        assert!(clock.is_due(Family::Consumption, &tokens, 0));
+    }
+}

@@ -1,0 +1,269 @@
+//! The VictoriaMetrics sink: import, delete and read back over HTTP.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{RequestBuilder, StatusCode};
+use url::Url;
+
+use crate::config::VmConfig;
+
+/// Path appended to `VICTORIAMETRICS_URL` for imports.
+pub const IMPORT_PATH: &str = "/api/v1/import/prometheus";
+/// Path appended to the delete base.
+pub const DELETE_PATH: &str = "/api/v1/admin/tsdb/delete_series";
+/// Path appended to the select base for raw reads.
+pub const EXPORT_PATH: &str = "/api/v1/export";
+
+/// An error talking to VictoriaMetrics. Never holds a secret: URLs carry
+/// no credentials (they are moved to the Authorization header at start).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// No answer: refused, reset, timed out.
+    #[error("VictoriaMetrics: {what} at {url}: {reason}")]
+    Transport {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        url: String,
+        /// The transport's error, without the URL.
+        reason: String,
+        /// Whether the request surely did not reach the server (connection refused).
+        not_sent: bool,
+    },
+    /// An answer other than success.
+    #[error("VictoriaMetrics: {what} at {url}: HTTP {status}: {body}")]
+    Status {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the answer's body.
+        body: String,
+    },
+}
+
+impl SinkError {
+    /// Transport errors, 408, 429 and 5xx may pass on a later try; other 4xx will not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Transport { .. } => true,
+            SinkError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+        }
+    }
+
+    /// 401 or 403: the credentials were refused.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            SinkError::Status {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
+
+    /// Whether VictoriaMetrics may have stored some of the request's lines
+    /// even though it failed: only a refused connection proves it did not.
+    pub fn may_have_landed(&self) -> bool {
+        !matches!(self, SinkError::Transport { not_sent: true, .. })
+    }
+}
+
+/// A VictoriaMetrics server (single node, cluster or a proxy before them).
+#[derive(Debug, Clone)]
+pub struct Sink {
+    client: reqwest::Client,
+    cfg: VmConfig,
+    import_url: Url,
+    delete_url: Url,
+    export_url: Url,
+}
+
+fn join(base: &Url, path: &str) -> Url {
+    let joined = format!("{}{}", base.as_str().trim_end_matches('/'), path);
+    Url::parse(&joined).unwrap_or_else(|_| base.clone())
+}
+
+impl Sink {
+    /// A client for the configured endpoints.
+    pub fn new(cfg: &VmConfig) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!(
+                "myelectricaldata-vm-exporter/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .unwrap_or_default();
+        Self {
+            client,
+            import_url: join(&cfg.import_url, IMPORT_PATH),
+            delete_url: join(&cfg.delete_url, DELETE_PATH),
+            export_url: join(&cfg.select_url, EXPORT_PATH),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// The import endpoint, for logs.
+    pub fn import_url(&self) -> &Url {
+        &self.import_url
+    }
+
+    fn auth(&self, rb: RequestBuilder) -> RequestBuilder {
+        match &self.cfg.credentials {
+            Some(c) => rb.basic_auth(&c.username, Some(c.password())),
+            None => rb,
+        }
+    }
+
+    async fn send(
+        &self,
+        what: &'static str,
+        url: &Url,
+        rb: RequestBuilder,
+    ) -> Result<String, SinkError> {
+        let response = self
+            .auth(rb)
+            .send()
+            .await
+            .map_err(|e| transport(what, url, e))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| transport(what, url, e))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(status_error(what, url, status, &body))
+        }
+    }
+
+    /// POSTs Prometheus text lines.
+    pub async fn import(&self, body: Bytes) -> Result<(), SinkError> {
+        let rb = self
+            .client
+            .post(self.import_url.clone())
+            .header("Content-Type", "text/plain")
+            .body(body);
+        self.send("importing lines", &self.import_url, rb)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes every series matching `selector`.
+    pub async fn delete_series(&self, selector: &str) -> Result<(), SinkError> {
+        let rb = self
+            .client
+            .post(self.delete_url.clone())
+            .form(&[("match[]", selector)]);
+        self.send("deleting a series", &self.delete_url, rb)
+            .await
+            .map(drop)
+    }
+
+    /// Raw samples of the series matching `selector`, as JSON lines.
+    pub async fn export(&self, selector: &str) -> Result<String, SinkError> {
+        let rb = self
+            .client
+            .post(self.export_url.clone())
+            .form(&[("match[]", selector)]);
+        self.send("reading series back", &self.export_url, rb).await
+    }
+
+    /// GET on any path below the select base (`/metrics`, `/health` on a single node).
+    pub async fn get_select(&self, path: &str) -> Result<String, SinkError> {
+        let url = join(&self.cfg.select_url, path);
+        let rb = self.client.get(url.clone());
+        self.send("querying", &url, rb).await
+    }
+}
+
+fn transport(what: &'static str, url: &Url, e: reqwest::Error) -> SinkError {
+    let not_sent = e.is_connect();
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "connection failed"
+    };
+    let mut reason = kind.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    SinkError::Transport {
+        what,
+        url: url.to_string(),
+        reason,
+        not_sent,
+    }
+}
+
+fn status_error(what: &'static str, url: &Url, status: StatusCode, body: &str) -> SinkError {
+    let mut body: String = body.trim().chars().take(300).collect();
+    if body.is_empty() {
+        body = status
+            .canonical_reason()
+            .unwrap_or("no reason given")
+            .to_string();
+    }
+    SinkError::Status {
+        what,
+        url: url.to_string(),
+        status: status.as_u16(),
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> SinkError {
+        SinkError::Status {
+            what: "x",
+            url: "u".into(),
+            status: code,
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn transport_errors_408_429_and_5xx_are_retried_other_4xx_are_not() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(status(code).is_retryable(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 413, 422] {
+            assert!(!status(code).is_retryable(), "{code}");
+        }
+        let refused = SinkError::Transport {
+            what: "x",
+            url: "u".into(),
+            reason: String::new(),
+            not_sent: true,
+        };
+        assert!(refused.is_retryable());
+        assert!(!refused.may_have_landed());
+        assert!(status(503).may_have_landed());
+        assert!(status(401).is_auth() && status(403).is_auth() && !status(404).is_auth());
+    }
+
+    #[test]
+    fn paths_join_onto_cluster_bases() {
+        let base = Url::parse("http://vminsert:8480/insert/0/prometheus").unwrap();
+        assert_eq!(
+            join(&base, IMPORT_PATH).as_str(),
+            "http://vminsert:8480/insert/0/prometheus/api/v1/import/prometheus"
+        );
+        let root = Url::parse("http://vm:8428/").unwrap();
+        assert_eq!(
+            join(&root, IMPORT_PATH).as_str(),
+            "http://vm:8428/api/v1/import/prometheus"
+        );
+    }
+}

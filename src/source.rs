@@ -1,0 +1,364 @@
+//! The PostgreSQL source: MyElectricalData's tables, read as they are.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::{Stream, TryStreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+
+use crate::contract::ecowatt::EcowattRow;
+use crate::contract::energy::EnergyRow;
+use crate::contract::tempo::TempoRow;
+use crate::contract::Family;
+
+/// The four tables the exporter reads.
+pub const TABLES: [&str; 4] = [
+    "consumption_data",
+    "production_data",
+    "tempo_days",
+    "ecowatt",
+];
+
+/// An error reading PostgreSQL, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// `DATABASE_URL` could not be turned into connection options.
+    #[error("DATABASE_URL: cannot be used to connect to PostgreSQL ({0})")]
+    Options(String),
+    /// A query or connection failed.
+    #[error("PostgreSQL: {what}: {source}")]
+    Query {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A migration failed or does not match what was applied.
+    #[error("PostgreSQL: migration {version} ({description}): {reason}")]
+    Migration {
+        /// The migration's version.
+        version: i64,
+        /// Its description.
+        description: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl SourceError {
+    /// Wraps a driver error with what was being done.
+    pub fn query(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> SourceError {
+        let what = what.into();
+        move |source| SourceError::Query { what, source }
+    }
+
+    /// Whether trying again later may succeed: connection trouble does, a
+    /// missing table or a bad URL does not until someone acts.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SourceError::Options(_) | SourceError::Migration { .. } => false,
+            SourceError::Query { source, .. } => {
+                matches!(
+                    source,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::Tls(_)
+                ) || matches!(source, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57")))
+            }
+        }
+    }
+}
+
+/// The query of an energy table, as a `&'static str` as sqlx's streams need.
+macro_rules! energy_sql {
+    ($table:literal) => {
+        concat!(
+            "SELECT id, usage_point_id, date, granularity::text, interval_start, value::bigint,
+                    CASE WHEN jsonb_typeof(raw_data -> 'quality') = 'string'
+                          AND raw_data ->> 'quality' <> '' THEN raw_data ->> 'quality' END
+               FROM ",
+            $table,
+            " ORDER BY usage_point_id, date, interval_start"
+        )
+    };
+}
+
+/// A change token per table: when it moves, the table changed.
+pub type ChangeTokens = [Option<(i64, i64)>; 4];
+
+/// A pool of connections to the MyElectricalData database.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pool: PgPool,
+}
+
+impl Source {
+    /// Prepares a pool; connections are opened on first use, so that a
+    /// database that is down at start is retried rather than fatal.
+    pub fn connect_lazy(database_url: &SecretString) -> Result<Self, SourceError> {
+        let options = PgConnectOptions::from_str(database_url.expose_secret())
+            .map_err(|e| SourceError::Options(redact_url_error(&e.to_string(), database_url)))?
+            .application_name("myelectricaldata-vm-exporter");
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// The pool, for the state kept beside the source tables.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations, recording them in
+    /// `vm_export_migrations` (not sqlx's `_sqlx_migrations`: the exporter
+    /// keeps all its bookkeeping under its own prefix).
+    pub async fn migrate(&self) -> Result<(), SourceError> {
+        let migrator = sqlx::migrate!("./migrations");
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(SourceError::query("connecting to run migrations"))?;
+        sqlx::query("SELECT pg_advisory_lock(hashtext('vm_export_migrations'))")
+            .execute(&mut *conn)
+            .await
+            .map_err(SourceError::query("locking the migrations"))?;
+        let result = async {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS vm_export_migrations (
+                    version BIGINT PRIMARY KEY,
+                    description TEXT NOT NULL,
+                    checksum BYTEA NOT NULL,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW())",
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(SourceError::query("creating vm_export_migrations"))?;
+            for m in migrator.iter() {
+                let applied: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT checksum FROM vm_export_migrations WHERE version = $1")
+                        .bind(m.version)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(SourceError::query("reading vm_export_migrations"))?;
+                match applied {
+                    Some(sum) if sum == *m.checksum => continue,
+                    Some(_) => {
+                        return Err(SourceError::Migration {
+                            version: m.version,
+                            description: m.description.to_string(),
+                            reason: "was applied with different contents".into(),
+                        })
+                    }
+                    None => {}
+                }
+                let mut tx = sqlx::Acquire::begin(&mut *conn)
+                    .await
+                    .map_err(SourceError::query("beginning a migration"))?;
+                sqlx::raw_sql(&m.sql).execute(&mut *tx).await.map_err(|e| SourceError::Migration {
+                    version: m.version,
+                    description: m.description.to_string(),
+                    reason: e.to_string(),
+                })?;
+                sqlx::query("INSERT INTO vm_export_migrations (version, description, checksum) VALUES ($1, $2, $3)")
+                    .bind(m.version)
+                    .bind(&*m.description)
+                    .bind(&*m.checksum)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(SourceError::query("recording a migration"))?;
+                tx.commit().await.map_err(SourceError::query("committing a migration"))?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('vm_export_migrations'))")
+            .execute(&mut *conn)
+            .await;
+        result
+    }
+
+    /// Which of the four tables exist.
+    pub async fn missing_tables(&self) -> Result<Vec<&'static str>, SourceError> {
+        let present: Vec<bool> =
+            sqlx::query_scalar("SELECT to_regclass(t) IS NOT NULL FROM unnest($1::text[]) AS t")
+                .bind(TABLES)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(SourceError::query(
+                    "looking for the MyElectricalData tables",
+                ))?;
+        Ok(TABLES
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| !p)
+            .map(|(t, _)| *t)
+            .collect())
+    }
+
+    /// A token per table (in [`TABLES`] order) that moves whenever rows are
+    /// inserted, updated or deleted, or the table is truncated: PostgreSQL's
+    /// own statistics counters, read without touching the tables.
+    pub async fn change_tokens(&self) -> Result<ChangeTokens, SourceError> {
+        let rows = sqlx::query(
+            "SELECT c.relfilenode::bigint,
+                    pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
+                        + pg_stat_get_tuples_deleted(c.oid)
+               FROM unnest($1::text[]) WITH ORDINALITY AS t(name, n)
+               LEFT JOIN pg_class c ON c.oid = to_regclass(t.name)
+              ORDER BY t.n",
+        )
+        .bind(TABLES)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(SourceError::query("reading the tables' change counters"))?;
+        let mut tokens: ChangeTokens = [None; 4];
+        for (slot, row) in tokens.iter_mut().zip(rows) {
+            let node: Option<i64> = row
+                .try_get(0)
+                .map_err(SourceError::query("reading change counters"))?;
+            let count: Option<i64> = row
+                .try_get(1)
+                .map_err(SourceError::query("reading change counters"))?;
+            *slot = node.map(|n| (n, count.unwrap_or(0)));
+        }
+        Ok(tokens)
+    }
+
+    /// The rows of an energy table, ordered by PDL so that the series of one
+    /// PDL can be built and sent before the next PDL is read.
+    pub fn energy_rows(
+        &self,
+        family: Family,
+    ) -> impl Stream<Item = Result<EnergyRow, SourceError>> + '_ {
+        let table = family.energy_table();
+        let sql = match family {
+            Family::Production => energy_sql!("production_data"),
+            _ => energy_sql!("consumption_data"),
+        };
+        sqlx::query(sql)
+            .fetch(&self.pool)
+            .map_err(move |source| SourceError::Query {
+                what: format!("reading {table}"),
+                source,
+            })
+            .and_then(move |row| async move {
+                let get = |e| SourceError::Query {
+                    what: format!("decoding a row of {table}"),
+                    source: e,
+                };
+                Ok(EnergyRow {
+                    id: row.try_get(0).map_err(get)?,
+                    pdl: row.try_get(1).map_err(get)?,
+                    date: row.try_get(2).map_err(get)?,
+                    granularity: row.try_get(3).map_err(get)?,
+                    interval_start: row.try_get(4).map_err(get)?,
+                    value: row.try_get(5).map_err(get)?,
+                    quality: row.try_get(6).map_err(get)?,
+                })
+            })
+    }
+
+    /// The distinct PDLs of `consumption_data`, walking its index rather
+    /// than scanning the table.
+    pub async fn consumption_pdls(&self) -> Result<Vec<String>, SourceError> {
+        sqlx::query_scalar(
+            "WITH RECURSIVE p AS (
+                (SELECT usage_point_id FROM consumption_data ORDER BY usage_point_id LIMIT 1)
+                UNION ALL
+                SELECT (SELECT c.usage_point_id FROM consumption_data c
+                         WHERE c.usage_point_id > p.usage_point_id
+                         ORDER BY c.usage_point_id LIMIT 1)
+                  FROM p WHERE p.usage_point_id IS NOT NULL)
+             SELECT usage_point_id FROM p WHERE usage_point_id IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(SourceError::query("listing the PDLs of consumption_data"))
+    }
+
+    /// Every row of `tempo_days` (a few hundred per season).
+    pub async fn tempo_rows(&self) -> Result<Vec<TempoRow>, SourceError> {
+        let rows = sqlx::query("SELECT id::text, color::text FROM tempo_days ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(SourceError::query("reading tempo_days"))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(TempoRow {
+                    id: r
+                        .try_get(0)
+                        .map_err(SourceError::query("decoding tempo_days"))?,
+                    color: r
+                        .try_get(1)
+                        .map_err(SourceError::query("decoding tempo_days"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every row of `ecowatt` (one per day).
+    pub async fn ecowatt_rows(&self) -> Result<Vec<EcowattRow>, SourceError> {
+        let rows = sqlx::query(
+            "SELECT id::bigint, periode, dvalue::bigint, \"values\" FROM ecowatt ORDER BY periode, generation_datetime",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(SourceError::query("reading ecowatt"))?;
+        rows.into_iter()
+            .map(|r| {
+                let id: i64 = r
+                    .try_get(0)
+                    .map_err(SourceError::query("decoding ecowatt"))?;
+                let periode = r
+                    .try_get(1)
+                    .map_err(SourceError::query("decoding ecowatt"))?;
+                let dvalue = r
+                    .try_get(2)
+                    .map_err(SourceError::query("decoding ecowatt"))?;
+                let values = r
+                    .try_get(3)
+                    .map_err(SourceError::query("decoding ecowatt"))?;
+                Ok(EcowattRow {
+                    id,
+                    periode,
+                    dvalue,
+                    values,
+                })
+            })
+            .collect()
+    }
+
+    /// The date of the oldest energy row, for the retention check.
+    pub async fn oldest_date(&self) -> Result<Option<chrono::NaiveDate>, SourceError> {
+        sqlx::query_scalar(
+            "SELECT min(d) FROM (SELECT min(date) AS d FROM consumption_data
+                                 UNION ALL SELECT min(date) FROM production_data) AS m",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(SourceError::query("finding the oldest reading"))
+    }
+}
+
+/// sqlx's URL errors may quote the URL; its password must not reach a log.
+fn redact_url_error(message: &str, url: &SecretString) -> String {
+    let url = url.expose_secret();
+    let mut out = message.replace(url, "[DATABASE_URL]");
+    if let Ok(parsed) = url::Url::parse(url) {
+        if let Some(p) = parsed.password().filter(|p| !p.is_empty()) {
+            out = out.replace(p, "[REDACTED]");
+        }
+    }
+    out
+}
