@@ -1,0 +1,413 @@
+//! Throwaway PostgreSQL and VictoriaMetrics servers for the integration
+//! tests, from Debian's `postgresql` and `victoria-metrics` packages, on free
+//! loopback ports in temporary directories; killed when dropped.
+
+#![allow(dead_code)]
+
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn postgres_bindir() -> PathBuf {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL's initdb was not found: install Debian's `postgresql` package (scripts/test installs it)")
+    })
+}
+
+/// Builds a command that runs as the `postgres` user when we are root
+/// (PostgreSQL refuses to run as root).
+fn pg_command(bin: &Path, as_postgres: bool) -> Command {
+    if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+/// A running PostgreSQL server.
+pub struct Postgres {
+    child: Child,
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    bindir: PathBuf,
+    as_postgres: bool,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Postgres {
+    /// initdb and start a server.
+    pub fn start() -> Self {
+        let bindir = postgres_bindir();
+        let dir = tempfile::Builder::new()
+            .prefix("med-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status();
+            assert!(
+                ok.map(|s| s.success()).unwrap_or(false),
+                "chown the PostgreSQL temp dir to postgres"
+            );
+        }
+        let data = dir.path().join("data");
+        let out = pg_command(&bindir.join("initdb"), as_postgres)
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"])
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut pg = Postgres {
+            child: Command::new("true").spawn().unwrap(),
+            _dir: dir,
+            data,
+            bindir,
+            as_postgres,
+            port: free_port(),
+        };
+        pg.spawn();
+        pg
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(
+            self.data
+                .parent()
+                .unwrap()
+                .join(format!("pg-{}.log", self.port)),
+        )
+        .unwrap();
+        self.child = pg_command(&self.bindir.join("postgres"), self.as_postgres)
+            .arg("-D")
+            .arg(&self.data)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ])
+            .args([
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "synchronous_commit=off",
+                "-k",
+            ])
+            .arg(self.data.parent().unwrap())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Accepting connections comes a little after listening.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// The URL of database `db`, as MyElectricalData writes it.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql+asyncpg://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The URL of database `db`, as sqlx takes it.
+    pub fn sqlx_url(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates database `db` and returns a pool on it.
+    pub async fn create_db(&self, db: &str) -> PgPool {
+        let admin = self.pool("postgres").await;
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        admin.close().await;
+        self.pool(db).await
+    }
+
+    /// A pool on database `db`.
+    pub async fn pool(&self, db: &str) -> PgPool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match PgPoolOptions::new()
+                .max_connections(4)
+                .connect(&self.sqlx_url(db))
+                .await
+            {
+                Ok(p) => return p,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("cannot connect to PostgreSQL: {e}"),
+            }
+        }
+    }
+
+    /// Stops the server (fast shutdown).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running single-node VictoriaMetrics.
+pub struct Victoria {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// Its base URL.
+    pub url: String,
+    client: reqwest::Client,
+}
+
+impl Victoria {
+    /// Starts a server keeping 100 years.
+    pub fn start() -> Self {
+        let bin = which("victoria-metrics").unwrap_or_else(|| {
+            panic!("victoria-metrics was not found on PATH: install Debian's `victoria-metrics` package (scripts/test installs it)")
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("med-vm-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("vm.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .args([
+                "-retentionPeriod=100y",
+                "-search.disableCache",
+                "-search.latencyOffset=0s",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start victoria-metrics");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http_get(&format!("{url}/health")) {
+                if r == "OK" {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "VictoriaMetrics did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Victoria {
+            child,
+            _dir: dir,
+            url,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Every raw sample of the exporter's series: series labels → (ts, value) in stored order.
+    pub async fn export_all(&self) -> BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> {
+        self.client
+            .get(format!("{}/internal/force_flush", self.url))
+            .send()
+            .await
+            .expect("force_flush");
+        let body = self
+            .client
+            .post(format!("{}/api/v1/export", self.url))
+            // The default end is now: samples of the next days would be left out.
+            .form(&[
+                ("match[]", "{__name__=~\"myelectricaldata_.*\"}".to_string()),
+                (
+                    "end",
+                    (chrono::Utc::now().timestamp() + 4 * 86400).to_string(),
+                ),
+            ])
+            .send()
+            .await
+            .expect("export")
+            .text()
+            .await
+            .unwrap();
+        let mut out: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
+        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("export line is JSON");
+            let labels: BTreeMap<String, String> = v["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            let ts = v["timestamps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_i64().unwrap());
+            let vals = v["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_f64().unwrap());
+            out.entry(labels).or_default().extend(ts.zip(vals));
+        }
+        out
+    }
+
+    /// `vm_rows_inserted_total`, all types summed.
+    pub async fn rows_inserted(&self) -> f64 {
+        let body = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.lines()
+            .filter(|l| l.starts_with("vm_rows_inserted_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+/// A GET without an async runtime: a tiny HTTP/1.0 exchange, to wait for start-up.
+fn http_get(url: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+/// Runs the exporter binary with `env` and a subcommand; waits for it.
+pub fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_myelectricaldata-vm-exporter"));
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run the exporter")
+}
+
+/// Spawns the exporter binary (for `run`), logs to a file.
+pub fn spawn_exporter(args: &[&str], env: &[(&str, String)], log: &Path) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_myelectricaldata-vm-exporter"));
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    c.spawn().expect("spawn the exporter")
+}

@@ -1,0 +1,220 @@
+//! The spec's model, written apart from the exporter's code: what
+//! VictoriaMetrics should hold, computed straight from PostgreSQL's rows.
+//! Only the local-time conversion is shared (`calendar`, pinned by its own
+//! unit tests against hand-computed instants).
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, Duration, NaiveDate, NaiveTime};
+use chrono_tz::Europe::Paris;
+use myelectricaldata_vm_exporter::calendar::{day_millis, local_millis};
+use sqlx::{PgPool, Row};
+
+/// Series labels (with `__name__`) → samples sorted by timestamp.
+pub type Mirror = BTreeMap<BTreeMap<String, String>, Vec<(i64, i64)>>;
+
+fn labels(
+    name: &str,
+    pairs: &[(&str, &str)],
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut l: BTreeMap<String, String> = extra.clone();
+    l.insert("__name__".into(), name.into());
+    for (k, v) in pairs {
+        l.insert((*k).into(), (*v).into());
+    }
+    l
+}
+
+/// What the spec says VictoriaMetrics holds for this database, at `now_ms`.
+pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i64) -> Mirror {
+    let cutoff = now_ms + 2 * 86_400_000 - 3_600_000;
+    let mut m: Mirror = BTreeMap::new();
+    let mut add = |l: BTreeMap<String, String>, ts: i64, v: i64| {
+        if ts <= cutoff {
+            m.entry(l).or_default().push((ts, v));
+        }
+    };
+
+    for (table, name) in [
+        ("consumption_data", "myelectricaldata_consumption_wh"),
+        ("production_data", "myelectricaldata_production_wh"),
+    ] {
+        let rows = sqlx::query(&format!(
+            "SELECT usage_point_id, date, granularity::text, interval_start, value, raw_data FROM {table}"
+        ))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let mut months: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        for r in rows {
+            let pdl: String = r.get(0);
+            let date: NaiveDate = r.get(1);
+            let gran: String = r.get(2);
+            let start: Option<String> = r.get(3);
+            let value: i32 = r.get(4);
+            let raw: Option<serde_json::Value> = r.get(5);
+            let quality = raw
+                .as_ref()
+                .and_then(|j| j.get("quality"))
+                .and_then(|q| q.as_str())
+                .filter(|q| !q.is_empty())
+                .map(str::to_string);
+            let mut pairs = vec![("pdl", pdl.as_str()), ("type", gran.as_str())];
+            if let Some(q) = quality.as_deref() {
+                pairs.push(("quality", q));
+            }
+            let ts = if gran == "daily" {
+                let first = NaiveDate::from_ymd_opt(date.year(), date.month(), 1).unwrap();
+                *months
+                    .entry((pdl.clone(), day_millis(Paris, first)))
+                    .or_default() += i64::from(value);
+                day_millis(Paris, date)
+            } else {
+                let t = NaiveTime::parse_from_str(start.as_deref().unwrap(), "%H:%M").unwrap();
+                local_millis(Paris, date.and_time(t))
+            };
+            add(labels(name, &pairs, extra), ts, i64::from(value));
+        }
+        for ((pdl, ts), sum) in months {
+            add(
+                labels(name, &[("pdl", &pdl), ("type", "monthly")], extra),
+                ts,
+                sum,
+            );
+        }
+    }
+
+    let pdls: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT usage_point_id FROM consumption_data")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let days: Vec<(String, String)> =
+        sqlx::query_as("SELECT id::text, color::text FROM tempo_days ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let mut used: BTreeMap<(i32, String), i64> = BTreeMap::new();
+    for (id, color) in days {
+        let date = NaiveDate::parse_from_str(&id, "%Y-%m-%d").unwrap();
+        let season = if date.month() >= 9 {
+            date.year()
+        } else {
+            date.year() - 1
+        };
+        *used.entry((season, color.clone())).or_default() += 1;
+        let leap = NaiveDate::from_ymd_opt(season + 1, 2, 29).is_some();
+        let ts = day_millis(Paris, date);
+        for pdl in &pdls {
+            for (en, fr, quota) in [
+                ("BLUE", "BLEU", if leap { 301 } else { 300 }),
+                ("WHITE", "BLANC", 43),
+                ("RED", "ROUGE", 22),
+            ] {
+                add(
+                    labels(
+                        "myelectricaldata_tempo_color",
+                        &[("pdl", pdl), ("color", fr)],
+                        extra,
+                    ),
+                    ts,
+                    i64::from(color == en),
+                );
+                let left =
+                    (quota - used.get(&(season, en.to_string())).copied().unwrap_or(0)).max(0);
+                add(
+                    labels(
+                        "myelectricaldata_tempo_remaining",
+                        &[("pdl", pdl), ("color", &en.to_lowercase())],
+                        extra,
+                    ),
+                    ts,
+                    left,
+                );
+            }
+        }
+    }
+
+    let rows = sqlx::query("SELECT periode, dvalue, \"values\" FROM ecowatt")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    for r in rows {
+        let periode: chrono::NaiveDateTime = r.get(0);
+        let dvalue: i32 = r.get(1);
+        let values: serde_json::Value = r.get(2);
+        let date = periode.and_utc().with_timezone(&Paris).date_naive();
+        let day = day_millis(Paris, date);
+        let next = day_millis(Paris, date + Duration::days(1));
+        add(
+            labels(
+                "myelectricaldata_ecowatt_level",
+                &[("region", "france")],
+                extra,
+            ),
+            day,
+            i64::from(dvalue),
+        );
+        for (h, v) in values.as_array().unwrap().iter().enumerate() {
+            let ts = day + h as i64 * 3_600_000;
+            if ts < next {
+                add(
+                    labels(
+                        "myelectricaldata_ecowatt_hourly_level",
+                        &[("region", "france")],
+                        extra,
+                    ),
+                    ts,
+                    v.as_i64().unwrap(),
+                );
+            }
+        }
+    }
+    for samples in m.values_mut() {
+        samples.sort();
+    }
+    m
+}
+
+/// VictoriaMetrics' export turned into a [`Mirror`], keeping every stored
+/// sample (duplicates included) so that the comparison sees them.
+pub fn from_export(export: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>>) -> Mirror {
+    export
+        .into_iter()
+        .map(|(l, samples)| {
+            let mut s: Vec<(i64, i64)> = samples.into_iter().map(|(t, v)| (t, v as i64)).collect();
+            s.sort();
+            (l, s)
+        })
+        .collect()
+}
+
+/// Panics with a readable difference when the two mirrors differ.
+pub fn assert_same(actual: &Mirror, expected: &Mirror, when: &str) {
+    let mut problems = Vec::new();
+    for (l, want) in expected {
+        match actual.get(l) {
+            None => problems.push(format!("missing series {l:?} ({} samples)", want.len())),
+            Some(got) if got != want => {
+                let dups = got.windows(2).filter(|w| w[0].0 == w[1].0).count();
+                let wrong: Vec<_> = want.iter().filter(|s| !got.contains(s)).take(3).collect();
+                let extra: Vec<_> = got.iter().filter(|s| !want.contains(s)).take(3).collect();
+                problems.push(format!(
+                    "series {l:?}: {} samples, want {}; {dups} duplicate timestamps; missing {wrong:?}; unexpected {extra:?}",
+                    got.len(),
+                    want.len()
+                ));
+            }
+            _ => {}
+        }
+    }
+    for l in actual.keys().filter(|l| !expected.contains_key(*l)) {
+        problems.push(format!("unexpected series {l:?}"));
+    }
+    assert!(
+        problems.is_empty(),
+        "{when}: VictoriaMetrics differs from the spec's model:\n{}",
+        problems.join("\n")
+    );
+}

@@ -1,0 +1,196 @@
+//! The exact mirror, end to end: the real binary between a throwaway
+//! PostgreSQL loaded with MyElectricalData's schema and data, and a
+//! throwaway VictoriaMetrics read back through `/api/v1/export`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::model::{assert_same, expected, from_export};
+use common::{exporter, spawn_exporter, Postgres, Victoria};
+
+const SCHEMA: &str = include_str!("fixtures/myelectricaldata_schema.sql");
+const DATA: &str = include_str!("fixtures/myelectricaldata_data.sql");
+
+fn env(
+    pg: &Postgres,
+    vm: &Victoria,
+    db: &str,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut e = vec![
+        ("DATABASE_URL", pg.url(db)),
+        ("VICTORIAMETRICS_URL", vm.url.clone()),
+        ("RUST_LOG", "info".to_string()),
+    ];
+    e.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    e
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn run_once(env: &[(&str, String)]) -> String {
+    let out = exporter(&["once"], env);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "once failed: {log}");
+    log
+}
+
+/// The changes MyElectricalData makes: Enedis corrections, BRUT→CORRIGE,
+/// re-upserts of unchanged ranges, deleted rows, new days, and a row
+/// committed late with an old `updated_at`.
+const CHANGES: &str = r#"
+UPDATE consumption_data SET value = value + 111, updated_at = now()
+ WHERE usage_point_id = '12345678901234' AND granularity = 'daily' AND date = '2024-02-10';
+UPDATE consumption_data SET value = value - 50, updated_at = now()
+ WHERE usage_point_id = '98765432109876' AND granularity = 'detailed' AND date = '2024-10-27' AND interval_start = '02:30';
+UPDATE consumption_data SET raw_data = '{"quality": "CORRIGE"}', updated_at = now()
+ WHERE usage_point_id = '12345678901234' AND granularity = 'daily' AND date BETWEEN '2024-11-02' AND '2024-11-04';
+UPDATE consumption_data SET updated_at = now() WHERE date BETWEEN '2024-10-01' AND '2024-10-31';
+DELETE FROM consumption_data WHERE usage_point_id = '98765432109876' AND granularity = 'detailed' AND date = '2024-11-05';
+DELETE FROM production_data WHERE granularity = 'detailed';
+INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data, updated_at)
+SELECT md5(p || d::text || 'new'), p, d, 'daily', NULL, 9999, '{"quality": "BRUT"}', now()
+  FROM unnest(ARRAY['12345678901234', '98765432109876']) AS p, generate_series('2024-11-11'::date, '2024-11-13', '1 day') AS d;
+INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data, updated_at)
+VALUES ('late-row', '98765432109876', '2023-08-01', 'daily', NULL, 4242, NULL, '2020-01-01');
+INSERT INTO tempo_days (id, date, color) VALUES ('2024-11-11', '2024-11-10 23:00+00', 'RED');
+UPDATE tempo_days SET color = 'WHITE' WHERE id = '2024-09-02';
+UPDATE ecowatt SET dvalue = 3 WHERE periode = '2024-03-30 00:00';
+"#;
+
+#[tokio::test]
+async fn the_mirror_is_exact_after_a_first_export_after_changes_and_writes_nothing_when_idle() {
+    let pg = Postgres::start();
+    let vm = Victoria::start();
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    let e = env(&pg, &vm, "med", &[]);
+    let none = BTreeMap::new();
+
+    // First export: everything.
+    let before = now_ms();
+    run_once(&e);
+    let want = expected(&pool, &none, before).await;
+    assert!(want.len() >= 20, "the model holds {} series", want.len());
+    assert_same(
+        &from_export(vm.export_all().await),
+        &want,
+        "after the first export",
+    );
+
+    // A second export with nothing changed writes nothing.
+    let inserted = vm.rows_inserted().await;
+    run_once(&e);
+    assert_eq!(
+        vm.rows_inserted().await,
+        inserted,
+        "an export with nothing changed wrote to VictoriaMetrics"
+    );
+
+    // MyElectricalData's changes, then the mirror again.
+    sqlx::raw_sql(CHANGES).execute(&pool).await.unwrap();
+    let before = now_ms();
+    run_once(&e);
+    let want = expected(&pool, &none, before).await;
+    assert_same(
+        &from_export(vm.export_all().await),
+        &want,
+        "after the changes",
+    );
+
+    // A re-upsert of unchanged rows writes nothing; nor does a third run.
+    sqlx::query("UPDATE consumption_data SET updated_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let inserted = vm.rows_inserted().await;
+    run_once(&e);
+    run_once(&e);
+    assert_eq!(
+        vm.rows_inserted().await,
+        inserted,
+        "unchanged rows were written again"
+    );
+    assert_same(
+        &from_export(vm.export_all().await),
+        &want,
+        "after the idle runs",
+    );
+}
+
+#[tokio::test]
+async fn the_daemon_follows_changes_by_polling_and_stops_on_sigterm() {
+    let pg = Postgres::start();
+    let vm = Victoria::start();
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    let labels = BTreeMap::from([("home".to_string(), "la \"maison\"\nparis\\2".to_string())]);
+    let e = env(
+        &pg,
+        &vm,
+        "med",
+        &[
+            ("VICTORIAMETRICS_POLL_INTERVAL", "300ms"),
+            (
+                "VICTORIAMETRICS_LABELS",
+                r#"{"home": "la \"maison\"\nparis\\2"}"#,
+            ),
+            ("VICTORIAMETRICS_BATCH_SIZE", "37"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child = spawn_exporter(&["run"], &e, &log);
+
+    let converge = |when: &'static str| {
+        let pool = pool.clone();
+        let vm = &vm;
+        let labels = &labels;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let want = expected(&pool, labels, now_ms()).await;
+                let got = from_export(vm.export_all().await);
+                if got == want {
+                    return;
+                }
+                if Instant::now() > deadline {
+                    assert_same(&got, &want, when);
+                }
+            }
+        }
+    };
+    converge("after the daemon's start").await;
+    sqlx::raw_sql(CHANGES).execute(&pool).await.unwrap();
+    converge("after the changes, found by polling").await;
+
+    // Idle polls write nothing.
+    let inserted = vm.rows_inserted().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        vm.rows_inserted().await,
+        inserted,
+        "idle polls wrote to VictoriaMetrics"
+    );
+
+    let started = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "the daemon exited with {status}: {text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
+}
