@@ -81,8 +81,12 @@ pub async fn run(config: &Config) -> Vec<Item> {
         Ok(()) => {
             out.push(item(Status::Ok, format!("VictoriaMetrics accepted a sample at {}", sink.import_url())));
             let mut found = false;
-            for _ in 0..20 {
-                if let Ok(body) = sink.export(selector).await {
+            // A new series can take several seconds to become searchable.
+            for _ in 0..60 {
+                // A narrow window: VictoriaMetrics may take a while to show a
+                // new series to searches over all time.
+                let secs = now / 1000;
+                if let Ok(body) = sink.export(selector, secs - 3600, secs + 3600).await {
                     if body.contains(&now.to_string()) {
                         found = true;
                         break;
@@ -95,7 +99,7 @@ pub async fn run(config: &Config) -> Vec<Item> {
             } else {
                 out.push(item(
                     Status::Fail,
-                    "the sample was not read back within 10 s; check VICTORIAMETRICS_SELECT_URL (vmselect's /select/<tenant>/prometheus in a cluster)",
+                    "the sample was not read back within 30 s; check VICTORIAMETRICS_SELECT_URL (vmselect's /select/<tenant>/prometheus in a cluster)",
                 ));
             }
             if let Err(e) = sink.delete_series(selector).await {

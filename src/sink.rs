@@ -163,12 +163,12 @@ impl Sink {
             .map(drop)
     }
 
-    /// Raw samples of the series matching `selector`, as JSON lines.
-    pub async fn export(&self, selector: &str) -> Result<String, SinkError> {
-        let rb = self
-            .client
-            .post(self.export_url.clone())
-            .form(&[("match[]", selector)]);
+    /// Raw samples of the series matching `selector` between two Unix
+    /// times in seconds, as JSON lines.
+    pub async fn export(&self, selector: &str, start: i64, end: i64) -> Result<String, SinkError> {
+        let (start, end) = (start.to_string(), end.to_string());
+        let form = [("match[]", selector), ("start", &start), ("end", &end)];
+        let rb = self.client.post(self.export_url.clone()).form(&form);
         self.send("reading series back", &self.export_url, rb).await
     }
 

@@ -151,17 +151,29 @@ impl Postgres {
             .stderr(log)
             .spawn()
             .expect("start postgres");
+        // Our server's own socket file proves that the port is ours: another
+        // test's server may have taken the same port in between.
+        let socket = self
+            .data
+            .parent()
+            .unwrap()
+            .join(format!(".s.PGSQL.{}", self.port));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                self.port = free_port();
+                return self.spawn();
+            }
+            if socket.exists() && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "PostgreSQL did not start on port {}",
                 self.port
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
-        // Accepting connections comes a little after listening.
-        std::thread::sleep(Duration::from_millis(300));
     }
 
     /// The URL of database `db`, as MyElectricalData writes it.
@@ -238,6 +250,11 @@ pub struct Victoria {
 impl Victoria {
     /// Starts a server keeping 100 years.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server keeping 100 years, with extra flags.
+    pub fn start_with(flags: &[&str]) -> Self {
         let bin = which("victoria-metrics").unwrap_or_else(|| {
             panic!("victoria-metrics was not found on PATH: install Debian's `victoria-metrics` package (scripts/test installs it)")
         });
@@ -245,37 +262,48 @@ impl Victoria {
             .prefix("med-vm-")
             .tempdir()
             .expect("temp dir");
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("vm.log")).unwrap();
-        let child = Command::new(bin)
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .args([
-                "-retentionPeriod=100y",
-                "-search.disableCache",
-                "-search.latencyOffset=0s",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start victoria-metrics");
-        let url = format!("http://127.0.0.1:{port}");
+        let data = dir.path().join("data");
+        let flag = |name: &str| {
+            flags
+                .iter()
+                .find_map(|f| f.strip_prefix(name))
+                .unwrap_or("")
+        };
+        let auth = (flag("-httpAuth.username="), flag("-httpAuth.password="));
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = http_get(&format!("{url}/health")) {
-                if r == "OK" {
-                    break;
+        let (child, url) = 'start: loop {
+            let port = free_port();
+            let log = std::fs::File::create(dir.path().join(format!("vm-{port}.log"))).unwrap();
+            let mut child = Command::new(&bin)
+                .arg(format!("-storageDataPath={}", data.display()))
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .args([
+                    "-retentionPeriod=100y",
+                    "-search.disableCache",
+                    "-search.latencyOffset=0s",
+                ])
+                .args(flags)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start victoria-metrics");
+            // The server on the port must be ours (another test's may have
+            // taken the same port): it shows our data path in /metrics.
+            let ours = format!("value=\"{}\"", data.display());
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    continue 'start;
                 }
+                if http_get(port, "/metrics", auth).is_ok_and(|m| m.contains(&ours)) {
+                    break 'start (child, format!("http://127.0.0.1:{port}"));
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "VictoriaMetrics did not start (port {port})"
+                );
+                std::thread::sleep(Duration::from_millis(50));
             }
-            assert!(
-                Instant::now() < deadline,
-                "VictoriaMetrics did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        };
         Victoria {
             child,
             _dir: dir,
@@ -332,21 +360,56 @@ impl Victoria {
         out
     }
 
-    /// `vm_rows_inserted_total`, all types summed.
+    /// VictoriaMetrics' own `/metrics` counter `name`, all label sets summed
+    /// when `filter` is empty, else those lines containing `filter`.
+    /// VictoriaMetrics refreshes some of its counters only every second or
+    /// so: the value is read until two reads 1.5 s apart agree.
+    pub async fn counter(&self, name: &str, filter: &str) -> f64 {
+        let read = || async {
+            let body = self
+                .client
+                .get(format!("{}/metrics", self.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            body.lines()
+                .filter(|l| {
+                    l.starts_with(name)
+                        && l[name.len()..].starts_with(['{', ' '])
+                        && l.contains(filter)
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let mut last = read().await;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let now = read().await;
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        panic!("{name} did not settle");
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self._dir.path()).unwrap().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".log") {
+                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    /// `vm_rows_inserted_total`, all types summed, once settled.
     pub async fn rows_inserted(&self) -> f64 {
-        let body = self
-            .client
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        body.lines()
-            .filter(|l| l.starts_with("vm_rows_inserted_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.counter("vm_rows_inserted_total", "").await
     }
 }
 
@@ -365,25 +428,42 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// A GET without an async runtime: a tiny HTTP/1.0 exchange, to wait for start-up.
-fn http_get(url: &str) -> std::io::Result<String> {
+/// A GET without an async runtime, to wait for start-up.
+fn http_get(port: u16, path: &str, (user, password): (&str, &str)) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut s = std::net::TcpStream::connect(host)?;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let auth = if user.is_empty() {
+        String::new()
+    } else {
+        let token = base64(format!("{user}:{password}").as_bytes());
+        format!("Authorization: Basic {token}\r\n")
+    };
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n")?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    Ok(buf
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_string())
+    Ok(buf)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Runs the exporter binary with `env` and a subcommand; waits for it.

@@ -1,0 +1,296 @@
+//! The program as a user meets it: configuration errors, `migrate` on an
+//! empty or an existing database, `render`, `check`, batches, secrets.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::model::{assert_same, expected, from_export, Mirror};
+use common::{exporter, Postgres, Victoria};
+
+const SCHEMA: &str = include_str!("fixtures/myelectricaldata_schema.sql");
+const DATA: &str = include_str!("fixtures/myelectricaldata_data.sql");
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[test]
+fn a_bad_variable_stops_the_program_with_one_line_naming_it_and_exit_code_2() {
+    let db = (
+        "DATABASE_URL",
+        "postgresql+asyncpg://u:p@127.0.0.1:1/db".to_string(),
+    );
+    let cases: &[(&str, &str)] = &[
+        ("VICTORIAMETRICS_BATCH_SIZE", "ten"),
+        ("VICTORIAMETRICS_POLL_INTERVAL", "soon"),
+        ("VICTORIAMETRICS_URL", "victoriametrics:8428"),
+        ("VICTORIAMETRICS_LABELS", r#"{"pdl": "x"}"#),
+        ("VICTORIAMETRICS_TIMEZONE", "Mars/Olympus"),
+        ("VICTORIAMETRICS_ENABLED", "perhaps"),
+    ];
+    for (var, value) in cases {
+        for command in ["run", "once", "check"] {
+            let out = exporter(&[command], &[db.clone(), (var, value.to_string())]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{var}={value} {command}: {stderr}"
+            );
+            assert_eq!(stderr.trim().lines().count(), 1, "{var}: {stderr}");
+            assert!(stderr.contains(var), "{var}: {stderr}");
+        }
+    }
+    let out = exporter(&["once"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL"));
+}
+
+#[test]
+fn a_password_in_the_configuration_never_reaches_the_logs() {
+    // Nothing listens on these ports: every step fails and logs its error.
+    let env = [
+        (
+            "DATABASE_URL",
+            "postgresql+asyncpg://med:Pg-S3cret-pw@127.0.0.1:1/db".to_string(),
+        ),
+        (
+            "VICTORIAMETRICS_URL",
+            "http://vmuser:Vm-S3cret-pw@127.0.0.1:1".to_string(),
+        ),
+        ("RUST_LOG", "trace".to_string()),
+    ];
+    for command in ["once", "check", "render", "migrate"] {
+        let out = exporter(&[command], &env);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{command} succeeded against nothing");
+        for secret in ["Pg-S3cret-pw", "Vm-S3cret-pw", "dm11c2VyOlZtLVMzY3JldC1wdw"] {
+            assert!(!all.contains(secret), "{command} printed a secret: {all}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn migrate_creates_missing_tables_and_changes_nothing_in_an_existing_database() {
+    let pg = Postgres::start();
+    let vm = Victoria::start();
+
+    // An existing MyElectricalData database: its schema is left as it is.
+    let existing = pg.create_db("existing").await;
+    sqlx::raw_sql(SCHEMA).execute(&existing).await.unwrap();
+    let describe = "SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
+        SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '') AS x
+          FROM information_schema.columns WHERE table_schema = 'public' AND table_name NOT LIKE 'vm_export_%'
+        UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename NOT LIKE 'vm_export_%'
+        UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+                     AND conrelid::regclass::text NOT LIKE 'vm_export_%'
+        UNION ALL SELECT typname FROM pg_type WHERE typnamespace = 'public'::regnamespace AND typname NOT LIKE '%vm_export%') AS d";
+    let before: String = sqlx::query_scalar(describe)
+        .fetch_one(&existing)
+        .await
+        .unwrap();
+    let env = [
+        ("DATABASE_URL", pg.url("existing")),
+        ("VICTORIAMETRICS_URL", vm.url.clone()),
+    ];
+    for _ in 0..2 {
+        let out = exporter(&["migrate"], &env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let after: String = sqlx::query_scalar(describe)
+        .fetch_one(&existing)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "migrate changed MyElectricalData's schema");
+    let own: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(&existing)
+    .await
+    .unwrap();
+    assert!(
+        own.iter()
+            .filter(|t| ![
+                "consumption_data",
+                "production_data",
+                "tempo_days",
+                "ecowatt"
+            ]
+            .contains(&t.as_str()))
+            .all(|t| t.starts_with("vm_export_")),
+        "{own:?}"
+    );
+
+    // A standalone database: the tables are created, and the data exports.
+    let empty = pg.create_db("standalone").await;
+    let env = [
+        ("DATABASE_URL", pg.url("standalone")),
+        ("VICTORIAMETRICS_URL", vm.url.clone()),
+    ];
+    let out = exporter(&["migrate"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sqlx::raw_sql(DATA).execute(&empty).await.unwrap();
+    let before = now_ms();
+    let out = exporter(&["once"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = expected(&empty, &BTreeMap::new(), before).await;
+    assert_same(
+        &from_export(vm.export_all().await),
+        &want,
+        "standalone database",
+    );
+}
+
+fn parse_line(line: &str) -> (BTreeMap<String, String>, i64, i64) {
+    // name{a="x",b="y"} value ts — values here hold no escapes.
+    let (series, rest) = line.split_once("} ").expect("a line has labels");
+    let (name, labels) = series.split_once('{').unwrap();
+    let mut l = BTreeMap::from([("__name__".to_string(), name.to_string())]);
+    for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once("=\"").unwrap();
+        l.insert(k.to_string(), v.trim_end_matches('"').to_string());
+    }
+    let mut parts = rest.split(' ');
+    let value = parts.next().unwrap().parse().unwrap();
+    let ts = parts.next().unwrap().parse().unwrap();
+    (l, value, ts)
+}
+
+#[tokio::test]
+async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batches_of_100() {
+    let pg = Postgres::start();
+    let vm = Victoria::start();
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    let env = [
+        ("DATABASE_URL", pg.url("med")),
+        ("VICTORIAMETRICS_URL", vm.url.clone()),
+    ];
+
+    let before = now_ms();
+    let out = exporter(&["render"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rendered: Mirror = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (labels, value, ts) = parse_line(line);
+        rendered.entry(labels).or_default().push((ts, value));
+    }
+    rendered.values_mut().for_each(|s| s.sort());
+    let want = expected(&pool, &BTreeMap::new(), before).await;
+    assert_same(&rendered, &want, "render");
+    assert_eq!(
+        vm.rows_inserted().await,
+        0.0,
+        "render wrote to VictoriaMetrics"
+    );
+
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "debug".into()));
+    let out = exporter(&["once"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each family's lines go out in full batches of 100 and one partial batch.
+    let mut per_family: BTreeMap<&str, usize> = BTreeMap::new();
+    for (labels, samples) in &want {
+        let name = labels["__name__"].as_str();
+        let family = ["consumption", "production", "tempo", "ecowatt"]
+            .into_iter()
+            .find(|f| name.contains(f))
+            .unwrap();
+        *per_family.entry(family).or_default() += samples.len();
+    }
+    let batches: usize = per_family.values().map(|n| n.div_ceil(100)).sum();
+    let imports = vm
+        .counter("vm_http_requests_total", "/api/v1/import/prometheus")
+        .await;
+    assert_eq!(
+        imports as usize, batches,
+        "lines per family: {per_family:?}"
+    );
+}
+
+#[tokio::test]
+async fn check_passes_against_working_servers_and_names_refused_credentials() {
+    let pg = Postgres::start();
+    let vm = Victoria::start_with(&["-httpAuth.username=alice", "-httpAuth.password=wonderland"]);
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    let base = [
+        ("DATABASE_URL", pg.url("med")),
+        ("VICTORIAMETRICS_URL", vm.url.clone()),
+    ];
+
+    let mut good = base.to_vec();
+    good.push(("VICTORIAMETRICS_USERNAME", "alice".into()));
+    good.push(("VICTORIAMETRICS_PASSWORD", "wonderland".into()));
+    let out = exporter(&["check"], &good);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check failed: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("[ OK ] the sample was read back"),
+        "{report}"
+    );
+
+    let mut bad = base.to_vec();
+    bad.push(("VICTORIAMETRICS_USERNAME", "alice".into()));
+    bad.push(("VICTORIAMETRICS_PASSWORD", "guess".into()));
+    let out = exporter(&["check"], &bad);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("[FAIL] VictoriaMetrics refused the credentials"),
+        "{report}"
+    );
+    assert!(!report.contains("guess"), "{report}");
+}
+
+#[tokio::test]
+async fn check_warns_when_retention_is_shorter_than_the_history() {
+    let pg = Postgres::start();
+    let vm = Victoria::start_with(&["-retentionPeriod=1"]);
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    let out = exporter(
+        &["check"],
+        &[
+            ("DATABASE_URL", pg.url("med")),
+            ("VICTORIAMETRICS_URL", vm.url.clone()),
+        ],
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("[WARN] VictoriaMetrics keeps 31 days"),
+        "{report}"
+    );
+    assert!(out.status.success(), "{report}");
+}
