@@ -1,28 +1,39 @@
-//! One export pass over a family: read, compute, compare, send, acknowledge.
+//! One export pass over a family: read, compare, delete, send, acknowledge.
 //!
-//! For each series the source yields, its per-day summaries are compared
-//! with the state's ([`state::plan`]): an unchanged series costs nothing, new
-//! days are appended, anything else deletes the series in VictoriaMetrics and
-//! rewrites it whole (VictoriaMetrics cannot overwrite a sample). A series is
-//! marked pending in PostgreSQL before the first byte goes out and cleared
-//! only once all its lines are acknowledged, so a crash or failed batch at
-//! any point leaves it pending, and the next pass rewrites it.
+//! A pass has three phases:
+//!
+//! 1. **Plan.** Every series is computed from the rows and its per-day
+//!    summaries compared with the state's ([`state::plan`]): unchanged (no
+//!    cost), new days only (append them), or anything else (rewrite: delete
+//!    the series in VictoriaMetrics and send it whole, as VictoriaMetrics
+//!    cannot overwrite a sample). Series no row produces any more are stale.
+//! 2. **Delete.** The touched series are marked pending in PostgreSQL, then
+//!    the rewritten and stale ones are deleted in VictoriaMetrics, all before
+//!    anything is written, so that a delete never removes this pass's lines.
+//! 3. **Send.** The touched series are read again and their lines posted in
+//!    batches; a series' pending mark is cleared once all its lines are
+//!    acknowledged. A crash or a failed batch leaves it pending, and the next
+//!    pass rewrites it: the mirror is exact again after any interruption.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{BatchError, Batcher};
 use crate::config::Config;
-use crate::contract::ecowatt::ecowatt_series;
-use crate::contract::energy::{EnergyRow, PdlEnergy};
-use crate::contract::tempo::tempo_series;
-use crate::contract::{is_pdl, Contract, Family, Report, Series};
+use crate::contract::{Contract, Family, Report, Series};
+use crate::series::SeriesReader;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceError};
 use crate::state::{self, chunks_of, Done, Plan, SeriesState, State};
+
+/// How long VictoriaMetrics may take to make a newly written series visible
+/// to `delete_series` (measured on 1.79: up to about a second). A delete
+/// issued sooner after the series' last write can miss it and leave
+/// duplicates, so deletes wait until this long after the last write.
+pub const DELETE_SETTLE: Duration = Duration::from_secs(3);
 
 /// Why a pass did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +47,6 @@ pub enum ExportError {
     /// Shutdown interrupted the pass.
     #[error("stopped before the pass completed")]
     Cancelled,
-    /// Writing rendered lines failed.
-    #[error("writing the lines: {0}")]
-    Output(#[from] std::io::Error),
 }
 
 impl From<BatchError> for ExportError {
@@ -69,10 +77,16 @@ pub struct Outcome {
     pub next_held_back: Option<i64>,
 }
 
-/// Series whose lines are pushed, waiting for their last line's acknowledgement.
-struct Unacked {
-    last_line: u64,
-    done: Done,
+impl Outcome {
+    /// Adds another pass's counts to these.
+    pub fn add(&mut self, o: &Outcome) {
+        self.lines += o.lines;
+        self.batches += o.batches;
+        self.appended += o.appended;
+        self.rewritten += o.rewritten;
+        self.deleted += o.deleted;
+        self.skipped += o.skipped;
+    }
 }
 
 /// Reads the source and keeps VictoriaMetrics equal to it.
@@ -82,6 +96,8 @@ pub struct Exporter {
     sink: Sink,
     config: Config,
     cancel: CancellationToken,
+    started: Instant,
+    last_import: Mutex<Option<Instant>>,
 }
 
 /// How many acknowledged series to gather before recording them.
@@ -97,6 +113,8 @@ impl Exporter {
             sink,
             config,
             cancel,
+            started: Instant::now(),
+            last_import: Mutex::new(None),
         }
     }
 
@@ -110,14 +128,6 @@ impl Exporter {
         &self.source
     }
 
-    fn contract(&self) -> Contract {
-        Contract::new(
-            self.config.timezone,
-            &self.config.labels,
-            chrono::Utc::now().timestamp_millis(),
-        )
-    }
-
     /// When `VICTORIAMETRICS_LABELS` changed since the state was written,
     /// the old series' selectors may match the new series: delete them all
     /// first, and rewrite everything.
@@ -127,27 +137,138 @@ impl Exporter {
         if recorded.as_deref() == Some(labels.as_str()) {
             return Ok(());
         }
-        let old = self.state.all_series().await?;
+        let mut old: Vec<(String, SeriesState)> = Vec::new();
+        for family in Family::ALL {
+            old.extend(self.state.load(family).await?);
+        }
         if !old.is_empty() {
             tracing::info!(
                 series = old.len(),
                 "VICTORIAMETRICS_LABELS changed: deleting the series written with the old labels"
             );
         }
-        for (id, selector) in old {
-            self.state.mark_pending_id(id).await?;
-            self.sink.delete_series(&selector).await?;
-            self.state.forget(id).await?;
+        for (_, s) in &old {
+            self.state.mark_pending_id(s.id).await?;
+        }
+        self.settle(old.iter().map(|(_, s)| s)).await?;
+        for (selector, s) in &old {
+            self.sink.delete_series(selector).await?;
+            self.state.forget(s.id).await?;
         }
         self.state.set_meta("labels", &labels).await?;
         Ok(())
     }
 
+    /// Waits until a delete cannot miss recent writes of these series.
+    async fn settle<'a>(
+        &self,
+        deleting: impl Iterator<Item = &'a SeriesState>,
+    ) -> Result<(), ExportError> {
+        let now = Instant::now();
+        let mut deadline = self
+            .last_import
+            .lock()
+            .map(|t| t.map(|t| t + DELETE_SETTLE))
+            .unwrap_or(None);
+        let mut later = |d: Instant| deadline = Some(deadline.map_or(d, |old: Instant| old.max(d)));
+        let wall = chrono::Utc::now();
+        for s in deleting {
+            if s.pending {
+                // Possibly written by a process that died just before this one started.
+                later(self.started + DELETE_SETTLE);
+            }
+            let age = (wall - s.updated_at).to_std().unwrap_or(Duration::ZERO);
+            if age < DELETE_SETTLE {
+                later(now + (DELETE_SETTLE - age));
+            }
+        }
+        if let Some(d) = deadline.filter(|d| *d > now) {
+            tracing::debug!(wait = ?(d - now), "waiting for VictoriaMetrics to index recent writes before deleting");
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(ExportError::Cancelled),
+                _ = tokio::time::sleep_until(d.into()) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// One pass over `family`.
     pub async fn export(&self, family: Family) -> Result<Outcome, ExportError> {
-        let contract = self.contract();
-        let mut known = self.state.load(family).await?;
+        let contract = Contract::new(
+            self.config.timezone,
+            &self.config.labels,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        let known = self.state.load(family).await?;
+        let mut outcome = Outcome::default();
+
+        // 1. Plan.
         let mut report = Report::default();
+        let mut touched: HashMap<String, Plan> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut pdls: BTreeSet<String> = BTreeSet::new();
+        let mut reader = SeriesReader::new(&self.source, family, None);
+        while let Some(group) = reader.next(&contract, &mut report).await? {
+            for series in group {
+                self.check_cancel()?;
+                let plan = state::plan(known.get(&series.selector), &chunks_of(&series.samples));
+                if plan != Plan::Unchanged {
+                    pdls.extend(series.pdl.clone());
+                    touched.insert(series.selector.clone(), plan);
+                }
+                seen.insert(series.selector);
+            }
+        }
+        outcome.skipped = report.skipped.len() as u64;
+        outcome.next_held_back = report.next_held_back;
+        for skip in &report.skipped {
+            tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
+        }
+        let stale: Vec<(&String, &SeriesState)> = known
+            .iter()
+            .filter(|(sel, _)| !seen.contains(*sel))
+            .collect();
+        if touched.is_empty() && stale.is_empty() {
+            return Ok(outcome);
+        }
+
+        // 2. Mark pending, then delete what is rewritten or stale.
+        let mut ids: HashMap<String, i64> = HashMap::with_capacity(touched.len());
+        for selector in touched.keys() {
+            ids.insert(
+                selector.clone(),
+                self.state.mark_pending(family, selector).await?,
+            );
+        }
+        for (_, s) in &stale {
+            self.state.mark_pending_id(s.id).await?;
+        }
+        let rewrites: Vec<&String> = touched
+            .iter()
+            .filter(|(_, p)| **p == Plan::Rewrite)
+            .map(|(s, _)| s)
+            .collect();
+        self.settle(
+            rewrites
+                .iter()
+                .filter_map(|sel| known.get(*sel))
+                .chain(stale.iter().map(|(_, s)| *s)),
+        )
+        .await?;
+        for selector in &rewrites {
+            self.check_cancel()?;
+            self.sink.delete_series(selector).await?;
+        }
+        for (selector, s) in &stale {
+            self.check_cancel()?;
+            self.sink.delete_series(selector).await?;
+            self.state.forget(s.id).await?;
+            tracing::debug!(series = %selector, "deleted a series no row produces");
+        }
+        outcome.deleted = stale.len() as u64;
+
+        // 3. Send.
+        let _stamp = ImportStamp(&self.last_import);
         let max_backoff = self
             .config
             .poll_interval
@@ -158,245 +279,132 @@ impl Exporter {
             self.config.vm.batch_size.get(),
             max_backoff,
         );
-        let mut pass = Pass {
-            exporter: self,
-            family,
-            known: &mut known,
-            unacked: Vec::new(),
-            outcome: Outcome::default(),
-        };
-
-        let mut reader = SeriesReader::new(&self.source, family);
-        while let Some(group) = reader.next(&contract, &mut report).await? {
+        let mut unacked: Vec<(u64, Done)> = Vec::new();
+        let filter = matches!(family, Family::Consumption | Family::Production)
+            .then(|| pdls.into_iter().collect());
+        let mut reader = SeriesReader::new(&self.source, family, filter);
+        let mut again = Report::default();
+        while let Some(group) = reader.next(&contract, &mut again).await? {
             for series in group {
-                if self.cancel.is_cancelled() {
-                    return Err(ExportError::Cancelled);
+                self.check_cancel()?;
+                let Some(plan) = touched.remove(&series.selector) else {
+                    continue;
+                };
+                let id = ids[&series.selector];
+                if let Some(done) = self
+                    .send(&series, plan, id, &known, &mut batcher, &mut outcome)
+                    .await?
+                {
+                    unacked.push((batcher.pushed(), done));
                 }
-                pass.series(&mut batcher, series).await?;
+                commit_acked(&self.state, &mut unacked, &batcher, false).await?;
             }
         }
         batcher.flush().await?;
-        pass.commit_acked(&batcher, true).await?;
-        pass.delete_stale().await?;
-
-        let mut outcome = pass.outcome;
+        commit_acked(&self.state, &mut unacked, &batcher, true).await?;
         outcome.lines = batcher.acked();
         outcome.batches = batcher.batches_sent;
-        outcome.skipped = report.skipped.len() as u64;
-        outcome.next_held_back = report.next_held_back;
-        for skip in &report.skipped {
-            tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
-        }
         Ok(outcome)
     }
-}
 
-/// A stream of energy rows.
-type EnergyRows<'s> =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<EnergyRow, SourceError>> + Send + 's>>;
-
-/// Yields a family's series in groups small enough to hold in memory: one
-/// PDL's energy series at a time, or all Tempo or EcoWatt series at once.
-pub struct SeriesReader<'s> {
-    source: &'s Source,
-    family: Family,
-    rows: Option<EnergyRows<'s>>,
-    current: Option<PdlEnergy>,
-    done: bool,
-}
-
-impl<'s> SeriesReader<'s> {
-    /// A reader of `family`'s series.
-    pub fn new(source: &'s Source, family: Family) -> Self {
-        Self {
-            source,
-            family,
-            rows: None,
-            current: None,
-            done: false,
-        }
-    }
-
-    /// The next group of series, or `None` at the end.
-    pub async fn next(
-        &mut self,
-        contract: &Contract,
-        report: &mut Report,
-    ) -> Result<Option<Vec<Series>>, SourceError> {
-        if self.done {
-            return Ok(None);
-        }
-        match self.family {
-            Family::Consumption | Family::Production => {
-                let family = self.family;
-                let source = self.source;
-                let rows = self
-                    .rows
-                    .get_or_insert_with(|| Box::pin(source.energy_rows(family)));
-                while let Some(row) = rows.try_next().await? {
-                    if self.current.as_ref().is_some_and(|p| p.pdl() != row.pdl) {
-                        let finished = self
-                            .current
-                            .replace(PdlEnergy::new(family, &row.pdl))
-                            .expect("checked above");
-                        self.current
-                            .as_mut()
-                            .expect("just set")
-                            .push(contract, row, report);
-                        return Ok(Some(finished.finish(contract, report)));
-                    }
-                    self.current
-                        .get_or_insert_with(|| PdlEnergy::new(family, &row.pdl))
-                        .push(contract, row, report);
-                }
-                self.done = true;
-                Ok(self.current.take().map(|p| p.finish(contract, report)))
-            }
-            Family::Tempo => {
-                self.done = true;
-                let rows = self.source.tempo_rows().await?;
-                let pdls: Vec<String> = self
-                    .source
-                    .consumption_pdls()
-                    .await?
-                    .into_iter()
-                    .filter(|p| is_pdl(p))
-                    .collect();
-                Ok(Some(tempo_series(contract, &rows, &pdls, report)))
-            }
-            Family::Ecowatt => {
-                self.done = true;
-                let rows = self.source.ecowatt_rows().await?;
-                Ok(Some(ecowatt_series(contract, &rows, report)))
-            }
-        }
-    }
-}
-
-/// Writes every line a full export would send (`render`).
-pub async fn render_all(
-    source: &Source,
-    config: &Config,
-    out: &mut (impl std::io::Write + Send),
-) -> Result<Report, ExportError> {
-    let contract = Contract::new(
-        config.timezone,
-        &config.labels,
-        chrono::Utc::now().timestamp_millis(),
-    );
-    let mut report = Report::default();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    for family in Family::ALL {
-        let mut reader = SeriesReader::new(source, family);
-        while let Some(group) = reader.next(&contract, &mut report).await? {
-            for series in group {
-                for s in &series.samples {
-                    crate::contract::render::write_line(&mut buf, &series.head, s.value, s.ts);
-                }
-                if buf.len() >= 60 * 1024 {
-                    out.write_all(&buf)?;
-                    buf.clear();
-                }
-            }
-        }
-    }
-    out.write_all(&buf)?;
-    out.flush()?;
-    Ok(report)
-}
-
-/// The state of one pass over one family.
-struct Pass<'e> {
-    exporter: &'e Exporter,
-    family: Family,
-    known: &'e mut HashMap<String, SeriesState>,
-    unacked: Vec<Unacked>,
-    outcome: Outcome,
-}
-
-impl Pass<'_> {
-    async fn series(
-        &mut self,
+    /// Pushes the lines of one touched series; what to record once they are
+    /// acknowledged, or `None` to leave the series pending.
+    async fn send(
+        &self,
+        series: &Series,
+        plan: Plan,
+        id: i64,
+        known: &HashMap<String, SeriesState>,
         batcher: &mut Batcher<'_>,
-        series: Series,
-    ) -> Result<(), ExportError> {
+        outcome: &mut Outcome,
+    ) -> Result<Option<Done>, ExportError> {
         let chunks = chunks_of(&series.samples);
-        let old = self.known.remove(&series.selector);
-        let plan = state::plan(old.as_ref(), &chunks);
-        let (replace, buckets) = match plan {
-            Plan::Unchanged => return Ok(()),
-            Plan::Rewrite => (true, None),
-            Plan::Append(buckets) => (false, Some(buckets)),
-        };
-        let ex = self.exporter;
-        let id = ex.state.mark_pending(self.family, &series.selector).await?;
-        let chunks: Vec<(i32, state::Chunk)> = match &buckets {
-            None => {
-                ex.sink.delete_series(&series.selector).await?;
-                self.outcome.rewritten += 1;
-                tracing::debug!(series = %series.head, samples = series.samples.len(), "rewriting series");
-                batcher
-                    .push(id, &series.head, series.samples.iter().copied())
-                    .await?;
-                chunks.into_iter().collect()
-            }
-            Some(buckets) => {
-                self.outcome.appended += 1;
-                let wanted: BTreeMap<i32, state::Chunk> =
-                    buckets.iter().map(|b| (*b, chunks[b])).collect();
+        if plan == Plan::Rewrite {
+            tracing::debug!(series = %series.head, samples = series.samples.len(), "rewriting series");
+            batcher
+                .push(id, &series.head, series.samples.iter().copied())
+                .await?;
+            outcome.rewritten += 1;
+            return Ok(Some(Done {
+                id,
+                replace: true,
+                chunks: chunks.into_iter().collect(),
+            }));
+        }
+        // Planned as an append: compare again, as rows may have changed
+        // since the plan; a series that now needs a rewrite was not
+        // deleted, so it stays pending and the next pass rewrites it.
+        match state::plan(known.get(&series.selector), &chunks) {
+            Plan::Append(buckets) => {
+                let new: BTreeSet<i32> = buckets.into_iter().collect();
                 let samples = series
                     .samples
                     .iter()
                     .copied()
-                    .filter(|s| wanted.contains_key(&state::bucket_of(s.ts)));
+                    .filter(|s| new.contains(&state::bucket_of(s.ts)));
                 batcher.push(id, &series.head, samples).await?;
-                wanted.into_iter().collect()
+                outcome.appended += 1;
+                let chunks = chunks
+                    .into_iter()
+                    .filter(|(b, _)| new.contains(b))
+                    .collect();
+                Ok(Some(Done {
+                    id,
+                    replace: false,
+                    chunks,
+                }))
             }
-        };
-        self.unacked.push(Unacked {
-            last_line: batcher.pushed(),
-            done: Done {
+            Plan::Unchanged => Ok(Some(Done {
                 id,
-                replace,
-                chunks,
-            },
-        });
-        self.commit_acked(batcher, false).await
+                replace: false,
+                chunks: Vec::new(),
+            })),
+            Plan::Rewrite => Ok(None),
+        }
     }
 
-    /// Records the series whose lines are all acknowledged (in groups, or
-    /// all of them at the end of the pass).
-    async fn commit_acked(&mut self, batcher: &Batcher<'_>, all: bool) -> Result<(), ExportError> {
-        let acked = batcher.acked();
-        let ready = self
-            .unacked
-            .iter()
-            .take_while(|u| u.last_line <= acked)
-            .count();
-        if ready == 0 || (!all && ready < COMMIT_EVERY) {
-            return Ok(());
+    fn check_cancel(&self) -> Result<(), ExportError> {
+        if self.cancel.is_cancelled() {
+            Err(ExportError::Cancelled)
+        } else {
+            Ok(())
         }
-        // A series that went through an ambiguous retry stays pending, to be rewritten.
-        let done: Vec<Done> = self
-            .unacked
-            .drain(..ready)
-            .map(|u| u.done)
-            .filter(|d| !batcher.is_tainted(d.id))
-            .collect();
-        self.exporter.state.commit(&done).await?;
-        Ok(())
     }
+}
 
-    /// Deletes the series no row produces any more.
-    async fn delete_stale(&mut self) -> Result<(), ExportError> {
-        let ex = self.exporter;
-        for (selector, old) in self.known.drain() {
-            ex.state.mark_pending_id(old.id).await?;
-            ex.sink.delete_series(&selector).await?;
-            ex.state.forget(old.id).await?;
-            self.outcome.deleted += 1;
-            tracing::debug!(series = %selector, "deleted series no row produces");
+/// Records when this process last posted lines, however the send phase ends.
+struct ImportStamp<'a>(&'a Mutex<Option<Instant>>);
+
+impl Drop for ImportStamp<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = Some(Instant::now());
         }
-        Ok(())
     }
+}
+
+/// Records the series whose lines are all acknowledged (in groups, or all
+/// of them at the end of the pass). A series that went through an ambiguous
+/// retry stays pending, to be rewritten.
+async fn commit_acked(
+    state: &State,
+    unacked: &mut Vec<(u64, Done)>,
+    batcher: &Batcher<'_>,
+    all: bool,
+) -> Result<(), ExportError> {
+    let acked = batcher.acked();
+    let ready = unacked
+        .iter()
+        .take_while(|(last, _)| *last <= acked)
+        .count();
+    if ready == 0 || (!all && ready < COMMIT_EVERY) {
+        return Ok(());
+    }
+    let done: Vec<Done> = unacked
+        .drain(..ready)
+        .map(|(_, d)| d)
+        .filter(|d| !batcher.is_tainted(d.id))
+        .collect();
+    state.commit(&done).await?;
+    Ok(())
 }

@@ -16,7 +16,8 @@
 //!   the `vm_export_*` tables, and the plan: unchanged, append or rewrite.
 //! - [`batch`] and [`sink`]: lines in batches, posted to VictoriaMetrics with
 //!   retries; series deletion and read-back.
-//! - [`export`]: one pass over a family: read, compute, compare, send, acknowledge.
+//! - [`series`]: a family's series, read from the source through the contract.
+//! - [`export`]: one pass over a family: plan, delete, send, acknowledge.
 //! - [`scheduler`]: the daemon's loop: poll, full reconciliation, shutdown.
 //! - [`check`]: the `check` command's checklist.
 
@@ -27,6 +28,7 @@ pub mod config;
 pub mod contract;
 pub mod export;
 pub mod scheduler;
+pub mod series;
 pub mod sink;
 pub mod source;
 pub mod state;

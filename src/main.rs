@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use myelectricaldata_vm_exporter::{check, config::Config, export, scheduler, source::Source};
+use myelectricaldata_vm_exporter::{check, config::Config, scheduler, series, source::Source};
 use tracing_subscriber::EnvFilter;
 
 /// Keeps VictoriaMetrics an exact mirror of MyElectricalData's PostgreSQL data.
@@ -62,25 +62,25 @@ fn main() -> ExitCode {
 }
 
 async fn execute(command: Command, config: Config) -> ExitCode {
-    let result = match command {
-        Command::Run => scheduler::run(config, shutdown_signal()).await.map(drop),
+    let result: Result<(), Box<dyn std::error::Error>> = match command {
+        Command::Run => scheduler::run(config, shutdown_signal()).await.map_err(Into::into),
         Command::Once => scheduler::once(config).await.map(|o| {
             tracing::info!(lines = o.lines, rewritten = o.rewritten, appended = o.appended, deleted = o.deleted, skipped = o.skipped, "once: done");
-        }),
+        }).map_err(Into::into),
         Command::Migrate => async {
             Source::connect_lazy(&config.database_url)?.migrate().await?;
             tracing::info!("migrations applied");
-            Ok(())
+            Ok::<_, Box<dyn std::error::Error>>(())
         }
         .await,
         Command::Render => async {
             let source = Source::connect_lazy(&config.database_url)?;
             let mut out = std::io::stdout();
-            let report = export::render_all(&source, &config, &mut out).await?;
+            let report = series::render_all(&source, &config, &mut out).await?;
             for skip in report.skipped {
                 tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
             }
-            Ok(())
+            Ok::<_, Box<dyn std::error::Error>>(())
         }
         .await,
         Command::Check => {

@@ -203,12 +203,7 @@ pub async fn once(config: Config) -> Result<crate::export::Outcome, ExportError>
             skipped = o.skipped,
             "exported"
         );
-        total.lines += o.lines;
-        total.batches += o.batches;
-        total.appended += o.appended;
-        total.rewritten += o.rewritten;
-        total.deleted += o.deleted;
-        total.skipped += o.skipped;
+        total.add(&o);
     }
     Ok(total)
 }

@@ -84,7 +84,8 @@ macro_rules! energy_sql {
                           AND raw_data ->> 'quality' <> '' THEN raw_data ->> 'quality' END
                FROM ",
             $table,
-            " ORDER BY usage_point_id, date, interval_start"
+            " WHERE $1::text[] IS NULL OR usage_point_id = ANY($1)
+              ORDER BY usage_point_id, date, interval_start"
         )
     };
 }
@@ -235,11 +236,13 @@ impl Source {
         Ok(tokens)
     }
 
-    /// The rows of an energy table, ordered by PDL so that the series of one
-    /// PDL can be built and sent before the next PDL is read.
+    /// The rows of an energy table (of the given PDLs only, when given),
+    /// ordered by PDL so that the series of one PDL can be built and sent
+    /// before the next PDL is read.
     pub fn energy_rows(
         &self,
         family: Family,
+        pdls: Option<Vec<String>>,
     ) -> impl Stream<Item = Result<EnergyRow, SourceError>> + '_ {
         let table = family.energy_table();
         let sql = match family {
@@ -247,6 +250,7 @@ impl Source {
             _ => energy_sql!("consumption_data"),
         };
         sqlx::query(sql)
+            .bind(pdls)
             .fetch(&self.pool)
             .map_err(move |source| SourceError::Query {
                 what: format!("reading {table}"),

@@ -66,6 +66,8 @@ pub struct SeriesState {
     pub pending: bool,
     /// The buckets it holds.
     pub chunks: HashMap<i32, Chunk>,
+    /// When it was last marked pending or recorded.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// What to do with a series.
@@ -129,7 +131,7 @@ impl State {
     /// Everything recorded of a family's series, by selector.
     pub async fn load(&self, family: Family) -> Result<HashMap<String, SeriesState>, SourceError> {
         let rows = sqlx::query(
-            "SELECT s.id, s.selector, s.pending, c.bucket, c.samples, c.digest
+            "SELECT s.id, s.selector, s.pending, c.bucket, c.samples, c.digest, s.updated_at
                FROM vm_export_series s LEFT JOIN vm_export_chunk c ON c.series_id = s.id
               WHERE s.family = $1",
         )
@@ -147,6 +149,9 @@ impl State {
                 .map_err(SourceError::query("decoding vm_export_series"))?;
             entry.pending = row
                 .try_get(2)
+                .map_err(SourceError::query("decoding vm_export_series"))?;
+            entry.updated_at = row
+                .try_get(6)
                 .map_err(SourceError::query("decoding vm_export_series"))?;
             let bucket: Option<i32> = row
                 .try_get(3)
@@ -259,14 +264,6 @@ impl State {
         Ok(())
     }
 
-    /// Every recorded series, all families: `(id, selector)`.
-    pub async fn all_series(&self) -> Result<Vec<(i64, String)>, SourceError> {
-        sqlx::query_as("SELECT id, selector FROM vm_export_series ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(SourceError::query("reading vm_export_series"))
-    }
-
     /// A setting the state was written under.
     pub async fn meta(&self, key: &str) -> Result<Option<String>, SourceError> {
         sqlx::query_scalar("SELECT value FROM vm_export_meta WHERE key = $1")
@@ -304,6 +301,7 @@ mod tests {
             id: 1,
             pending: false,
             chunks: chunks_of(samples).into_iter().collect(),
+            ..SeriesState::default()
         }
     }
 

@@ -294,3 +294,31 @@ async fn check_warns_when_retention_is_shorter_than_the_history() {
     );
     assert!(out.status.success(), "{report}");
 }
+
+#[test]
+fn disabled_export_idles_without_exiting_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("disabled.log");
+    let env = [
+        (
+            "DATABASE_URL",
+            "postgresql://nobody@127.0.0.1:1/none".to_string(),
+        ),
+        ("VICTORIAMETRICS_ENABLED", "false".to_string()),
+    ];
+    let mut child = common::spawn_exporter(&[], &env, &log);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon exited: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let _ = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {text}");
+    assert!(text.contains("export is disabled"), "{text}");
+}

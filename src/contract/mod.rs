@@ -67,6 +67,8 @@ pub struct Series {
     pub selector: String,
     /// Its samples, sorted by timestamp, one per timestamp.
     pub samples: Vec<Sample>,
+    /// Its `pdl` label, if it has one.
+    pub pdl: Option<String>,
 }
 
 /// A row the contract could not use: logged once and counted.
@@ -180,10 +182,15 @@ impl Contract {
             return None;
         }
         let selector = render::series_selector(name, &labels, &OWN_LABELS);
+        let pdl = own
+            .iter()
+            .find(|(k, _)| *k == "pdl")
+            .map(|(_, v)| v.to_string());
         Some(Series {
             head,
             selector,
             samples: deduped,
+            pdl,
         })
     }
 }

@@ -1,0 +1,140 @@
+//! A family's series, read from the source and computed by the contract,
+//! in groups small enough to hold in memory.
+
+use std::pin::Pin;
+
+use futures_util::{Stream, TryStreamExt};
+
+use crate::config::Config;
+use crate::contract::ecowatt::ecowatt_series;
+use crate::contract::energy::{EnergyRow, PdlEnergy};
+use crate::contract::render::write_line;
+use crate::contract::tempo::tempo_series;
+use crate::contract::{is_pdl, Contract, Family, Report, Series};
+use crate::source::{Source, SourceError};
+
+type EnergyRows<'s> = Pin<Box<dyn Stream<Item = Result<EnergyRow, SourceError>> + Send + 's>>;
+
+/// Yields a family's series: one PDL's energy series at a time, or all
+/// Tempo or EcoWatt series at once (a few thousand samples).
+pub struct SeriesReader<'s> {
+    source: &'s Source,
+    family: Family,
+    pdls: Option<Vec<String>>,
+    rows: Option<EnergyRows<'s>>,
+    current: Option<PdlEnergy>,
+    done: bool,
+}
+
+impl<'s> SeriesReader<'s> {
+    /// A reader of `family`'s series; of the given PDLs' energy series only,
+    /// when `pdls` is given.
+    pub fn new(source: &'s Source, family: Family, pdls: Option<Vec<String>>) -> Self {
+        Self {
+            source,
+            family,
+            pdls,
+            rows: None,
+            current: None,
+            done: false,
+        }
+    }
+
+    /// The next group of series, or `None` at the end.
+    pub async fn next(
+        &mut self,
+        contract: &Contract,
+        report: &mut Report,
+    ) -> Result<Option<Vec<Series>>, SourceError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.family {
+            Family::Consumption | Family::Production => {
+                let (family, source) = (self.family, self.source);
+                let pdls = self.pdls.take();
+                let rows = self
+                    .rows
+                    .get_or_insert_with(|| Box::pin(source.energy_rows(family, pdls)));
+                while let Some(row) = rows.try_next().await? {
+                    if self.current.as_ref().is_some_and(|p| p.pdl() != row.pdl) {
+                        let finished = self
+                            .current
+                            .replace(PdlEnergy::new(family, &row.pdl))
+                            .expect("checked above");
+                        self.current
+                            .as_mut()
+                            .expect("just set")
+                            .push(contract, row, report);
+                        return Ok(Some(finished.finish(contract, report)));
+                    }
+                    self.current
+                        .get_or_insert_with(|| PdlEnergy::new(family, &row.pdl))
+                        .push(contract, row, report);
+                }
+                self.done = true;
+                Ok(self.current.take().map(|p| p.finish(contract, report)))
+            }
+            Family::Tempo => {
+                self.done = true;
+                let rows = self.source.tempo_rows().await?;
+                let pdls: Vec<String> = self
+                    .source
+                    .consumption_pdls()
+                    .await?
+                    .into_iter()
+                    .filter(|p| is_pdl(p))
+                    .collect();
+                Ok(Some(tempo_series(contract, &rows, &pdls, report)))
+            }
+            Family::Ecowatt => {
+                self.done = true;
+                let rows = self.source.ecowatt_rows().await?;
+                Ok(Some(ecowatt_series(contract, &rows, report)))
+            }
+        }
+    }
+}
+
+/// Writes every line a full export would send (the `render` command).
+pub async fn render_all(
+    source: &Source,
+    config: &Config,
+    out: &mut (impl std::io::Write + Send),
+) -> Result<Report, RenderError> {
+    let contract = Contract::new(
+        config.timezone,
+        &config.labels,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let mut report = Report::default();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    for family in Family::ALL {
+        let mut reader = SeriesReader::new(source, family, None);
+        while let Some(group) = reader.next(&contract, &mut report).await? {
+            for series in group {
+                for s in &series.samples {
+                    write_line(&mut buf, &series.head, s.value, s.ts);
+                }
+                if buf.len() >= 60 * 1024 {
+                    out.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+        }
+    }
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok(report)
+}
+
+/// Why `render` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Standard output failed.
+    #[error("writing the lines: {0}")]
+    Output(#[from] std::io::Error),
+}
