@@ -54,7 +54,9 @@ async fn a_kill_at_any_point_of_an_export_is_repaired_by_the_next_run() {
         } else {
             // Once lines are going out: between and inside batches.
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while !std::fs::read_to_string(&log).unwrap_or_default().contains("rewriting series")
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("rewriting series")
                 && std::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -70,7 +72,10 @@ async fn a_kill_at_any_point_of_an_export_is_repaired_by_the_next_run() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    assert!(killed_while_sending >= 10, "only {killed_while_sending} kills landed while sending");
+    assert!(
+        killed_while_sending >= 10,
+        "only {killed_while_sending} kills landed while sending"
+    );
     assert!(
         killed_mid_export >= 20,
         "only {killed_mid_export} kills landed during an export"

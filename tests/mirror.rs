@@ -171,9 +171,27 @@ async fn the_daemon_follows_changes_by_polling_and_stops_on_sigterm() {
     sqlx::raw_sql(CHANGES).execute(&pool).await.unwrap();
     converge("after the changes, found by polling").await;
 
-    // Idle polls write nothing.
+    // Idle polls write nothing and read no table: PostgreSQL's own counters
+    // of scans on the four tables stay still over a dozen polls.
+    let scans = "SELECT sum(coalesce(seq_scan, 0) + coalesce(idx_scan, 0))::bigint FROM pg_stat_user_tables
+                  WHERE relname IN ('consumption_data', 'production_data', 'tempo_days', 'ecowatt')";
+    // Let the statistics of the last writes reach PostgreSQL's counters
+    // (a backend publishes them within 10 s) and the daemon follow them.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&pool)
+        .await;
+    let scans_before: i64 = sqlx::query_scalar(scans).fetch_one(&pool).await.unwrap();
     let inserted = vm.rows_inserted().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&pool)
+        .await;
+    let scans_after: i64 = sqlx::query_scalar(scans).fetch_one(&pool).await.unwrap();
+    assert_eq!(
+        scans_after, scans_before,
+        "idle polls scanned the source tables"
+    );
     assert_eq!(
         vm.rows_inserted().await,
         inserted,
