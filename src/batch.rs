@@ -53,6 +53,7 @@ pub struct Batcher<'a> {
     pub batches_sent: u64,
     /// Retries made.
     pub retries: u64,
+    attempt_limit: Option<u32>,
 }
 
 impl<'a> Batcher<'a> {
@@ -76,7 +77,15 @@ impl<'a> Batcher<'a> {
             tainted: HashSet::new(),
             batches_sent: 0,
             retries: 0,
+            attempt_limit: None,
         }
+    }
+
+    /// Gives up on a batch after this many failed attempts (`once`); the
+    /// daemon retries for as long as it runs.
+    pub fn with_attempt_limit(mut self, limit: Option<u32>) -> Self {
+        self.attempt_limit = limit;
+        self
     }
 
     /// Lines pushed so far.
@@ -128,7 +137,9 @@ impl<'a> Batcher<'a> {
         loop {
             match self.sink.import(body.clone()).await {
                 Ok(()) => break,
-                Err(e) if e.is_retryable() => {
+                Err(e)
+                    if e.is_retryable() && self.attempt_limit.is_none_or(|l| attempt + 1 < l) =>
+                {
                     if e.may_have_landed() {
                         // Part of the batch may be stored: a resend could
                         // duplicate samples, so these series get rewritten.
@@ -144,6 +155,9 @@ impl<'a> Batcher<'a> {
                     }
                 }
                 Err(e) => {
+                    if e.may_have_landed() {
+                        self.tainted.extend(self.ids.iter().copied());
+                    }
                     if e.is_auth() {
                         tracing::error!(error = %e, "VictoriaMetrics refused the credentials (VICTORIAMETRICS_USERNAME/VICTORIAMETRICS_PASSWORD)");
                     }

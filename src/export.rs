@@ -47,6 +47,9 @@ pub enum ExportError {
     /// Shutdown interrupted the pass.
     #[error("stopped before the pass completed")]
     Cancelled,
+    /// Another exporter holds the export lock on this database.
+    #[error("another exporter is exporting this database (it holds the export lock); stop it or let it do the work")]
+    Locked,
 }
 
 impl From<BatchError> for ExportError {
@@ -96,8 +99,12 @@ pub struct Exporter {
     sink: Sink,
     config: Config,
     cancel: CancellationToken,
-    started: Instant,
+    /// Since when a pending series may have been written by another
+    /// process (one that died before this one started, or a replica whose
+    /// lock this one took over).
+    others_until: Mutex<Instant>,
     last_import: Mutex<Option<Instant>>,
+    attempt_limit: Option<u32>,
 }
 
 /// How many acknowledged series to gather before recording them.
@@ -113,8 +120,24 @@ impl Exporter {
             sink,
             config,
             cancel,
-            started: Instant::now(),
+            others_until: Mutex::new(Instant::now()),
             last_import: Mutex::new(None),
+            attempt_limit: None,
+        }
+    }
+
+    /// Gives up on a batch after `limit` failed attempts instead of retrying
+    /// for as long as the process runs (for `once`).
+    pub fn with_attempt_limit(mut self, limit: u32) -> Self {
+        self.attempt_limit = Some(limit);
+        self
+    }
+
+    /// Records that another process may have been writing until now (this
+    /// replica just took the export lock over).
+    pub fn took_over(&self) {
+        if let Ok(mut t) = self.others_until.lock() {
+            *t = Instant::now();
         }
     }
 
@@ -174,8 +197,10 @@ impl Exporter {
         let wall = chrono::Utc::now();
         for s in deleting {
             if s.pending {
-                // Possibly written by a process that died just before this one started.
-                later(self.started + DELETE_SETTLE);
+                // Possibly written by a process that died just before this one
+                // started, or by the replica this one took over from.
+                let others = self.others_until.lock().map(|t| *t).unwrap_or(now);
+                later(others + DELETE_SETTLE);
             }
             let age = (wall - s.updated_at).to_std().unwrap_or(Duration::ZERO);
             if age < DELETE_SETTLE {
@@ -278,7 +303,8 @@ impl Exporter {
             &self.cancel,
             self.config.vm.batch_size.get(),
             max_backoff,
-        );
+        )
+        .with_attempt_limit(self.attempt_limit);
         let mut unacked: Vec<(u64, Done)> = Vec::new();
         let filter = matches!(family, Family::Consumption | Family::Production)
             .then(|| pdls.into_iter().collect());

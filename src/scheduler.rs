@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::contract::{Family, FUTURE_WINDOW_MS};
 use crate::export::{ExportError, Exporter};
 use crate::sink::Sink;
-use crate::source::{ChangeTokens, Source};
+use crate::source::{ChangeTokens, ExportLock, Source};
 
 /// The tables (indexes in [`crate::source::TABLES`]) a family is computed from.
 fn tables_of(family: Family) -> &'static [usize] {
@@ -107,7 +107,48 @@ async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportErr
         reconcile_interval = ?config.reconcile_interval,
         "exporter started"
     );
+    let mut lock: Option<ExportLock> = None;
+    let mut standing_by = false;
     loop {
+        // Only the holder of the export lock exports: replicas stand by and
+        // take over within a poll interval when the holder's connection dies.
+        let held = match &mut lock {
+            Some(l) => l.is_held().await,
+            None => false,
+        };
+        if !held {
+            if lock.take().is_some() {
+                tracing::warn!("lost the database connection holding the export lock");
+            }
+            match exporter.source().try_lock_export().await {
+                Ok(Some(l)) => {
+                    tracing::info!(
+                        "holding the export lock: this exporter writes to VictoriaMetrics"
+                    );
+                    lock = Some(l);
+                    standing_by = false;
+                    // Another replica may have written until now: start afresh.
+                    exporter.took_over();
+                    clocks = Default::default();
+                    next_full = Instant::now();
+                }
+                Ok(None) => {
+                    if !standing_by {
+                        tracing::info!("another exporter holds the export lock; standing by");
+                        standing_by = true;
+                    }
+                    tokio::time::sleep(config.poll_interval).await;
+                    continue;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = backoff(failures - 1, config.poll_interval);
+                    tracing::error!(error = %e, retry_in = ?wait, "cannot reach PostgreSQL");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+        }
         let full = Instant::now() >= next_full;
         let ok = match cycle(exporter, &mut clocks, full).await {
             Ok(()) => {
@@ -189,7 +230,20 @@ pub async fn once(config: Config) -> Result<crate::export::Outcome, ExportError>
     let source = Source::connect_lazy(&config.database_url)?;
     source.migrate().await?;
     let sink = Sink::new(&config.vm);
-    let exporter = Exporter::new(source, sink, config, CancellationToken::new());
+    // A process killed a moment ago may still hold the lock for a few
+    // milliseconds; a running daemon holds it for good.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _lock = loop {
+        match source.try_lock_export().await? {
+            Some(lock) => break lock,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            None => return Err(ExportError::Locked),
+        }
+    };
+    let exporter =
+        Exporter::new(source, sink, config, CancellationToken::new()).with_attempt_limit(6);
     exporter.prepare().await?;
     let mut total = crate::export::Outcome::default();
     for family in Family::ALL {

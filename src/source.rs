@@ -355,6 +355,45 @@ impl Source {
     }
 }
 
+/// The advisory lock the exporters sharing a database take turns on: only
+/// its holder exports, so that two replicas never both write.
+const EXPORT_LOCK: i64 = 0x6d65_645f_766d_6578;
+
+/// The export lock, held for as long as this connection lives (it is
+/// detached from the pool, so that dropping it releases the lock).
+pub struct ExportLock {
+    conn: sqlx::PgConnection,
+}
+
+impl ExportLock {
+    /// Whether the lock is still held: its connection still answers.
+    pub async fn is_held(&mut self) -> bool {
+        sqlx::query("SELECT 1")
+            .execute(&mut self.conn)
+            .await
+            .is_ok()
+    }
+}
+
+impl Source {
+    /// Takes the export lock if no other exporter holds it.
+    pub async fn try_lock_export(&self) -> Result<Option<ExportLock>, SourceError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(SourceError::query("connecting to take the export lock"))?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(EXPORT_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(SourceError::query("taking the export lock"))?;
+        Ok(got.then(|| ExportLock {
+            conn: conn.detach(),
+        }))
+    }
+}
+
 /// sqlx's URL errors may quote the URL; its password must not reach a log.
 fn redact_url_error(message: &str, url: &SecretString) -> String {
     let url = url.expose_secret();
