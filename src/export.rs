@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{BatchError, Batcher};
+use crate::batch::{backoff, BatchError, Batcher};
 use crate::config::Config;
 use crate::contract::{Contract, Family, Report, Series};
 use crate::series::SeriesReader;
@@ -175,7 +175,7 @@ impl Exporter {
         }
         self.settle(old.iter().map(|(_, s)| s)).await?;
         for (selector, s) in &old {
-            self.sink.delete_series(selector).await?;
+            self.delete(selector).await?;
             self.state.forget(s.id).await?;
         }
         self.state.set_meta("labels", &labels).await?;
@@ -282,11 +282,11 @@ impl Exporter {
         .await?;
         for selector in &rewrites {
             self.check_cancel()?;
-            self.sink.delete_series(selector).await?;
+            self.delete(selector).await?;
         }
         for (selector, s) in &stale {
             self.check_cancel()?;
-            self.sink.delete_series(selector).await?;
+            self.delete(selector).await?;
             self.state.forget(s.id).await?;
             tracing::debug!(series = %selector, "deleted a series no row produces");
         }
@@ -386,6 +386,32 @@ impl Exporter {
                 chunks: Vec::new(),
             })),
             Plan::Rewrite => Ok(None),
+        }
+    }
+
+    /// Deletes a series, retrying as batches do: a delete is idempotent.
+    async fn delete(&self, selector: &str) -> Result<(), ExportError> {
+        let cap = self
+            .config
+            .poll_interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let mut attempt = 0u32;
+        loop {
+            match self.sink.delete_series(selector).await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.is_retryable() && self.attempt_limit.is_none_or(|l| attempt + 1 < l) =>
+                {
+                    let delay = backoff(attempt, cap);
+                    tracing::warn!(error = %e, retry_in = ?delay, attempt = attempt + 1, "delete not done; retrying");
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Err(ExportError::Cancelled),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 

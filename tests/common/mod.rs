@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod model;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -216,13 +217,30 @@ impl Postgres {
         }
     }
 
+    /// The postmaster's own pid: when we are root, our child is `runuser`.
+    fn postmaster_pid(&self) -> Option<String> {
+        let pid = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        pid.lines().next().map(|l| l.trim().to_string())
+    }
+
+    fn signal(&mut self, sig: &str, wait_for_exit: bool) {
+        if let Some(pid) = self.postmaster_pid() {
+            let _ = Command::new("kill").arg(sig).arg(&pid).status();
+        }
+        let _ = self.child.wait();
+        if !wait_for_exit {
+            return;
+        }
+        // The postmaster removes its pid file last.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.data.join("postmaster.pid").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops the server (fast shutdown).
     pub fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        self.signal("-INT", true);
     }
 
     /// Starts it again on the same port and data.
@@ -233,6 +251,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        self.signal("-QUIT", false);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,0 +1,194 @@
+//! A small fault-injecting HTTP proxy between the exporter and a real
+//! VictoriaMetrics: it passes requests through, or refuses connections,
+//! delays, answers an error status, cuts a request mid-body, or hangs.
+//! It runs on its own thread, so that tests may block while it serves.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy does with the next requests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Forward to VictoriaMetrics.
+    Pass,
+    /// Close every connection at once, before reading (like a server going away).
+    Refuse,
+    /// Answer this HTTP status without forwarding.
+    Status(u16),
+    /// Forward half of an import's body, then close both sides.
+    CutMidBody,
+    /// Forward, then wait this long before answering.
+    Delay(Duration),
+    /// Read the request and never answer.
+    Hang,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    /// Its base URL.
+    pub url: String,
+    fault: Arc<Mutex<(Fault, Option<u32>)>>,
+    hits: Arc<Mutex<u64>>,
+}
+
+impl Proxy {
+    /// A proxy to `target` (`127.0.0.1:port`).
+    pub fn start(target: &str) -> Self {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", std_listener.local_addr().unwrap());
+        let fault = Arc::new(Mutex::new((Fault::Pass, None)));
+        let hits = Arc::new(Mutex::new(0));
+        let (f, h, target) = (fault.clone(), hits.clone(), target.to_string());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (f, h, target) = (f.clone(), h.clone(), target.clone());
+                    tokio::spawn(async move {
+                        let _ = serve(client, &target, &f, &h).await;
+                    });
+                }
+            });
+        });
+        Proxy { url, fault, hits }
+    }
+
+    /// Applies `fault` to every request from now on.
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = (fault, None);
+    }
+
+    /// Applies `fault` to the next `n` requests, then passes again.
+    pub fn set_for(&self, fault: Fault, n: u32) {
+        *self.fault.lock().unwrap() = (fault, Some(n));
+    }
+
+    /// Requests that met a fault so far.
+    pub fn faults_served(&self) -> u64 {
+        *self.hits.lock().unwrap()
+    }
+}
+
+fn current(f: &Mutex<(Fault, Option<u32>)>, hits: &Mutex<u64>) -> Fault {
+    let mut g = f.lock().unwrap();
+    let fault = g.0.clone();
+    if fault != Fault::Pass {
+        *hits.lock().unwrap() += 1;
+        if let Some(n) = g.1.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                *g = (Fault::Pass, None);
+            }
+        }
+    }
+    fault
+}
+
+/// Reads one HTTP/1.1 request: head and body (Content-Length only).
+async fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf.split_off(head_end);
+    Ok(Some((buf, body)))
+}
+
+/// Rewrites the head so that the upstream closes after answering.
+fn close_head(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+async fn serve(
+    mut client: TcpStream,
+    target: &str,
+    f: &Mutex<(Fault, Option<u32>)>,
+    hits: &Mutex<u64>,
+) -> std::io::Result<()> {
+    loop {
+        let fault = current(f, hits);
+        if fault == Fault::Refuse {
+            return Ok(());
+        }
+        let Some((head, body)) = read_request(&mut client).await? else {
+            return Ok(());
+        };
+        let is_import = String::from_utf8_lossy(&head).contains("/import");
+        match fault {
+            Fault::Status(code) => {
+                let text = format!("injected {code}");
+                let answer = format!(
+                    "HTTP/1.1 {code} Injected\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+                    text.len()
+                );
+                client.write_all(answer.as_bytes()).await?;
+                continue;
+            }
+            Fault::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return Ok(());
+            }
+            Fault::CutMidBody if is_import && body.len() > 1 => {
+                let mut up = TcpStream::connect(target).await?;
+                up.write_all(&head).await?;
+                up.write_all(&body[..body.len() / 2]).await?;
+                up.flush().await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let mut up = TcpStream::connect(target).await?;
+        up.write_all(&close_head(&head)).await?;
+        up.write_all(&body).await?;
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer).await?;
+        if let Fault::Delay(d) = fault {
+            tokio::time::sleep(d).await;
+        }
+        // The upstream closed after answering (Connection: close); so does the proxy.
+        client.write_all(&answer).await?;
+        return Ok(());
+    }
+}

@@ -1,0 +1,268 @@
+//! The daemon under faults: VictoriaMetrics failing in every way a fault
+//! proxy can make it fail, PostgreSQL stopped and restarted, malformed
+//! rows. Every scenario ends with VictoriaMetrics' export compared with the
+//! spec's model.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::model::{assert_same, expected, from_export};
+use common::proxy::{Fault, Proxy};
+use common::{spawn_exporter, Postgres, Victoria};
+
+const SCHEMA: &str = include_str!("fixtures/myelectricaldata_schema.sql");
+const DATA: &str = include_str!("fixtures/myelectricaldata_data.sql");
+
+async fn converge(pool: &sqlx::PgPool, vm: &Victoria, log: &Path, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let want = expected(
+            pool,
+            &BTreeMap::new(),
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await;
+        let got = from_export(vm.export_all().await);
+        if got == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+            assert_same(&got, &want, when);
+        }
+    }
+}
+
+async fn change(pool: &sqlx::PgPool, n: i32) {
+    sqlx::raw_sql(&format!(
+        "UPDATE consumption_data SET value = value + {n} WHERE date = '2024-04-{n:02}';
+         UPDATE tempo_days SET color = 'RED' WHERE id = '2024-10-{n:02}';"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+#[tokio::test]
+async fn the_daemon_rides_out_failing_victoriametrics_and_keeps_the_mirror_exact() {
+    let pg = Postgres::start();
+    let vm = Victoria::start();
+    let proxy = Proxy::start(vm.url.trim_start_matches("http://"));
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    let env = [
+        ("DATABASE_URL", pg.url("med")),
+        ("VICTORIAMETRICS_URL", proxy.url.clone()),
+        ("VICTORIAMETRICS_SELECT_URL", vm.url.clone()),
+        ("VICTORIAMETRICS_POLL_INTERVAL", "300ms".to_string()),
+        ("VICTORIAMETRICS_TIMEOUT", "1s".to_string()),
+        ("VICTORIAMETRICS_BATCH_SIZE", "50".to_string()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+
+    // Down from the start: 503 for every request. The daemon retries with
+    // backoff (no hot loop), stays up, and catches up when it comes back.
+    proxy.set(Fault::Status(503));
+    let mut daemon = spawn_exporter(&["run"], &env, &log);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+    let tries = proxy.faults_served();
+    assert!(
+        (2..=12).contains(&tries),
+        "{tries} requests in 4 s while failing: no backoff?"
+    );
+    proxy.set(Fault::Pass);
+    converge(&pool, &vm, &log, "after 503s").await;
+
+    // Each fault in turn, during an export of a change.
+    let faults = [
+        Fault::Status(429),
+        Fault::Status(502),
+        Fault::CutMidBody,
+        Fault::Delay(Duration::from_millis(1500)),
+        Fault::Refuse,
+    ];
+    for (i, fault) in faults.into_iter().enumerate() {
+        let before = proxy.faults_served();
+        proxy.set_for(fault.clone(), 3);
+        change(&pool, i as i32 + 1).await;
+        converge(&pool, &vm, &log, &format!("after {fault:?}")).await;
+        assert!(proxy.faults_served() > before, "{fault:?} was never met");
+    }
+    assert!(
+        count(&log, "retrying") >= 5,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    // A refused request (400) is logged with VictoriaMetrics' answer, and
+    // the daemon goes on once it is accepted again.
+    proxy.set_for(Fault::Status(400), 1);
+    change(&pool, 9).await;
+    converge(&pool, &vm, &log, "after a 400").await;
+    assert!(
+        count(&log, "HTTP 400: injected 400") >= 1,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    assert!(daemon.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_daemon_within_10_seconds_while_victoriametrics_hangs() {
+    let pg = Postgres::start();
+    let vm = Victoria::start();
+    let proxy = Proxy::start(vm.url.trim_start_matches("http://"));
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    proxy.set(Fault::Hang);
+    let env = [
+        ("DATABASE_URL", pg.url("med")),
+        ("VICTORIAMETRICS_URL", proxy.url.clone()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    for signal in ["-TERM", "-INT"] {
+        let mut daemon = spawn_exporter(&["run"], &env, &log);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            proxy.faults_served() > 0,
+            "the daemon never reached VictoriaMetrics"
+        );
+        let started = Instant::now();
+        let _ = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(daemon.id().to_string())
+            .status();
+        let status = daemon.wait().unwrap();
+        assert!(status.success(), "{signal}: {status}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{signal} took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgresql_stopped_and_restarted_is_ridden_out() {
+    let mut pg = Postgres::start();
+    let vm = Victoria::start();
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    pool.close().await;
+    let env = [
+        ("DATABASE_URL", pg.url("med")),
+        ("VICTORIAMETRICS_URL", vm.url.clone()),
+        ("VICTORIAMETRICS_POLL_INTERVAL", "300ms".to_string()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = spawn_exporter(&["run"], &env, &log);
+    let pool = pg.pool("med").await;
+    converge(&pool, &vm, &log, "before the restart").await;
+    pool.close().await;
+
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon exited while PostgreSQL was down"
+    );
+    pg.restart();
+    let pool = pg.pool("med").await;
+    change(&pool, 3).await;
+    converge(&pool, &vm, &log, "after PostgreSQL came back").await;
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    assert!(daemon.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn malformed_rows_are_skipped_with_a_warning_naming_them_and_the_rest_is_exported() {
+    let pg = Postgres::start();
+    let vm = Victoria::start();
+    let pool = pg.create_db("med").await;
+    let env = [
+        ("DATABASE_URL", pg.url("med")),
+        ("VICTORIAMETRICS_URL", vm.url.clone()),
+    ];
+    // The exporter's own schema: tempo_days.color is VARCHAR, so anything goes.
+    let out = common::exporter(&["migrate"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(
+        r#"INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value) VALUES
+             ('bad-time', '12345678901234', '2024-06-01', 'detailed', '25:61', 10),
+             ('bad-text', '12345678901234', '2024-06-01', 'detailed', 'abc', 10),
+             ('bad-pdl', 'PDL-ABC', '2024-06-01', 'daily', NULL, 10),
+             ('bad-negative', '98765432109876', '2024-06-02', 'detailed', '10:00', -5),
+             ('bad-huge', '98765432109876', '2024-06-02', 'detailed', '10:30', 2000000000);
+           INSERT INTO tempo_days (id, date, color) VALUES ('2024-11-11', '2024-11-10 23:00+00', 'PURPLE');
+           UPDATE ecowatt SET "values" = '{"pas": 0, "hvalue": 1}' WHERE periode = '2024-03-30 00:00';"#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = chrono::Utc::now().timestamp_millis();
+    let out = common::exporter(&["once"], &env);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    for row in [
+        "bad-time",
+        "bad-text",
+        "bad-pdl",
+        "bad-negative",
+        "bad-huge",
+        "2024-11-11",
+    ] {
+        assert_eq!(
+            log.matches(&format!("row={row} ")).count(),
+            1,
+            "one warning naming {row}: {log}"
+        );
+    }
+    assert!(log.contains("skipped=7"), "{log}");
+
+    // What landed is what the model computes from the good rows.
+    sqlx::raw_sql(
+        r#"DELETE FROM consumption_data WHERE id LIKE 'bad-%';
+           DELETE FROM tempo_days WHERE color = 'PURPLE';
+           UPDATE ecowatt SET "values" = '[]' WHERE periode = '2024-03-30 00:00';"#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let want = expected(&pool, &BTreeMap::new(), before).await;
+    assert_same(
+        &from_export(vm.export_all().await),
+        &want,
+        "with malformed rows",
+    );
+}
