@@ -8,26 +8,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::model::{assert_same, expected, from_export};
-use common::{exporter, spawn_exporter, Postgres, Victoria};
-
-const SCHEMA: &str = include_str!("fixtures/myelectricaldata_schema.sql");
-const DATA: &str = include_str!("fixtures/myelectricaldata_data.sql");
+use common::{exporter, spawn_exporter, Servers};
 
 #[tokio::test]
 async fn a_kill_at_any_point_of_an_export_is_repaired_by_the_next_run() {
-    let pg = Postgres::start();
-    let vm = Victoria::start();
-    let pool = pg.create_db("med").await;
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    let servers = Servers::start().await;
+    let (vm, pool) = (&servers.vm, &servers.pool);
     let dir = tempfile::tempdir().unwrap();
     // Small batches: many POSTs, so that kills land between and inside them.
-    let env = [
-        ("DATABASE_URL", pg.url("med")),
-        ("VICTORIAMETRICS_URL", vm.url.clone()),
-        ("VICTORIAMETRICS_BATCH_SIZE", "7".to_string()),
-        ("RUST_LOG", "myelectricaldata_vm_exporter=debug".to_string()),
-    ];
+    let env = servers.env(&[
+        ("VICTORIAMETRICS_BATCH_SIZE", "7"),
+        ("RUST_LOG", "myelectricaldata_vm_exporter=debug"),
+    ]);
     let mut killed_mid_export = 0;
     let mut killed_while_sending = 0;
     for round in 0..24u64 {
@@ -43,7 +35,7 @@ async fn a_kill_at_any_point_of_an_export_is_repaired_by_the_next_run() {
             1 + round % 28,
             1 + round % 28
         ))
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
         let log = dir.path().join(format!("round-{round}.log"));
@@ -88,7 +80,7 @@ async fn a_kill_at_any_point_of_an_export_is_repaired_by_the_next_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let want = expected(&pool, &BTreeMap::new(), before).await;
+    let want = expected(pool, &BTreeMap::new(), before).await;
     assert_same(
         &from_export(vm.export_all().await),
         &want,

@@ -11,31 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::model::{assert_same, expected, from_export};
 use common::proxy::{Fault, Proxy};
-use common::{spawn_exporter, Postgres, Victoria};
+use common::{signal, spawn_exporter, Postgres, Servers, Victoria, DATA};
 
-const SCHEMA: &str = include_str!("fixtures/myelectricaldata_schema.sql");
-const DATA: &str = include_str!("fixtures/myelectricaldata_data.sql");
-
-async fn converge(pool: &sqlx::PgPool, vm: &Victoria, log: &Path, when: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let want = expected(
-            pool,
-            &BTreeMap::new(),
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .await;
-        let got = from_export(vm.export_all().await);
-        if got == want {
-            return;
-        }
-        if Instant::now() > deadline {
-            eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
-            assert_same(&got, &want, when);
-        }
-    }
-}
+const WITHIN: Duration = Duration::from_secs(60);
 
 async fn change(pool: &sqlx::PgPool, n: i32) {
     sqlx::raw_sql(&format!(
@@ -56,16 +34,14 @@ fn count(log: &Path, needle: &str) -> usize {
 
 #[tokio::test]
 async fn the_daemon_rides_out_failing_victoriametrics_and_keeps_the_mirror_exact() {
-    let pg = Postgres::start();
-    let vm = Victoria::start();
-    let proxy = Proxy::start(vm.url.trim_start_matches("http://"));
-    let pool = pg.create_db("med").await;
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    let servers = Servers::start().await;
+    let proxy = Proxy::start(servers.vm.url.trim_start_matches("http://"));
+    let pool = &servers.pool;
+    let none = BTreeMap::new();
     let env = [
-        ("DATABASE_URL", pg.url("med")),
+        ("DATABASE_URL", servers.pg.url("med")),
         ("VICTORIAMETRICS_URL", proxy.url.clone()),
-        ("VICTORIAMETRICS_SELECT_URL", vm.url.clone()),
+        ("VICTORIAMETRICS_SELECT_URL", servers.vm.url.clone()),
         ("VICTORIAMETRICS_POLL_INTERVAL", "300ms".to_string()),
         ("VICTORIAMETRICS_TIMEOUT", "1s".to_string()),
         ("VICTORIAMETRICS_BATCH_SIZE", "50".to_string()),
@@ -85,7 +61,7 @@ async fn the_daemon_rides_out_failing_victoriametrics_and_keeps_the_mirror_exact
         "{tries} requests in 4 s while failing: no backoff?"
     );
     proxy.set(Fault::Pass);
-    converge(&pool, &vm, &log, "after 503s").await;
+    servers.converge(&none, WITHIN, &log, "after 503s").await;
 
     // Each fault in turn, during an export of a change.
     let faults = [
@@ -98,8 +74,10 @@ async fn the_daemon_rides_out_failing_victoriametrics_and_keeps_the_mirror_exact
     for (i, fault) in faults.into_iter().enumerate() {
         let before = proxy.faults_served();
         proxy.set_for(fault.clone(), 3);
-        change(&pool, i as i32 + 1).await;
-        converge(&pool, &vm, &log, &format!("after {fault:?}")).await;
+        change(pool, i as i32 + 1).await;
+        servers
+            .converge(&none, WITHIN, &log, &format!("after {fault:?}"))
+            .await;
         assert!(proxy.faults_served() > before, "{fault:?} was never met");
     }
     assert!(
@@ -111,8 +89,8 @@ async fn the_daemon_rides_out_failing_victoriametrics_and_keeps_the_mirror_exact
     // A refused request (400) is logged with VictoriaMetrics' answer, and
     // the daemon goes on once it is accepted again.
     proxy.set_for(Fault::Status(400), 1);
-    change(&pool, 9).await;
-    converge(&pool, &vm, &log, "after a 400").await;
+    change(pool, 9).await;
+    servers.converge(&none, WITHIN, &log, "after a 400").await;
     assert!(
         count(&log, "HTTP 400: injected 400") >= 1,
         "{}",
@@ -128,20 +106,16 @@ async fn the_daemon_rides_out_failing_victoriametrics_and_keeps_the_mirror_exact
 
 #[tokio::test]
 async fn sigterm_stops_the_daemon_within_10_seconds_while_victoriametrics_hangs() {
-    let pg = Postgres::start();
-    let vm = Victoria::start();
-    let proxy = Proxy::start(vm.url.trim_start_matches("http://"));
-    let pool = pg.create_db("med").await;
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    let servers = Servers::start().await;
+    let proxy = Proxy::start(servers.vm.url.trim_start_matches("http://"));
     proxy.set(Fault::Hang);
     let env = [
-        ("DATABASE_URL", pg.url("med")),
+        ("DATABASE_URL", servers.pg.url("med")),
         ("VICTORIAMETRICS_URL", proxy.url.clone()),
     ];
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
-    for signal in ["-TERM", "-INT"] {
+    for sig in ["-TERM", "-INT"] {
         let mut daemon = spawn_exporter(&["run"], &env, &log);
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(
@@ -149,15 +123,12 @@ async fn sigterm_stops_the_daemon_within_10_seconds_while_victoriametrics_hangs(
             "the daemon never reached VictoriaMetrics"
         );
         let started = Instant::now();
-        let _ = std::process::Command::new("kill")
-            .arg(signal)
-            .arg(daemon.id().to_string())
-            .status();
+        signal(&daemon, sig);
         let status = daemon.wait().unwrap();
-        assert!(status.success(), "{signal}: {status}");
+        assert!(status.success(), "{sig}: {status}");
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "{signal} took {:?}",
+            "{sig} took {:?}",
             started.elapsed()
         );
     }
@@ -165,38 +136,30 @@ async fn sigterm_stops_the_daemon_within_10_seconds_while_victoriametrics_hangs(
 
 #[tokio::test]
 async fn postgresql_stopped_and_restarted_is_ridden_out() {
-    let mut pg = Postgres::start();
-    let vm = Victoria::start();
-    let pool = pg.create_db("med").await;
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
-    pool.close().await;
-    let env = [
-        ("DATABASE_URL", pg.url("med")),
-        ("VICTORIAMETRICS_URL", vm.url.clone()),
-        ("VICTORIAMETRICS_POLL_INTERVAL", "300ms".to_string()),
-    ];
+    let mut servers = Servers::start().await;
+    let env = servers.env(&[("VICTORIAMETRICS_POLL_INTERVAL", "300ms")]);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
     let mut daemon = spawn_exporter(&["run"], &env, &log);
-    let pool = pg.pool("med").await;
-    converge(&pool, &vm, &log, "before the restart").await;
-    pool.close().await;
+    let none = BTreeMap::new();
+    servers
+        .converge(&none, WITHIN, &log, "before the restart")
+        .await;
 
-    pg.stop();
+    servers.pool.close().await;
+    servers.pg.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         daemon.try_wait().unwrap().is_none(),
         "the daemon exited while PostgreSQL was down"
     );
-    pg.restart();
-    let pool = pg.pool("med").await;
-    change(&pool, 3).await;
-    converge(&pool, &vm, &log, "after PostgreSQL came back").await;
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(daemon.id().to_string())
-        .status();
+    servers.pg.restart();
+    servers.pool = servers.pg.pool("med").await;
+    change(&servers.pool, 3).await;
+    servers
+        .converge(&none, WITHIN, &log, "after PostgreSQL came back")
+        .await;
+    signal(&daemon, "-TERM");
     assert!(daemon.wait().unwrap().success());
 }
 

@@ -8,25 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::model::{assert_same, expected, from_export};
-use common::{exporter, spawn_exporter, Postgres, Victoria};
-
-const SCHEMA: &str = include_str!("fixtures/myelectricaldata_schema.sql");
-const DATA: &str = include_str!("fixtures/myelectricaldata_data.sql");
-
-fn env(
-    pg: &Postgres,
-    vm: &Victoria,
-    db: &str,
-    extra: &[(&'static str, &str)],
-) -> Vec<(&'static str, String)> {
-    let mut e = vec![
-        ("DATABASE_URL", pg.url(db)),
-        ("VICTORIAMETRICS_URL", vm.url.clone()),
-        ("RUST_LOG", "info".to_string()),
-    ];
-    e.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    e
-}
+use common::{exporter, signal, spawn_exporter, Servers};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -64,18 +46,15 @@ UPDATE ecowatt SET dvalue = 3 WHERE periode = '2024-03-30 00:00';
 
 #[tokio::test]
 async fn the_mirror_is_exact_after_a_first_export_after_changes_and_writes_nothing_when_idle() {
-    let pg = Postgres::start();
-    let vm = Victoria::start();
-    let pool = pg.create_db("med").await;
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
-    let e = env(&pg, &vm, "med", &[]);
+    let servers = Servers::start().await;
+    let (vm, pool) = (&servers.vm, &servers.pool);
+    let e = servers.env(&[]);
     let none = BTreeMap::new();
 
     // First export: everything.
     let before = now_ms();
     run_once(&e);
-    let want = expected(&pool, &none, before).await;
+    let want = expected(pool, &none, before).await;
     assert!(want.len() >= 20, "the model holds {} series", want.len());
     assert_same(
         &from_export(vm.export_all().await),
@@ -93,10 +72,10 @@ async fn the_mirror_is_exact_after_a_first_export_after_changes_and_writes_nothi
     );
 
     // MyElectricalData's changes, then the mirror again.
-    sqlx::raw_sql(CHANGES).execute(&pool).await.unwrap();
+    sqlx::raw_sql(CHANGES).execute(pool).await.unwrap();
     let before = now_ms();
     run_once(&e);
-    let want = expected(&pool, &none, before).await;
+    let want = expected(pool, &none, before).await;
     assert_same(
         &from_export(vm.export_all().await),
         &want,
@@ -105,7 +84,7 @@ async fn the_mirror_is_exact_after_a_first_export_after_changes_and_writes_nothi
 
     // A re-upsert of unchanged rows writes nothing; nor does a third run.
     sqlx::query("UPDATE consumption_data SET updated_at = now()")
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
     let inserted = vm.rows_inserted().await;
@@ -125,51 +104,29 @@ async fn the_mirror_is_exact_after_a_first_export_after_changes_and_writes_nothi
 
 #[tokio::test]
 async fn the_daemon_follows_changes_by_polling_and_stops_on_sigterm() {
-    let pg = Postgres::start();
-    let vm = Victoria::start();
-    let pool = pg.create_db("med").await;
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+    let servers = Servers::start().await;
+    let (vm, pool) = (&servers.vm, &servers.pool);
     let labels = BTreeMap::from([("home".to_string(), "la \"maison\"\nparis\\2".to_string())]);
-    let e = env(
-        &pg,
-        &vm,
-        "med",
-        &[
-            ("VICTORIAMETRICS_POLL_INTERVAL", "300ms"),
-            (
-                "VICTORIAMETRICS_LABELS",
-                r#"{"home": "la \"maison\"\nparis\\2"}"#,
-            ),
-            ("VICTORIAMETRICS_BATCH_SIZE", "37"),
-        ],
-    );
+    let e = servers.env(&[
+        ("VICTORIAMETRICS_POLL_INTERVAL", "300ms"),
+        (
+            "VICTORIAMETRICS_LABELS",
+            r#"{"home": "la \"maison\"\nparis\\2"}"#,
+        ),
+        ("VICTORIAMETRICS_BATCH_SIZE", "37"),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
     let mut child = spawn_exporter(&["run"], &e, &log);
 
-    let converge = |when: &'static str| {
-        let pool = pool.clone();
-        let vm = &vm;
-        let labels = &labels;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let want = expected(&pool, labels, now_ms()).await;
-                let got = from_export(vm.export_all().await);
-                if got == want {
-                    return;
-                }
-                if Instant::now() > deadline {
-                    assert_same(&got, &want, when);
-                }
-            }
-        }
-    };
-    converge("after the daemon's start").await;
-    sqlx::raw_sql(CHANGES).execute(&pool).await.unwrap();
-    converge("after the changes, found by polling").await;
+    let within = Duration::from_secs(60);
+    servers
+        .converge(&labels, within, &log, "after the daemon's start")
+        .await;
+    sqlx::raw_sql(CHANGES).execute(pool).await.unwrap();
+    servers
+        .converge(&labels, within, &log, "after the changes, found by polling")
+        .await;
 
     // Idle polls write nothing and read no table: PostgreSQL's own counters
     // of scans on the four tables stay still over a dozen polls.
@@ -179,15 +136,15 @@ async fn the_daemon_follows_changes_by_polling_and_stops_on_sigterm() {
     // (a backend publishes them within 10 s) and the daemon follow them.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&pool)
+        .execute(pool)
         .await;
-    let scans_before: i64 = sqlx::query_scalar(scans).fetch_one(&pool).await.unwrap();
+    let scans_before: i64 = sqlx::query_scalar(scans).fetch_one(pool).await.unwrap();
     let inserted = vm.rows_inserted().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&pool)
+        .execute(pool)
         .await;
-    let scans_after: i64 = sqlx::query_scalar(scans).fetch_one(&pool).await.unwrap();
+    let scans_after: i64 = sqlx::query_scalar(scans).fetch_one(pool).await.unwrap();
     assert_eq!(
         scans_after, scans_before,
         "idle polls scanned the source tables"
@@ -199,10 +156,7 @@ async fn the_daemon_follows_changes_by_polling_and_stops_on_sigterm() {
     );
 
     let started = Instant::now();
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    signal(&child, "-TERM");
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "the daemon exited with {status}: {text}");

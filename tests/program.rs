@@ -6,10 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::model::{assert_same, expected, from_export, Mirror};
-use common::{exporter, Postgres, Victoria};
-
-const SCHEMA: &str = include_str!("fixtures/myelectricaldata_schema.sql");
-const DATA: &str = include_str!("fixtures/myelectricaldata_data.sql");
+use common::{exporter, Postgres, Servers, Victoria, DATA, SCHEMA};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -175,15 +172,9 @@ fn parse_line(line: &str) -> (BTreeMap<String, String>, i64, i64) {
 
 #[tokio::test]
 async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batches_of_100() {
-    let pg = Postgres::start();
-    let vm = Victoria::start();
-    let pool = pg.create_db("med").await;
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
-    let env = [
-        ("DATABASE_URL", pg.url("med")),
-        ("VICTORIAMETRICS_URL", vm.url.clone()),
-    ];
+    let servers = Servers::start().await;
+    let (vm, pool) = (&servers.vm, &servers.pool);
+    let env = servers.env(&[]);
 
     let before = now_ms();
     let out = exporter(&["render"], &env);
@@ -198,7 +189,7 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
         rendered.entry(labels).or_default().push((ts, value));
     }
     rendered.values_mut().for_each(|s| s.sort());
-    let want = expected(&pool, &BTreeMap::new(), before).await;
+    let want = expected(pool, &BTreeMap::new(), before).await;
     assert_same(&rendered, &want, "render");
     assert_eq!(
         vm.rows_inserted().await,

@@ -485,8 +485,8 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// Runs the exporter binary with `env` and a subcommand; waits for it.
-pub fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
+/// The exporter binary with `args` and exactly the environment `env`.
+fn exporter_command(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_myelectricaldata-vm-exporter"));
     c.args(args)
         .env_clear()
@@ -494,19 +494,92 @@ pub fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().expect("run the exporter")
+    c
+}
+
+/// Runs the exporter binary with `env` and a subcommand; waits for it.
+pub fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
+    exporter_command(args, env)
+        .output()
+        .expect("run the exporter")
 }
 
 /// Spawns the exporter binary (for `run`), logs to a file.
 pub fn spawn_exporter(args: &[&str], env: &[(&str, String)], log: &Path) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_myelectricaldata-vm-exporter"));
-    c.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        c.env(k, v);
+    exporter_command(args, env)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn the exporter")
+}
+
+/// MyElectricalData's schema as its migrations leave it.
+pub const SCHEMA: &str = include_str!("../fixtures/myelectricaldata_schema.sql");
+/// Realistic data for it.
+pub const DATA: &str = include_str!("../fixtures/myelectricaldata_data.sql");
+
+/// A PostgreSQL with database `med` loaded with MyElectricalData's schema
+/// and data, and an empty VictoriaMetrics.
+pub struct Servers {
+    /// The PostgreSQL server.
+    pub pg: Postgres,
+    /// The VictoriaMetrics server.
+    pub vm: Victoria,
+    /// A pool on `med`.
+    pub pool: PgPool,
+}
+
+impl Servers {
+    /// Starts both servers and loads the data.
+    pub async fn start() -> Self {
+        let pg = Postgres::start();
+        let vm = Victoria::start();
+        let pool = pg.create_db("med").await;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+        sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
+        Servers { pg, vm, pool }
     }
-    c.stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    c.spawn().expect("spawn the exporter")
+
+    /// The exporter's environment for these servers, plus `extra`.
+    pub fn env(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let mut e = vec![
+            ("DATABASE_URL", self.pg.url("med")),
+            ("VICTORIAMETRICS_URL", self.vm.url.clone()),
+        ];
+        e.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        e
+    }
+
+    /// Waits until VictoriaMetrics holds what the model computes from the
+    /// database (with `labels`), or fails after `within`, showing `log`.
+    pub async fn converge(
+        &self,
+        labels: &BTreeMap<String, String>,
+        within: Duration,
+        log: &Path,
+        when: &str,
+    ) {
+        let deadline = Instant::now() + within;
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let want =
+                model::expected(&self.pool, labels, chrono::Utc::now().timestamp_millis()).await;
+            let got = model::from_export(self.vm.export_all().await);
+            if got == want {
+                return;
+            }
+            if Instant::now() > deadline {
+                eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+                model::assert_same(&got, &want, when);
+            }
+        }
+    }
+}
+
+/// Sends a signal (`-TERM`, `-INT`) to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(sig)
+        .arg(child.id().to_string())
+        .status();
 }
