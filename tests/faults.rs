@@ -229,3 +229,54 @@ async fn malformed_rows_are_skipped_with_a_warning_naming_them_and_the_rest_is_e
         "with malformed rows",
     );
 }
+
+#[tokio::test]
+async fn label_values_of_any_content_round_trip_through_victoriametrics() {
+    let servers = Servers::start().await;
+    // Quality strings come from raw_data, the extra label from the
+    // environment: both reach label values as they are.
+    let pieces = [
+        "\\", "\"", "\n", "\r", "\t", "{", "}", ",", "=", " ", "#", "é", "😀", "\\n", "\\\"", "a",
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut tricky = Vec::new();
+    for _ in 0..40 {
+        let mut s = String::new();
+        for _ in 0..1 + seed % 7 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
+        }
+        tricky.push(s);
+    }
+    for (k, quality) in tricky.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO consumption_data (id, usage_point_id, date, granularity, value, raw_data)
+             VALUES ($1, '11111111111111', DATE '2024-01-01' + $2::int, 'daily', 100, jsonb_build_object('quality', $3::text))",
+        )
+        .bind(format!("tricky-{k}"))
+        .bind(k as i32)
+        .bind(quality)
+        .execute(&servers.pool)
+        .await
+        .unwrap();
+    }
+    let note = "line\nbreak \"quoted\" back\\slash\r\t}{=,é😀\\";
+    let labels_json = serde_json::json!({ "note": note }).to_string();
+    let env = servers.env(&[("VICTORIAMETRICS_LABELS", &labels_json)]);
+    let before = chrono::Utc::now().timestamp_millis();
+    let out = common::exporter(&["once"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let labels = BTreeMap::from([("note".to_string(), note.to_string())]);
+    let want = expected(&servers.pool, &labels, before).await;
+    assert_same(
+        &from_export(servers.vm.export_all().await),
+        &want,
+        "tricky label values",
+    );
+}

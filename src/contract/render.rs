@@ -4,15 +4,15 @@ use std::io::Write as _;
 
 /// Appends `value` to `out`, escaped as the Prometheus text format and
 /// PromQL string literals both require: backslash, double quote, newline.
-/// Carriage returns are escaped too, as `\r` would otherwise end a line for
-/// parsers that accept CRLF.
+/// Nothing else is escaped: the format defines no other escape, and
+/// VictoriaMetrics would read `\r` as a backslash and an `r` (a raw
+/// carriage return inside quotes round-trips).
 pub fn escape_label_value(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
             c => out.push(c),
         }
     }
@@ -78,10 +78,81 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_values_escape_backslash_quote_and_newline() {
+    fn label_values_escape_backslash_quote_and_newline_and_nothing_else() {
         let mut out = String::new();
-        escape_label_value(&mut out, "a\\b\"c\nd\re");
-        assert_eq!(out, r#"a\\b\"c\nd\re"#);
+        escape_label_value(&mut out, "a\\b\"c\nd\re\tf");
+        assert_eq!(out, "a\\\\b\\\"c\\nd\re\tf");
+    }
+
+    /// A Prometheus text line parser written from the format's description,
+    /// apart from the renderer: `name{k="v",...} value timestamp`.
+    fn parse(line: &str) -> Option<(String, Vec<(String, String)>, i64, i64)> {
+        let line = line.strip_suffix('\n')?;
+        let open = line.find('{')?;
+        let name = line[..open].to_string();
+        let mut chars = line[open + 1..].chars();
+        let mut labels = Vec::new();
+        loop {
+            let mut key = String::new();
+            let c = chars.next()?;
+            if c == '}' && labels.is_empty() {
+                break;
+            }
+            key.push(c);
+            for c in chars.by_ref() {
+                if c == '=' {
+                    break;
+                }
+                key.push(c);
+            }
+            if chars.next()? != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()? {
+                    '\\' => match chars.next()? {
+                        '\\' => value.push('\\'),
+                        '"' => value.push('"'),
+                        'n' => value.push('\n'),
+                        _ => return None,
+                    },
+                    '"' => break,
+                    '\n' => return None,
+                    c => value.push(c),
+                }
+            }
+            labels.push((key, value));
+            match chars.next()? {
+                ',' => continue,
+                '}' => break,
+                _ => return None,
+            }
+        }
+        let rest: String = chars.collect();
+        let mut parts = rest.strip_prefix(' ')?.split(' ');
+        let value = parts.next()?.parse().ok()?;
+        let ts = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some((name, labels, value, ts))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_label_values_round_trip_through_a_text_parser_on_one_line(
+            a in proptest::prelude::any::<String>(),
+            b in "[\\\\\"\n\r\t{}=, #a-z]{0,20}",
+            value in proptest::prelude::any::<i64>(),
+            ts in proptest::prelude::any::<i64>(),
+        ) {
+            let head = series_head("m", &[("pdl", &a), ("home", &b)]);
+            let mut buf = Vec::new();
+            write_line(&mut buf, &head, value, ts);
+            let line = String::from_utf8(buf).unwrap();
+            proptest::prop_assert_eq!(line.matches('\n').count(), 1, "one line, ending the line: {:?}", line);
+            let parsed = parse(&line);
+            let want = ("m".to_string(), vec![("pdl".to_string(), a), ("home".to_string(), b)], value, ts);
+            proptest::prop_assert_eq!(parsed, Some(want));
+        }
     }
 
     #[test]
