@@ -84,9 +84,12 @@ mod tests {
         assert_eq!(out, "a\\\\b\\\"c\\nd\re\tf");
     }
 
+    /// Name, labels, value, timestamp.
+    type Parsed = (String, Vec<(String, String)>, i64, i64);
+
     /// A Prometheus text line parser written from the format's description,
     /// apart from the renderer: `name{k="v",...} value timestamp`.
-    fn parse(line: &str) -> Option<(String, Vec<(String, String)>, i64, i64)> {
+    fn parse(line: &str) -> Option<Parsed> {
         let line = line.strip_suffix('\n')?;
         let open = line.find('{')?;
         let name = line[..open].to_string();
