@@ -21,15 +21,15 @@ pub const OWN_LABELS: [&str; 5] = ["pdl", "type", "color", "quality", "region"];
 #[error("{var}: {reason}")]
 pub struct ConfigError {
     /// The environment variable at fault.
-    pub var: &'static str,
+    pub var: String,
     /// What is wrong with its value (never the value itself when it is a secret).
     pub reason: String,
 }
 
 impl ConfigError {
-    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+    fn new(var: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
-            var,
+            var: var.into(),
             reason: reason.into(),
         }
     }
@@ -107,9 +107,20 @@ pub struct Config {
 impl Config {
     /// Reads and validates the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let raw: RawEnv =
-            envy::from_env().map_err(|e| ConfigError::new("environment", e.to_string()))?;
-        Self::from_raw(raw)
+        // std::env::vars() panics on a value that is not UTF-8: read the raw
+        // environment and name such a variable instead.
+        let mut pairs = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if key != "DATABASE_URL" && !key.starts_with("VICTORIAMETRICS_") {
+                continue;
+            }
+            let value = value
+                .into_string()
+                .map_err(|_| ConfigError::new(key, "is not valid UTF-8"))?;
+            pairs.push((key.to_string(), value));
+        }
+        Self::from_pairs(pairs)
     }
 
     /// Reads and validates the configuration from explicit pairs (tests, `.env` files).

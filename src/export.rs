@@ -47,6 +47,11 @@ pub enum ExportError {
     /// Shutdown interrupted the pass.
     #[error("stopped before the pass completed")]
     Cancelled,
+    /// Series are still pending after repeated passes.
+    #[error(
+        "{0} series could not be written completely; run again when VictoriaMetrics is healthy"
+    )]
+    LeftPending(u64),
     /// Another exporter holds the export lock on this database.
     #[error("another exporter is exporting this database (it holds the export lock); stop it or let it do the work")]
     Locked,
@@ -78,6 +83,10 @@ pub struct Outcome {
     pub skipped: u64,
     /// Earliest sample held back as too far ahead.
     pub next_held_back: Option<i64>,
+    /// Series left pending (a batch failed after VictoriaMetrics may have
+    /// stored part of it, or rows changed during the pass): the next pass
+    /// must run soon to rewrite them.
+    pub left_pending: u64,
 }
 
 impl Outcome {
@@ -89,6 +98,7 @@ impl Outcome {
         self.rewritten += o.rewritten;
         self.deleted += o.deleted;
         self.skipped += o.skipped;
+        self.left_pending += o.left_pending;
     }
 }
 
@@ -194,7 +204,6 @@ impl Exporter {
             .map(|t| t.map(|t| t + DELETE_SETTLE))
             .unwrap_or(None);
         let mut later = |d: Instant| deadline = Some(deadline.map_or(d, |old: Instant| old.max(d)));
-        let wall = chrono::Utc::now();
         for s in deleting {
             if s.pending {
                 // Possibly written by a process that died just before this one
@@ -202,9 +211,8 @@ impl Exporter {
                 let others = self.others_until.lock().map(|t| *t).unwrap_or(now);
                 later(others + DELETE_SETTLE);
             }
-            let age = (wall - s.updated_at).to_std().unwrap_or(Duration::ZERO);
-            if age < DELETE_SETTLE {
-                later(now + (DELETE_SETTLE - age));
+            if s.age < DELETE_SETTLE {
+                later(now + (DELETE_SETTLE - s.age));
             }
         }
         if let Some(d) = deadline.filter(|d| *d > now) {
@@ -236,7 +244,7 @@ impl Exporter {
         while let Some(group) = reader.next(&contract, &mut report).await? {
             for series in group {
                 self.check_cancel()?;
-                let plan = state::plan(known.get(&series.selector), &chunks_of(&series.samples));
+                let plan = state::plan(known.get(&series.selector), &series.samples, contract.tz);
                 if plan != Plan::Unchanged {
                     pdls.extend(series.pdl.clone());
                     touched.insert(series.selector.clone(), plan);
@@ -327,7 +335,9 @@ impl Exporter {
             }
         }
         batcher.flush().await?;
-        commit_acked(&self.state, &mut unacked, &batcher, true).await?;
+        outcome.left_pending += commit_acked(&self.state, &mut unacked, &batcher, true).await?;
+        // Touched series whose rows vanished between plan and send.
+        outcome.left_pending += touched.len() as u64;
         outcome.lines = batcher.acked();
         outcome.batches = batcher.batches_sent;
         Ok(outcome)
@@ -344,7 +354,8 @@ impl Exporter {
         batcher: &mut Batcher<'_>,
         outcome: &mut Outcome,
     ) -> Result<Option<Done>, ExportError> {
-        let chunks = chunks_of(&series.samples);
+        let tz = self.config.timezone;
+        let chunks = chunks_of(&series.samples, tz);
         if plan == Plan::Rewrite {
             tracing::debug!(series = %series.head, samples = series.samples.len(), "rewriting series");
             batcher
@@ -360,19 +371,21 @@ impl Exporter {
         // Planned as an append: compare again, as rows may have changed
         // since the plan; a series that now needs a rewrite was not
         // deleted, so it stays pending and the next pass rewrites it.
-        match state::plan(known.get(&series.selector), &chunks) {
-            Plan::Append(buckets) => {
-                let new: BTreeSet<i32> = buckets.into_iter().collect();
-                let samples = series
+        let again = state::plan(known.get(&series.selector), &series.samples, tz);
+        match &again {
+            Plan::Append(after) => {
+                let samples: Vec<_> = series
                     .samples
                     .iter()
                     .copied()
-                    .filter(|s| new.contains(&state::bucket_of(s.ts)));
+                    .filter(|s| again.sends(s, tz))
+                    .collect();
                 batcher.push(id, &series.head, samples).await?;
                 outcome.appended += 1;
+                // The touched buckets now hold all their samples.
                 let chunks = chunks
                     .into_iter()
-                    .filter(|(b, _)| new.contains(b))
+                    .filter(|(b, _)| after.contains_key(b))
                     .collect();
                 Ok(Some(Done {
                     id,
@@ -437,26 +450,25 @@ impl Drop for ImportStamp<'_> {
 
 /// Records the series whose lines are all acknowledged (in groups, or all
 /// of them at the end of the pass). A series that went through an ambiguous
-/// retry stays pending, to be rewritten.
+/// retry stays pending, to be rewritten: returns how many did.
 async fn commit_acked(
     state: &State,
     unacked: &mut Vec<(u64, Done)>,
     batcher: &Batcher<'_>,
     all: bool,
-) -> Result<(), ExportError> {
+) -> Result<u64, ExportError> {
     let acked = batcher.acked();
     let ready = unacked
         .iter()
         .take_while(|(last, _)| *last <= acked)
         .count();
     if ready == 0 || (!all && ready < COMMIT_EVERY) {
-        return Ok(());
+        return Ok(0);
     }
-    let done: Vec<Done> = unacked
+    let (tainted, done): (Vec<Done>, Vec<Done>) = unacked
         .drain(..ready)
         .map(|(_, d)| d)
-        .filter(|d| !batcher.is_tainted(d.id))
-        .collect();
+        .partition(|d| batcher.is_tainted(d.id));
     state.commit(&done).await?;
-    Ok(())
+    Ok(tainted.len() as u64)
 }

@@ -195,10 +195,17 @@ async fn cycle(
         let started = Instant::now();
         match exporter.export(family).await {
             Ok(o) => {
+                if o.left_pending > 0 {
+                    tracing::info!(
+                        family = family.as_str(),
+                        series = o.left_pending,
+                        "series left pending; rewriting them at the next poll"
+                    );
+                }
                 clocks[i] = FamilyClock {
                     tokens: Some(tokens),
                     next_held_back: o.next_held_back,
-                    failed: false,
+                    failed: o.left_pending > 0,
                 };
                 if o.lines > 0 || o.deleted > 0 || o.skipped > 0 {
                     tracing::info!(
@@ -247,7 +254,20 @@ pub async fn once(config: Config) -> Result<crate::export::Outcome, ExportError>
     exporter.prepare().await?;
     let mut total = crate::export::Outcome::default();
     for family in Family::ALL {
-        let o = exporter.export(family).await?;
+        // A pass that leaves series pending (an ambiguous failed batch) is
+        // run again, so that `once` ends with the exact mirror or fails.
+        let mut o = exporter.export(family).await?;
+        for _ in 0..3 {
+            if o.left_pending == 0 {
+                break;
+            }
+            let again = exporter.export(family).await?;
+            o.add(&again);
+            o.left_pending = again.left_pending;
+        }
+        if o.left_pending > 0 {
+            return Err(ExportError::LeftPending(o.left_pending));
+        }
         tracing::info!(
             family = family.as_str(),
             lines = o.lines,

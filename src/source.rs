@@ -79,13 +79,15 @@ impl SourceError {
 macro_rules! energy_sql {
     ($table:literal) => {
         concat!(
-            "SELECT id, usage_point_id, date, granularity::text, interval_start, value::bigint,
+            "SELECT id, usage_point_id,
+                    CASE WHEN date BETWEEN '0001-01-01' AND '9999-12-31' THEN date END,
+                    granularity::text, interval_start, value::bigint,
                     CASE WHEN jsonb_typeof(raw_data -> 'quality') = 'string'
                           AND raw_data ->> 'quality' <> '' THEN raw_data ->> 'quality' END
                FROM ",
             $table,
             " WHERE $1::text[] IS NULL OR usage_point_id = ANY($1)
-              ORDER BY usage_point_id, date, interval_start"
+              ORDER BY usage_point_id, date, interval_start, updated_at, id"
         )
     };
 }
@@ -314,7 +316,10 @@ impl Source {
     /// Every row of `ecowatt` (one per day).
     pub async fn ecowatt_rows(&self) -> Result<Vec<EcowattRow>, SourceError> {
         let rows = sqlx::query(
-            "SELECT id::bigint, periode, dvalue::bigint, \"values\" FROM ecowatt ORDER BY periode, generation_datetime",
+            "SELECT id::bigint,
+                    CASE WHEN periode BETWEEN '0001-01-02' AND '9999-12-30' THEN periode END,
+                    dvalue::bigint, \"values\"
+               FROM ecowatt ORDER BY periode, generation_datetime, id",
         )
         .fetch_all(&self.pool)
         .await

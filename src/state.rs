@@ -1,21 +1,23 @@
 //! What VictoriaMetrics holds, as recorded in the `vm_export_*` tables.
 //!
-//! Each series is summarised per UTC day of its timestamps ("bucket"): the
-//! number of samples and an order-independent digest of its (timestamp,
-//! value) pairs. Comparing those summaries with what the source computes now
-//! tells, without asking VictoriaMetrics, whether a series is unchanged,
-//! only gained whole new days (append them), or changed anywhere else
-//! (VictoriaMetrics cannot overwrite a sample: delete the series, rewrite it).
+//! Each series is summarised per local day of its timestamps ("bucket"):
+//! the number of samples, an order-independent digest of its (timestamp,
+//! value) pairs, and the latest timestamp. Comparing those summaries with
+//! what the source computes now tells, without asking VictoriaMetrics,
+//! whether a series is unchanged, only gained samples after what each day
+//! held (append them: new days, or an EcoWatt day whose later hours come
+//! inside the future window), or changed anywhere else (VictoriaMetrics
+//! cannot overwrite a sample: delete the series, rewrite it).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
+use chrono::Datelike;
+use chrono_tz::Tz;
 use sqlx::{PgPool, Row};
 
 use crate::contract::{Family, Sample};
 use crate::source::SourceError;
-
-/// Milliseconds in a bucket.
-const BUCKET_MS: i64 = 86_400_000;
 
 /// The summary of one bucket of a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,13 +26,34 @@ pub struct Chunk {
     pub samples: i32,
     /// Wrapping sum of the samples' hashes.
     pub digest: i64,
+    /// The latest timestamp in the bucket.
+    pub max_ts: i64,
 }
 
-/// The bucket a timestamp falls in.
-pub fn bucket_of(ts: i64) -> i32 {
-    // Timestamps of the contract lie within ±5 million days of 1970.
-    ts.div_euclid(BUCKET_MS)
-        .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+impl Chunk {
+    fn add(&mut self, s: Sample) {
+        self.max_ts = if self.samples == 0 {
+            s.ts
+        } else {
+            self.max_ts.max(s.ts)
+        };
+        self.samples += 1;
+        self.digest = self.digest.wrapping_add(sample_hash(s));
+    }
+
+    fn same_samples(&self, other: &Chunk) -> bool {
+        self.samples == other.samples && self.digest == other.digest
+    }
+}
+
+/// The bucket of a timestamp: its local date in `tz`, as days from the
+/// common era, so that a new local day never touches the previous day's
+/// bucket.
+pub fn bucket_of(ts: i64, tz: Tz) -> i32 {
+    match chrono::DateTime::from_timestamp_millis(ts) {
+        Some(t) => t.with_timezone(&tz).date_naive().num_days_from_ce(),
+        None => i32::MIN,
+    }
 }
 
 /// A fixed, well-mixed hash of one sample (splitmix64's finaliser): stable
@@ -47,12 +70,10 @@ fn sample_hash(s: Sample) -> i64 {
 }
 
 /// The per-bucket summaries of a series' samples.
-pub fn chunks_of(samples: &[Sample]) -> BTreeMap<i32, Chunk> {
+pub fn chunks_of(samples: &[Sample], tz: Tz) -> BTreeMap<i32, Chunk> {
     let mut out: BTreeMap<i32, Chunk> = BTreeMap::new();
     for s in samples {
-        let c = out.entry(bucket_of(s.ts)).or_default();
-        c.samples += 1;
-        c.digest = c.digest.wrapping_add(sample_hash(*s));
+        out.entry(bucket_of(s.ts, tz)).or_default().add(*s);
     }
     out
 }
@@ -66,8 +87,8 @@ pub struct SeriesState {
     pub pending: bool,
     /// The buckets it holds.
     pub chunks: HashMap<i32, Chunk>,
-    /// When it was last marked pending or recorded.
-    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// How long ago (by PostgreSQL's clock) it was last marked pending or recorded.
+    pub age: Duration,
 }
 
 /// What to do with a series.
@@ -75,33 +96,53 @@ pub struct SeriesState {
 pub enum Plan {
     /// VictoriaMetrics holds exactly these samples.
     Unchanged,
-    /// Only these buckets are new: send their samples.
-    Append(Vec<i32>),
+    /// Only samples after what each bucket held are new: send, for each
+    /// bucket listed, its samples later than the timestamp given.
+    Append(BTreeMap<i32, i64>),
     /// Anything else: delete the series and send every sample.
     Rewrite,
 }
 
+impl Plan {
+    /// Whether a sample is among those an append sends.
+    pub fn sends(&self, s: &Sample, tz: Tz) -> bool {
+        match self {
+            Plan::Unchanged => false,
+            Plan::Rewrite => true,
+            Plan::Append(after) => after.get(&bucket_of(s.ts, tz)).is_some_and(|t| s.ts > *t),
+        }
+    }
+}
+
 /// Compares what VictoriaMetrics holds with what it should hold.
-pub fn plan(old: Option<&SeriesState>, new: &BTreeMap<i32, Chunk>) -> Plan {
+pub fn plan(old: Option<&SeriesState>, samples: &[Sample], tz: Tz) -> Plan {
     let Some(old) = old.filter(|o| !o.pending) else {
         return Plan::Rewrite;
     };
-    if old
+    let mut held: HashMap<i32, Chunk> = HashMap::with_capacity(old.chunks.len());
+    let mut after: BTreeMap<i32, i64> = BTreeMap::new();
+    for s in samples {
+        let bucket = bucket_of(s.ts, tz);
+        match old.chunks.get(&bucket) {
+            Some(o) if s.ts <= o.max_ts => held.entry(bucket).or_default().add(*s),
+            Some(o) => {
+                after.insert(bucket, o.max_ts);
+            }
+            None => {
+                after.insert(bucket, i64::MIN);
+            }
+        }
+    }
+    let intact = old
         .chunks
         .iter()
-        .any(|(bucket, chunk)| new.get(bucket) != Some(chunk))
-    {
-        return Plan::Rewrite;
-    }
-    let added: Vec<i32> = new
-        .keys()
-        .filter(|b| !old.chunks.contains_key(b))
-        .copied()
-        .collect();
-    if added.is_empty() {
+        .all(|(b, o)| held.get(b).is_some_and(|h| h.same_samples(o)));
+    if !intact {
+        Plan::Rewrite
+    } else if after.is_empty() {
         Plan::Unchanged
     } else {
-        Plan::Append(added)
+        Plan::Append(after)
     }
 }
 
@@ -131,7 +172,8 @@ impl State {
     /// Everything recorded of a family's series, by selector.
     pub async fn load(&self, family: Family) -> Result<HashMap<String, SeriesState>, SourceError> {
         let rows = sqlx::query(
-            "SELECT s.id, s.selector, s.pending, c.bucket, c.samples, c.digest, s.updated_at
+            "SELECT s.id, s.selector, s.pending, c.bucket, c.samples, c.digest, c.max_ts,
+                    EXTRACT(EPOCH FROM now() - s.updated_at)::float8
                FROM vm_export_series s LEFT JOIN vm_export_chunk c ON c.series_id = s.id
               WHERE s.family = $1",
         )
@@ -150,9 +192,10 @@ impl State {
             entry.pending = row
                 .try_get(2)
                 .map_err(SourceError::query("decoding vm_export_series"))?;
-            entry.updated_at = row
-                .try_get(6)
+            let age: Option<f64> = row
+                .try_get(7)
                 .map_err(SourceError::query("decoding vm_export_series"))?;
+            entry.age = Duration::try_from_secs_f64(age.unwrap_or(0.0)).unwrap_or(Duration::ZERO);
             let bucket: Option<i32> = row
                 .try_get(3)
                 .map_err(SourceError::query("decoding vm_export_chunk"))?;
@@ -163,7 +206,17 @@ impl State {
                 let digest = row
                     .try_get(5)
                     .map_err(SourceError::query("decoding vm_export_chunk"))?;
-                entry.chunks.insert(bucket, Chunk { samples, digest });
+                let max_ts = row
+                    .try_get(6)
+                    .map_err(SourceError::query("decoding vm_export_chunk"))?;
+                entry.chunks.insert(
+                    bucket,
+                    Chunk {
+                        samples,
+                        digest,
+                        max_ts,
+                    },
+                );
             }
         }
         Ok(out)
@@ -174,7 +227,7 @@ impl State {
     pub async fn mark_pending(&self, family: Family, selector: &str) -> Result<i64, SourceError> {
         sqlx::query_scalar(
             "INSERT INTO vm_export_series (family, selector, pending) VALUES ($1, $2, TRUE)
-             ON CONFLICT (selector) DO UPDATE SET pending = TRUE, family = EXCLUDED.family, updated_at = NOW()
+             ON CONFLICT ((md5(selector))) DO UPDATE SET pending = TRUE, family = EXCLUDED.family, updated_at = NOW()
              RETURNING id",
         )
         .bind(family.as_str())
@@ -192,6 +245,7 @@ impl State {
         let replaced: Vec<i64> = done.iter().filter(|d| d.replace).map(|d| d.id).collect();
         let ids: Vec<i64> = done.iter().map(|d| d.id).collect();
         let total: usize = done.iter().map(|d| d.chunks.len()).sum();
+        let mut c_max: Vec<i64> = Vec::with_capacity(total);
         let (mut c_ids, mut c_buckets, mut c_samples, mut c_digests) = (
             Vec::with_capacity(total),
             Vec::with_capacity(total),
@@ -204,6 +258,7 @@ impl State {
                 c_buckets.push(*bucket);
                 c_samples.push(chunk.samples);
                 c_digests.push(chunk.digest);
+                c_max.push(chunk.max_ts);
             }
         }
         let mut tx = self
@@ -219,14 +274,16 @@ impl State {
                 "clearing rewritten series in vm_export_chunk",
             ))?;
         sqlx::query(
-            "INSERT INTO vm_export_chunk (series_id, bucket, samples, digest)
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[])
-             ON CONFLICT (series_id, bucket) DO UPDATE SET samples = EXCLUDED.samples, digest = EXCLUDED.digest",
+            "INSERT INTO vm_export_chunk (series_id, bucket, samples, digest, max_ts)
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[], $5::bigint[])
+             ON CONFLICT (series_id, bucket)
+             DO UPDATE SET samples = EXCLUDED.samples, digest = EXCLUDED.digest, max_ts = EXCLUDED.max_ts",
         )
         .bind(&c_ids)
         .bind(&c_buckets)
         .bind(&c_samples)
         .bind(&c_digests)
+        .bind(&c_max)
         .execute(&mut *tx)
         .await
         .map_err(SourceError::query("recording vm_export_chunk"))?;
@@ -291,6 +348,11 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono_tz::Europe::Paris;
+
+    const DAY: i64 = 86_400_000;
+    /// 2024-01-15 00:00 in Paris.
+    const D: i64 = 1_705_273_200_000;
 
     fn s(ts: i64, value: i64) -> Sample {
         Sample { ts, value }
@@ -299,71 +361,100 @@ mod tests {
     fn state_of(samples: &[Sample]) -> SeriesState {
         SeriesState {
             id: 1,
-            pending: false,
-            chunks: chunks_of(samples).into_iter().collect(),
+            chunks: chunks_of(samples, Paris).into_iter().collect(),
             ..SeriesState::default()
         }
     }
 
+    fn half_hours(day: i64) -> Vec<Sample> {
+        (0..48).map(|i| s(day + i * 1_800_000, i)).collect()
+    }
+
     #[test]
     fn digests_do_not_depend_on_sample_order() {
-        let a = chunks_of(&[s(1, 10), s(2, 20), s(BUCKET_MS, 5)]);
-        let b = chunks_of(&[s(BUCKET_MS, 5), s(2, 20), s(1, 10)]);
+        let a = chunks_of(&[s(D, 10), s(D + 1, 20), s(D + DAY, 5)], Paris);
+        let b = chunks_of(&[s(D + DAY, 5), s(D + 1, 20), s(D, 10)], Paris);
         assert_eq!(a, b);
         assert_eq!(a.len(), 2);
     }
 
     #[test]
     fn digests_tell_a_changed_value_or_timestamp() {
-        let base = chunks_of(&[s(1, 10), s(2, 20)]);
-        assert_ne!(base, chunks_of(&[s(1, 10), s(2, 21)]));
-        assert_ne!(base, chunks_of(&[s(1, 10), s(3, 20)]));
-        assert_ne!(chunks_of(&[s(1, 2)]), chunks_of(&[s(2, 1)]));
+        let base = chunks_of(&[s(D, 10), s(D + 1, 20)], Paris);
+        assert_ne!(base, chunks_of(&[s(D, 10), s(D + 1, 21)], Paris));
+        assert_ne!(base, chunks_of(&[s(D, 10), s(D + 2, 20)], Paris));
+        assert_ne!(
+            chunks_of(&[s(D, 2)], Paris),
+            chunks_of(&[s(D + 2, 0)], Paris)
+        );
+    }
+
+    #[test]
+    fn buckets_are_local_days() {
+        // 00:00 and 23:30 local on the 15th share a bucket; 00:00 on the 16th does not.
+        assert_eq!(bucket_of(D, Paris), bucket_of(D + 47 * 1_800_000, Paris));
+        assert_ne!(bucket_of(D, Paris), bucket_of(D + DAY, Paris));
+        assert_ne!(bucket_of(D - 1, Paris), bucket_of(D, Paris));
     }
 
     #[test]
     fn an_unknown_or_pending_series_is_rewritten() {
-        let new = chunks_of(&[s(1, 1)]);
-        assert_eq!(plan(None, &new), Plan::Rewrite);
-        let mut old = state_of(&[s(1, 1)]);
+        let new = [s(D, 1)];
+        assert_eq!(plan(None, &new, Paris), Plan::Rewrite);
+        let mut old = state_of(&new);
         old.pending = true;
-        assert_eq!(plan(Some(&old), &new), Plan::Rewrite);
+        assert_eq!(plan(Some(&old), &new, Paris), Plan::Rewrite);
     }
 
     #[test]
     fn an_identical_series_is_left_alone() {
-        let samples = [s(1, 1), s(BUCKET_MS * 3, 7)];
+        let samples = half_hours(D);
         assert_eq!(
-            plan(Some(&state_of(&samples)), &chunks_of(&samples)),
+            plan(Some(&state_of(&samples)), &samples, Paris),
             Plan::Unchanged
         );
     }
 
     #[test]
-    fn new_days_only_are_appended_even_before_existing_ones() {
-        let old = state_of(&[s(BUCKET_MS * 5, 1)]);
-        let new = chunks_of(&[s(BUCKET_MS * 5, 1), s(BUCKET_MS * 6, 2), s(BUCKET_MS, 3)]);
-        assert_eq!(plan(Some(&old), &new), Plan::Append(vec![1, 6]));
+    fn a_new_local_day_of_half_hours_is_appended_not_rewritten() {
+        let old = state_of(&half_hours(D));
+        let mut new = half_hours(D);
+        new.extend(half_hours(D + DAY));
+        let plan = plan(Some(&old), &new, Paris);
+        let sent: Vec<_> = new.iter().filter(|x| plan.sends(x, Paris)).collect();
+        assert_eq!(sent.len(), 48);
+        assert!(sent.iter().all(|x| x.ts >= D + DAY));
     }
 
     #[test]
-    fn a_correction_or_a_deleted_day_rewrites_the_series() {
-        let old = state_of(&[s(0, 1), s(BUCKET_MS, 2)]);
-        assert_eq!(
-            plan(Some(&old), &chunks_of(&[s(0, 1), s(BUCKET_MS, 3)])),
-            Plan::Rewrite
-        );
-        assert_eq!(plan(Some(&old), &chunks_of(&[s(0, 1)])), Plan::Rewrite);
-        assert_eq!(
-            plan(Some(&old), &chunks_of(&[s(0, 1), s(1, 1), s(BUCKET_MS, 2)])),
-            Plan::Rewrite
-        );
+    fn later_hours_of_a_day_already_begun_are_appended() {
+        let day = half_hours(D);
+        let old = state_of(&day[..30]);
+        let plan = plan(Some(&old), &day, Paris);
+        assert_eq!(day.iter().filter(|x| plan.sends(x, Paris)).count(), 18);
     }
 
     #[test]
-    fn negative_timestamps_fall_in_their_own_buckets() {
-        assert_eq!(bucket_of(-1), -1);
-        assert_eq!(bucket_of(0), 0);
-        assert_eq!(bucket_of(i64::MAX), i32::MAX);
+    fn older_days_backfilled_are_appended() {
+        let old = state_of(&[s(D + 5 * DAY, 1)]);
+        let new = [s(D + 5 * DAY, 1), s(D + 6 * DAY, 2), s(D, 3)];
+        let plan = plan(Some(&old), &new, Paris);
+        assert!(matches!(plan, Plan::Append(_)));
+        assert_eq!(new.iter().filter(|x| plan.sends(x, Paris)).count(), 2);
+    }
+
+    #[test]
+    fn a_correction_a_deleted_sample_or_an_inserted_earlier_sample_rewrites_the_series() {
+        let old = state_of(&[s(D, 1), s(D + DAY, 2)]);
+        assert_eq!(
+            plan(Some(&old), &[s(D, 1), s(D + DAY, 3)], Paris),
+            Plan::Rewrite
+        );
+        assert_eq!(plan(Some(&old), &[s(D, 1)], Paris), Plan::Rewrite);
+        let old = state_of(&[s(D, 1), s(D + 10, 2)]);
+        assert_eq!(
+            plan(Some(&old), &[s(D, 1), s(D + 5, 9), s(D + 10, 2)], Paris),
+            Plan::Rewrite
+        );
     }
 }

@@ -10,8 +10,8 @@ use crate::calendar::day_millis;
 pub struct EcowattRow {
     /// `id`.
     pub id: i64,
-    /// `periode`: the day the signal is for.
-    pub periode: NaiveDateTime,
+    /// `periode`: the day the signal is for; `None` when out of years 1 to 9999.
+    pub periode: Option<NaiveDateTime>,
     /// The day's level.
     pub dvalue: i64,
     /// The hourly levels, expected to be a JSON list of integers 0..=3.
@@ -29,14 +29,15 @@ pub fn ecowatt_series(
     let mut levels = Vec::with_capacity(rows.len());
     let mut hourly = Vec::with_capacity(rows.len() * 24);
     for row in rows {
-        // `periode` has no zone. MyElectricalData writes either local midnight
-        // or the UTC instant of local midnight (23:00 or 22:00 the day
-        // before); read as UTC, both fall on the right local date.
-        let date = row
-            .periode
-            .and_utc()
-            .with_timezone(&contract.tz)
-            .date_naive();
+        let Some(periode) = row.periode else {
+            report.skip(
+                "ecowatt",
+                row.id.to_string(),
+                "periode is outside years 1 to 9999",
+            );
+            continue;
+        };
+        let date = periode_date(periode, contract.tz);
         let day = day_millis(contract.tz, date);
         let next_day = day_millis(contract.tz, date + Duration::days(1));
         if !(0..=3).contains(&row.dvalue) {
@@ -78,6 +79,18 @@ pub fn ecowatt_series(
     out
 }
 
+/// The local date of `periode`, which has no zone: MyElectricalData writes
+/// either local midnight, or the UTC instant of local midnight (23:00 or
+/// 22:00 the day before in Paris). Midnight is a date as it stands; any
+/// other time is read as a UTC instant.
+pub fn periode_date(periode: NaiveDateTime, tz: chrono_tz::Tz) -> chrono::NaiveDate {
+    if periode.time() == chrono::NaiveTime::MIN {
+        periode.date()
+    } else {
+        periode.and_utc().with_timezone(&tz).date_naive()
+    }
+}
+
 fn hourly_levels(values: &serde_json::Value) -> Option<Vec<i64>> {
     let list = values.as_array()?;
     if list.len() > 25 {
@@ -104,7 +117,7 @@ mod tests {
     fn row(id: i64, periode: &str, values: serde_json::Value) -> EcowattRow {
         EcowattRow {
             id,
-            periode: periode.parse().unwrap(),
+            periode: Some(periode.parse().unwrap()),
             dvalue: 1,
             values,
         }

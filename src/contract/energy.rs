@@ -19,8 +19,8 @@ pub struct EnergyRow {
     pub id: String,
     /// `usage_point_id`.
     pub pdl: String,
-    /// Local date.
-    pub date: NaiveDate,
+    /// Local date; `None` when PostgreSQL holds one chrono cannot (infinity, year 10000 and after).
+    pub date: Option<NaiveDate>,
     /// `granularity` as text: `daily` or `detailed`.
     pub granularity: String,
     /// `HH:MM` on detailed rows.
@@ -54,9 +54,9 @@ impl Family {
 pub struct PdlEnergy {
     family: Family,
     pdl: String,
-    daily: BTreeMap<Option<String>, Vec<Sample>>,
+    /// The daily rows by date: quality and value (the last row read wins).
+    daily: BTreeMap<NaiveDate, (Option<String>, i64)>,
     detailed: BTreeMap<Option<String>, Vec<Sample>>,
-    monthly: BTreeMap<i64, i64>,
 }
 
 impl PdlEnergy {
@@ -67,7 +67,6 @@ impl PdlEnergy {
             pdl: pdl.to_string(),
             daily: BTreeMap::new(),
             detailed: BTreeMap::new(),
-            monthly: BTreeMap::new(),
         }
     }
 
@@ -95,17 +94,22 @@ impl PdlEnergy {
             );
             return;
         }
+        let Some(date) = row.date else {
+            report.skip(table, row.id, "date is outside years 1 to 9999");
+            return;
+        };
         match row.granularity.as_str() {
             "daily" => {
-                let ts = day_millis(contract.tz, row.date);
-                self.daily.entry(row.quality).or_default().push(Sample {
-                    ts,
-                    value: row.value,
-                });
-                *self
-                    .monthly
-                    .entry(month_millis(contract.tz, row.date))
-                    .or_default() += row.value;
+                // Rows are read in updated_at order: a duplicate daily row
+                // (possible where the unique constraint lets NULLs differ)
+                // gives way to the later one.
+                if self.daily.insert(date, (row.quality, row.value)).is_some() {
+                    report.skip(
+                        table,
+                        row.id,
+                        format!("a second daily row for {date}; it replaces the first"),
+                    );
+                }
             }
             "detailed" => {
                 let Some(time) = row.interval_start.as_deref().and_then(parse_interval_start)
@@ -117,7 +121,7 @@ impl PdlEnergy {
                     );
                     return;
                 };
-                let ts = local_millis(contract.tz, row.date.and_time(time));
+                let ts = local_millis(contract.tz, date.and_time(time));
                 self.detailed.entry(row.quality).or_default().push(Sample {
                     ts,
                     value: row.value,
@@ -135,8 +139,17 @@ impl PdlEnergy {
     pub fn finish(self, contract: &Contract, report: &mut Report) -> Vec<Series> {
         let name = self.family.energy_metric();
         let pdl = self.pdl.as_str();
+        let mut daily: BTreeMap<Option<String>, Vec<Sample>> = BTreeMap::new();
+        let mut monthly: BTreeMap<i64, i64> = BTreeMap::new();
+        for (date, (quality, value)) in self.daily {
+            daily.entry(quality).or_default().push(Sample {
+                ts: day_millis(contract.tz, date),
+                value,
+            });
+            *monthly.entry(month_millis(contract.tz, date)).or_default() += value;
+        }
         let mut out = Vec::new();
-        for (kind, by_quality) in [("daily", self.daily), ("detailed", self.detailed)] {
+        for (kind, by_quality) in [("daily", daily), ("detailed", self.detailed)] {
             for (quality, samples) in by_quality {
                 let mut labels = vec![("pdl", pdl), ("type", kind)];
                 if let Some(q) = quality.as_deref() {
@@ -145,8 +158,7 @@ impl PdlEnergy {
                 out.extend(contract.series(name, &labels, samples, report));
             }
         }
-        let monthly = self
-            .monthly
+        let monthly = monthly
             .into_iter()
             .map(|(ts, value)| Sample { ts, value })
             .collect();
@@ -170,7 +182,7 @@ mod tests {
         EnergyRow {
             id: id.into(),
             pdl: "12345678901234".into(),
-            date: date.parse().unwrap(),
+            date: Some(date.parse().unwrap()),
             granularity: granularity.into(),
             interval_start: start.map(Into::into),
             value,

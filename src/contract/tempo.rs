@@ -1,6 +1,6 @@
 //! `myelectricaldata_tempo_color` and `myelectricaldata_tempo_remaining`.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 
 use super::{Contract, Report, Sample, Series};
 use crate::calendar::{day_millis, tempo_remaining, TempoColor};
@@ -24,7 +24,10 @@ pub fn tempo_series(
 ) -> Vec<Series> {
     let mut days: Vec<(NaiveDate, TempoColor)> = Vec::with_capacity(rows.len());
     for row in rows {
-        let Ok(date) = NaiveDate::parse_from_str(&row.id, "%Y-%m-%d") else {
+        let date = NaiveDate::parse_from_str(&row.id, "%Y-%m-%d")
+            .ok()
+            .filter(|d| (1..=9999).contains(&d.year()));
+        let Some(date) = date else {
             report.skip("tempo_days", row.id.clone(), "id is not a YYYY-MM-DD date");
             continue;
         };

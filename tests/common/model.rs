@@ -144,7 +144,12 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
         let periode: chrono::NaiveDateTime = r.get(0);
         let dvalue: i32 = r.get(1);
         let values: serde_json::Value = r.get(2);
-        let date = periode.and_utc().with_timezone(&Paris).date_naive();
+        // Midnight is a local date as it stands; another time is a UTC instant.
+        let date = if periode.time() == NaiveTime::MIN {
+            periode.date()
+        } else {
+            periode.and_utc().with_timezone(&Paris).date_naive()
+        };
         let day = day_millis(Paris, date);
         let next = day_millis(Paris, date + Duration::days(1));
         add(
