@@ -52,6 +52,9 @@ pub enum ExportError {
         "{0} series could not be written completely; run again when VictoriaMetrics is healthy"
     )]
     LeftPending(u64),
+    /// The export lock's connection dropped during the pass.
+    #[error("lost the export lock during the pass; another exporter may have taken over")]
+    LostLock,
     /// Another exporter holds the export lock on this database.
     #[error("another exporter is exporting this database (it holds the export lock); stop it or let it do the work")]
     Locked,
@@ -115,6 +118,7 @@ pub struct Exporter {
     others_until: Mutex<Instant>,
     last_import: Mutex<Option<Instant>>,
     attempt_limit: Option<u32>,
+    lock_pid: Mutex<Option<i32>>,
 }
 
 /// How many acknowledged series to gather before recording them.
@@ -133,6 +137,7 @@ impl Exporter {
             others_until: Mutex::new(Instant::now()),
             last_import: Mutex::new(None),
             attempt_limit: None,
+            lock_pid: Mutex::new(None),
         }
     }
 
@@ -143,11 +148,23 @@ impl Exporter {
         self
     }
 
-    /// Records that another process may have been writing until now (this
-    /// replica just took the export lock over).
-    pub fn took_over(&self) {
+    /// Records that this process now holds the export lock through backend
+    /// `pid`, and that another process may have been writing until now.
+    pub fn took_over(&self, pid: i32) {
         if let Ok(mut t) = self.others_until.lock() {
             *t = Instant::now();
+        }
+        if let Ok(mut p) = self.lock_pid.lock() {
+            *p = Some(pid);
+        }
+    }
+
+    /// Fails when the export lock this process took was lost.
+    async fn ensure_lock(&self) -> Result<(), ExportError> {
+        let pid = self.lock_pid.lock().ok().and_then(|p| *p);
+        match pid {
+            Some(pid) if !self.source.holds_export_lock(pid).await? => Err(ExportError::LostLock),
+            _ => Ok(()),
         }
     }
 
@@ -184,6 +201,7 @@ impl Exporter {
             self.state.mark_pending_id(s.id).await?;
         }
         self.settle(old.iter().map(|(_, s)| s)).await?;
+        self.ensure_lock().await?;
         for (selector, s) in &old {
             self.delete(selector).await?;
             self.state.forget(s.id).await?;
@@ -288,6 +306,7 @@ impl Exporter {
                 .chain(stale.iter().map(|(_, s)| *s)),
         )
         .await?;
+        self.ensure_lock().await?;
         for selector in &rewrites {
             self.check_cancel()?;
             self.delete(selector).await?;
@@ -325,17 +344,18 @@ impl Exporter {
                     continue;
                 };
                 let id = ids[&series.selector];
-                if let Some(done) = self
+                match self
                     .send(&series, plan, id, &known, &mut batcher, &mut outcome)
                     .await?
                 {
-                    unacked.push((batcher.pushed(), done));
+                    Some(done) => unacked.push((batcher.pushed(), done)),
+                    None => outcome.left_pending += 1,
                 }
-                commit_acked(&self.state, &mut unacked, &batcher, false).await?;
+                outcome.left_pending += commit_acked(self, &mut unacked, &batcher, false).await?;
             }
         }
         batcher.flush().await?;
-        outcome.left_pending += commit_acked(&self.state, &mut unacked, &batcher, true).await?;
+        outcome.left_pending += commit_acked(self, &mut unacked, &batcher, true).await?;
         // Touched series whose rows vanished between plan and send.
         outcome.left_pending += touched.len() as u64;
         outcome.lines = batcher.acked();
@@ -452,7 +472,7 @@ impl Drop for ImportStamp<'_> {
 /// of them at the end of the pass). A series that went through an ambiguous
 /// retry stays pending, to be rewritten: returns how many did.
 async fn commit_acked(
-    state: &State,
+    exporter: &Exporter,
     unacked: &mut Vec<(u64, Done)>,
     batcher: &Batcher<'_>,
     all: bool,
@@ -469,6 +489,7 @@ async fn commit_acked(
         .drain(..ready)
         .map(|(_, d)| d)
         .partition(|d| batcher.is_tainted(d.id));
-    state.commit(&done).await?;
+    exporter.ensure_lock().await?;
+    exporter.state.commit(&done).await?;
     Ok(tainted.len() as u64)
 }

@@ -125,10 +125,10 @@ async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportErr
                     tracing::info!(
                         "holding the export lock: this exporter writes to VictoriaMetrics"
                     );
+                    // Another replica may have written until now: start afresh.
+                    exporter.took_over(l.pid);
                     lock = Some(l);
                     standing_by = false;
-                    // Another replica may have written until now: start afresh.
-                    exporter.took_over();
                     clocks = Default::default();
                     next_full = Instant::now();
                 }

@@ -368,6 +368,8 @@ const EXPORT_LOCK: i64 = 0x6d65_645f_766d_6578;
 /// detached from the pool, so that dropping it releases the lock).
 pub struct ExportLock {
     conn: sqlx::PgConnection,
+    /// The backend holding the lock.
+    pub pid: i32,
 }
 
 impl ExportLock {
@@ -388,14 +390,32 @@ impl Source {
             .acquire()
             .await
             .map_err(SourceError::query("connecting to take the export lock"))?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(EXPORT_LOCK)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(SourceError::query("taking the export lock"))?;
+        let (got, pid): (bool, i32) =
+            sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
+                .bind(EXPORT_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(SourceError::query("taking the export lock"))?;
         Ok(got.then(|| ExportLock {
             conn: conn.detach(),
+            pid,
         }))
+    }
+
+    /// Whether backend `pid` still holds the export lock, asked on any
+    /// connection: a pass checks it before it deletes or records anything,
+    /// so that a holder whose lock connection dropped mid-pass stops before
+    /// it could disturb a replica that took over.
+    pub async fn holds_export_lock(&self, pid: i32) -> Result<bool, SourceError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1
+                              AND classid = ($2 >> 32)::oid AND objid = ($2 & 4294967295)::oid AND objsubid = 1)",
+        )
+        .bind(pid)
+        .bind(EXPORT_LOCK)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(SourceError::query("checking the export lock"))
     }
 }
 

@@ -186,7 +186,11 @@ async fn malformed_rows_are_skipped_with_a_warning_naming_them_and_the_rest_is_e
              ('bad-text', '12345678901234', '2024-06-01', 'detailed', 'abc', 10),
              ('bad-pdl', 'PDL-ABC', '2024-06-01', 'daily', NULL, 10),
              ('bad-negative', '98765432109876', '2024-06-02', 'detailed', '10:00', -5),
-             ('bad-huge', '98765432109876', '2024-06-02', 'detailed', '10:30', 2000000000);
+             ('bad-huge', '98765432109876', '2024-06-02', 'detailed', '10:30', 2000000000),
+             ('bad-infinity', '98765432109876', 'infinity', 'daily', NULL, 10);
+           INSERT INTO tempo_days (id, date, color) VALUES ('-262143-01-01', '2000-01-01', 'RED');
+           INSERT INTO ecowatt (generation_datetime, periode, hdebut, hfin, dvalue, "values")
+           VALUES (now(), 'infinity', 0, 23, 1, '[1]');
            INSERT INTO tempo_days (id, date, color) VALUES ('2024-11-11', '2024-11-10 23:00+00', 'PURPLE');
            UPDATE ecowatt SET "values" = '{"pas": 0, "hvalue": 1}' WHERE periode = '2024-03-30 00:00';"#,
     )
@@ -211,12 +215,13 @@ async fn malformed_rows_are_skipped_with_a_warning_naming_them_and_the_rest_is_e
             "one warning naming {row}: {log}"
         );
     }
-    assert!(log.contains("skipped=7"), "{log}");
+    assert!(log.contains("skipped=10"), "{log}");
 
     // What landed is what the model computes from the good rows.
     sqlx::raw_sql(
         r#"DELETE FROM consumption_data WHERE id LIKE 'bad-%';
-           DELETE FROM tempo_days WHERE color = 'PURPLE';
+           DELETE FROM tempo_days WHERE color = 'PURPLE' OR id LIKE '-%';
+           DELETE FROM ecowatt WHERE periode = 'infinity';
            UPDATE ecowatt SET "values" = '[]' WHERE periode = '2024-03-30 00:00';"#,
     )
     .execute(&pool)
