@@ -223,3 +223,35 @@ pub fn assert_same(actual: &Mirror, expected: &Mirror, when: &str) {
         problems.join("\n")
     );
 }
+
+/// How many samples came inside VictoriaMetrics' future window between two
+/// instants (EcoWatt forecasts enter it hour by hour): what an export with
+/// nothing else changed may still write.
+pub async fn released(
+    pool: &PgPool,
+    extra: &BTreeMap<String, String>,
+    since_ms: i64,
+    until_ms: i64,
+) -> f64 {
+    let count = |m: Mirror| m.values().map(Vec::len).sum::<usize>();
+    let before = count(expected(pool, extra, since_ms).await);
+    let after = count(expected(pool, extra, until_ms).await);
+    after.saturating_sub(before) as f64
+}
+
+/// Asserts that an export which started at or after `since_ms` and has
+/// ended left VictoriaMetrics as the model computes it at some instant of
+/// that run: an hour of EcoWatt forecast may have entered the window meanwhile.
+pub async fn assert_exported(
+    pool: &PgPool,
+    extra: &BTreeMap<String, String>,
+    since_ms: i64,
+    actual: &Mirror,
+    when: &str,
+) {
+    if *actual == expected(pool, extra, since_ms).await {
+        return;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_same(actual, &expected(pool, extra, now).await, when);
+}
