@@ -11,6 +11,9 @@ CREATE TABLE IF NOT EXISTS vm_export_series (
     family     TEXT NOT NULL,
     selector   TEXT NOT NULL,
     pending    BOOLEAN NOT NULL DEFAULT TRUE,
+    -- VictoriaMetrics' answer when it refused the series' lines for good
+    -- (a 4xx other than 401/403/408/429): not retried until its rows change.
+    rejected   TEXT,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
 );
 CREATE UNIQUE INDEX IF NOT EXISTS vm_export_series_selector ON vm_export_series (md5(selector));

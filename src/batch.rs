@@ -1,7 +1,7 @@
 //! Batching: lines gathered into POSTs of `VICTORIAMETRICS_BATCH_SIZE`
 //! lines, sent in order, retried with capped exponential backoff.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,6 +49,7 @@ pub struct Batcher<'a> {
     pushed: u64,
     acked: u64,
     tainted: HashSet<i64>,
+    rejected: HashMap<i64, String>,
     /// Batches delivered.
     pub batches_sent: u64,
     /// Retries made.
@@ -75,6 +76,7 @@ impl<'a> Batcher<'a> {
             pushed: 0,
             acked: 0,
             tainted: HashSet::new(),
+            rejected: HashMap::new(),
             batches_sent: 0,
             retries: 0,
             attempt_limit: None,
@@ -96,6 +98,16 @@ impl<'a> Batcher<'a> {
     /// Lines acknowledged by VictoriaMetrics so far.
     pub fn acked(&self) -> u64 {
         self.acked
+    }
+
+    /// Series of which VictoriaMetrics rejected lines.
+    pub fn rejected_series(&self) -> u64 {
+        self.rejected.len() as u64
+    }
+
+    /// VictoriaMetrics' answer if it rejected a batch holding lines of this series.
+    pub fn rejection(&self, id: i64) -> Option<&String> {
+        self.rejected.get(&id)
     }
 
     /// Whether a line of this series went through an ambiguous failure.
@@ -153,6 +165,16 @@ impl<'a> Batcher<'a> {
                         _ = self.cancel.cancelled() => return Err(BatchError::Cancelled),
                         _ = tokio::time::sleep(delay) => {}
                     }
+                }
+                Err(e) if e.is_rejection() => {
+                    // Refused for good: retrying the same lines cannot help.
+                    // The series are recorded as rejected and the pass goes on.
+                    tracing::warn!(error = %e, series = self.ids.len(), "VictoriaMetrics rejected a batch; its series are skipped until their rows change");
+                    let answer = e.to_string();
+                    for id in &self.ids {
+                        self.rejected.insert(*id, answer.clone());
+                    }
+                    break;
                 }
                 Err(e) => {
                     if e.may_have_landed() {

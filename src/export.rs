@@ -86,6 +86,8 @@ pub struct Outcome {
     pub skipped: u64,
     /// Earliest sample held back as too far ahead.
     pub next_held_back: Option<i64>,
+    /// Series whose lines VictoriaMetrics rejected for good (a 4xx).
+    pub rejected: u64,
     /// Series left pending (a batch failed after VictoriaMetrics may have
     /// stored part of it, or rows changed during the pass): the next pass
     /// must run soon to rewrite them.
@@ -102,6 +104,7 @@ impl Outcome {
         self.deleted += o.deleted;
         self.skipped += o.skipped;
         self.left_pending += o.left_pending;
+        self.rejected += o.rejected;
     }
 }
 
@@ -359,6 +362,7 @@ impl Exporter {
         // Touched series whose rows vanished between plan and send.
         outcome.left_pending += touched.len() as u64;
         outcome.lines = batcher.acked();
+        outcome.rejected = batcher.rejected_series();
         outcome.batches = batcher.batches_sent;
         Ok(outcome)
     }
@@ -386,6 +390,7 @@ impl Exporter {
                 id,
                 replace: true,
                 chunks: chunks.into_iter().collect(),
+                rejected: None,
             }));
         }
         // Planned as an append: compare again, as rows may have changed
@@ -411,12 +416,14 @@ impl Exporter {
                     id,
                     replace: false,
                     chunks,
+                    rejected: None,
                 }))
             }
             Plan::Unchanged => Ok(Some(Done {
                 id,
                 replace: false,
                 chunks: Vec::new(),
+                rejected: None,
             })),
             Plan::Rewrite => Ok(None),
         }
@@ -485,10 +492,13 @@ async fn commit_acked(
     if ready == 0 || (!all && ready < COMMIT_EVERY) {
         return Ok(0);
     }
-    let (tainted, done): (Vec<Done>, Vec<Done>) = unacked
+    let (tainted, mut done): (Vec<Done>, Vec<Done>) = unacked
         .drain(..ready)
         .map(|(_, d)| d)
         .partition(|d| batcher.is_tainted(d.id));
+    for d in &mut done {
+        d.rejected = batcher.rejection(d.id).cloned();
+    }
     exporter.ensure_lock().await?;
     exporter.state.commit(&done).await?;
     Ok(tainted.len() as u64)

@@ -207,7 +207,7 @@ async fn cycle(
                     next_held_back: o.next_held_back,
                     failed: o.left_pending > 0,
                 };
-                if o.lines > 0 || o.deleted > 0 || o.skipped > 0 {
+                if o.lines > 0 || o.deleted > 0 || o.skipped > 0 || o.rejected > 0 {
                     tracing::info!(
                         family = family.as_str(),
                         lines = o.lines,
@@ -216,6 +216,7 @@ async fn cycle(
                         rewritten = o.rewritten,
                         deleted = o.deleted,
                         skipped = o.skipped,
+                        rejected = o.rejected,
                         elapsed = ?started.elapsed(),
                         "exported"
                     );

@@ -54,6 +54,12 @@ impl SinkError {
         }
     }
 
+    /// A 4xx that says these lines will never be accepted (not 401/403,
+    /// which concern the credentials, nor 408/429, which pass with time).
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, SinkError::Status { status, .. } if (400..500).contains(status) && !self.is_retryable() && !self.is_auth())
+    }
+
     /// 401 or 403: the credentials were refused.
     pub fn is_auth(&self) -> bool {
         matches!(

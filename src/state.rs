@@ -89,6 +89,8 @@ pub struct SeriesState {
     pub chunks: HashMap<i32, Chunk>,
     /// How long ago (by PostgreSQL's clock) it was last marked pending or recorded.
     pub age: Duration,
+    /// VictoriaMetrics refused its lines for good, as they were recorded.
+    pub rejected: bool,
 }
 
 /// What to do with a series.
@@ -119,6 +121,15 @@ pub fn plan(old: Option<&SeriesState>, samples: &[Sample], tz: Tz) -> Plan {
     let Some(old) = old.filter(|o| !o.pending) else {
         return Plan::Rewrite;
     };
+    if old.rejected {
+        // Refused as it stands: try again only once its rows change.
+        let now = chunks_of(samples, tz);
+        let same = now.len() == old.chunks.len()
+            && now
+                .iter()
+                .all(|(b, c)| old.chunks.get(b).is_some_and(|o| o.same_samples(c)));
+        return if same { Plan::Unchanged } else { Plan::Rewrite };
+    }
     let mut held: HashMap<i32, Chunk> = HashMap::with_capacity(old.chunks.len());
     let mut after: BTreeMap<i32, i64> = BTreeMap::new();
     for s in samples {
@@ -155,6 +166,8 @@ pub struct Done {
     pub replace: bool,
     /// The buckets written.
     pub chunks: Vec<(i32, Chunk)>,
+    /// VictoriaMetrics' answer, when it rejected the series' lines.
+    pub rejected: Option<String>,
 }
 
 /// The `vm_export_*` tables.
@@ -173,7 +186,7 @@ impl State {
     pub async fn load(&self, family: Family) -> Result<HashMap<String, SeriesState>, SourceError> {
         let rows = sqlx::query(
             "SELECT s.id, s.selector, s.pending, c.bucket, c.samples, c.digest, c.max_ts,
-                    EXTRACT(EPOCH FROM now() - s.updated_at)::float8
+                    EXTRACT(EPOCH FROM now() - s.updated_at)::float8, s.rejected IS NOT NULL
                FROM vm_export_series s LEFT JOIN vm_export_chunk c ON c.series_id = s.id
               WHERE s.family = $1",
         )
@@ -196,6 +209,9 @@ impl State {
                 .try_get(7)
                 .map_err(SourceError::query("decoding vm_export_series"))?;
             entry.age = Duration::try_from_secs_f64(age.unwrap_or(0.0)).unwrap_or(Duration::ZERO);
+            entry.rejected = row
+                .try_get(8)
+                .map_err(SourceError::query("decoding vm_export_series"))?;
             let bucket: Option<i32> = row
                 .try_get(3)
                 .map_err(SourceError::query("decoding vm_export_chunk"))?;
@@ -287,10 +303,13 @@ impl State {
         .execute(&mut *tx)
         .await
         .map_err(SourceError::query("recording vm_export_chunk"))?;
+        let rejected: Vec<Option<String>> = done.iter().map(|d| d.rejected.clone()).collect();
         sqlx::query(
-            "UPDATE vm_export_series SET pending = FALSE, updated_at = NOW() WHERE id = ANY($1)",
+            "UPDATE vm_export_series s SET pending = FALSE, rejected = r.rejected, updated_at = NOW()
+               FROM unnest($1::bigint[], $2::text[]) AS r(id, rejected) WHERE s.id = r.id",
         )
         .bind(&ids)
+        .bind(&rejected)
         .execute(&mut *tx)
         .await
         .map_err(SourceError::query("clearing pending in vm_export_series"))?;
@@ -441,6 +460,17 @@ mod tests {
         let plan = plan(Some(&old), &new, Paris);
         assert!(matches!(plan, Plan::Append(_)));
         assert_eq!(new.iter().filter(|x| plan.sends(x, Paris)).count(), 2);
+    }
+
+    #[test]
+    fn a_rejected_series_waits_for_its_rows_to_change() {
+        let samples = half_hours(D);
+        let mut old = state_of(&samples);
+        old.rejected = true;
+        assert_eq!(plan(Some(&old), &samples, Paris), Plan::Unchanged);
+        let mut more = samples.clone();
+        more.push(s(D + DAY, 1));
+        assert_eq!(plan(Some(&old), &more, Paris), Plan::Rewrite);
     }
 
     #[test]

@@ -18,7 +18,8 @@ const WITHIN: Duration = Duration::from_secs(60);
 async fn change(pool: &sqlx::PgPool, n: i32) {
     sqlx::raw_sql(&format!(
         "UPDATE consumption_data SET value = value + {n} WHERE date = '2024-04-{n:02}';
-         UPDATE tempo_days SET color = 'RED' WHERE id = '2024-10-{n:02}';"
+         UPDATE tempo_days SET color = (CASE color::text WHEN 'RED' THEN 'BLUE' ELSE 'RED' END)::text::tempocolor
+          WHERE id = '2024-10-{n:02}';"
     ))
     .execute(pool)
     .await
@@ -86,16 +87,37 @@ async fn the_daemon_rides_out_failing_victoriametrics_and_keeps_the_mirror_exact
         std::fs::read_to_string(&log).unwrap()
     );
 
-    // A refused request (400) is logged with VictoriaMetrics' answer, and
-    // the daemon goes on once it is accepted again.
-    proxy.set_for(Fault::Status(400), 1);
+    // A batch refused for good (400) is logged with VictoriaMetrics' answer,
+    // its series are skipped (not retried) until their rows change, and the
+    // rest of the pass goes on.
+    proxy.set_for(Fault::ImportStatus(400), 1);
+    let before = proxy.faults_served();
     change(pool, 9).await;
-    servers.converge(&none, WITHIN, &log, "after a 400").await;
+    let deadline = Instant::now() + WITHIN;
+    while count(&log, "rejected a batch") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(proxy.faults_served(), before + 1);
     assert!(
         count(&log, "HTTP 400: injected 400") >= 1,
         "{}",
         std::fs::read_to_string(&log).unwrap()
     );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        count(&log, "rejected a batch"),
+        1,
+        "the rejected lines were retried"
+    );
+    change(pool, 9).await;
+    servers
+        .converge(&none, WITHIN, &log, "after a 400, once the rows changed")
+        .await;
 
     let _ = std::process::Command::new("kill")
         .arg("-TERM")

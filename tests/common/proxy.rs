@@ -18,6 +18,8 @@ pub enum Fault {
     Refuse,
     /// Answer this HTTP status without forwarding.
     Status(u16),
+    /// Answer this HTTP status to imports only; pass anything else.
+    ImportStatus(u16),
     /// Forward half of an import's body, then close both sides.
     CutMidBody,
     /// Forward, then wait this long before answering.
@@ -80,16 +82,23 @@ impl Proxy {
     }
 }
 
-fn current(f: &Mutex<(Fault, Option<u32>)>, hits: &Mutex<u64>) -> Fault {
+fn peek(f: &Mutex<(Fault, Option<u32>)>) -> Fault {
+    f.lock().unwrap().0.clone()
+}
+
+/// The fault for this request, counted; a fault that does not apply to
+/// it is not spent.
+fn take(f: &Mutex<(Fault, Option<u32>)>, hits: &Mutex<u64>, is_import: bool) -> Fault {
     let mut g = f.lock().unwrap();
     let fault = g.0.clone();
-    if fault != Fault::Pass {
-        *hits.lock().unwrap() += 1;
-        if let Some(n) = g.1.as_mut() {
-            *n -= 1;
-            if *n == 0 {
-                *g = (Fault::Pass, None);
-            }
+    if fault == Fault::Pass || (matches!(fault, Fault::ImportStatus(_)) && !is_import) {
+        return Fault::Pass;
+    }
+    *hits.lock().unwrap() += 1;
+    if let Some(n) = g.1.as_mut() {
+        *n -= 1;
+        if *n == 0 {
+            *g = (Fault::Pass, None);
         }
     }
     fault
@@ -147,16 +156,17 @@ async fn serve(
     hits: &Mutex<u64>,
 ) -> std::io::Result<()> {
     loop {
-        let fault = current(f, hits);
-        if fault == Fault::Refuse {
+        if peek(f) == Fault::Refuse {
+            take(f, hits, false);
             return Ok(());
         }
         let Some((head, body)) = read_request(&mut client).await? else {
             return Ok(());
         };
         let is_import = String::from_utf8_lossy(&head).contains("/import");
+        let fault = take(f, hits, is_import);
         match fault {
-            Fault::Status(code) => {
+            Fault::Status(code) | Fault::ImportStatus(code) => {
                 let text = format!("injected {code}");
                 let answer = format!(
                     "HTTP/1.1 {code} Injected\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
