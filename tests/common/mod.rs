@@ -504,13 +504,37 @@ pub fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
         .expect("run the exporter")
 }
 
+/// A spawned exporter, killed when dropped (also when a test fails).
+pub struct Daemon(Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Spawns the exporter binary (for `run`), logs to a file.
-pub fn spawn_exporter(args: &[&str], env: &[(&str, String)], log: &Path) -> Child {
-    exporter_command(args, env)
+pub fn spawn_exporter(args: &[&str], env: &[(&str, String)], log: &Path) -> Daemon {
+    let child = exporter_command(args, env)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .expect("spawn the exporter")
+        .expect("spawn the exporter");
+    Daemon(child)
 }
 
 /// MyElectricalData's schema as its migrations leave it.
