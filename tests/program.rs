@@ -315,3 +315,62 @@ fn disabled_export_idles_without_exiting_and_stops_on_sigint() {
     assert!(status.success(), "{status}: {text}");
     assert!(text.contains("export is disabled"), "{text}");
 }
+
+#[tokio::test]
+async fn changing_the_extra_labels_replaces_every_series_written_under_the_old_ones() {
+    let servers = Servers::start().await;
+    let out = exporter(&["once"], &servers.env(&[]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = servers.env(&[("VICTORIAMETRICS_LABELS", r#"{"home": "paris"}"#)]);
+    let before = now_ms();
+    let out = exporter(&["once"], &env);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("VICTORIAMETRICS_LABELS changed"), "{log}");
+    let labels = BTreeMap::from([("home".to_string(), "paris".to_string())]);
+    assert_exported(
+        &servers.pool,
+        &labels,
+        before,
+        &from_export(servers.vm.export_all().await),
+        "after new labels",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn once_fails_with_exit_1_when_victoriametrics_stays_down_or_a_daemon_holds_the_lock() {
+    let servers = Servers::start().await;
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let started = std::time::Instant::now();
+    let out = exporter(&["once"], &servers.env(&[("VICTORIAMETRICS_URL", &down)]));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("cannot connect"), "{log}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "once took {:?}",
+        started.elapsed()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_log = dir.path().join("daemon.log");
+    let _daemon = common::spawn_exporter(&["run"], &servers.env(&[]), &daemon_log);
+    while !std::fs::read_to_string(&daemon_log)
+        .unwrap_or_default()
+        .contains("holding the export lock")
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = exporter(&["once"], &servers.env(&[]));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("another exporter is exporting this database"),
+        "{log}"
+    );
+}
