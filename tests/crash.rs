@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::model::{assert_exported, from_export};
-use common::{exporter, spawn_exporter, Servers};
+use common::{spawn_exporter, Servers};
 
 #[tokio::test]
 async fn a_kill_at_any_point_of_an_export_is_repaired_by_the_next_run() {
@@ -74,12 +74,7 @@ async fn a_kill_at_any_point_of_an_export_is_repaired_by_the_next_run() {
     );
 
     let before = chrono::Utc::now().timestamp_millis();
-    let out = exporter(&["once"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&["once"], &env);
     assert_exported(
         pool,
         &BTreeMap::new(),

@@ -195,12 +195,7 @@ async fn malformed_rows_are_skipped_with_a_warning_naming_them_and_the_rest_is_e
         ("VICTORIAMETRICS_URL", vm.url.clone()),
     ];
     // The exporter's own schema: tempo_days.color is VARCHAR, so anything goes.
-    let out = common::exporter(&["migrate"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&["migrate"], &env);
     sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
     sqlx::raw_sql(
         r#"INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value) VALUES
@@ -295,12 +290,7 @@ async fn label_values_of_any_content_round_trip_through_victoriametrics() {
     let labels_json = serde_json::json!({ "note": note }).to_string();
     let env = servers.env(&[("VICTORIAMETRICS_LABELS", &labels_json)]);
     let before = chrono::Utc::now().timestamp_millis();
-    let out = common::exporter(&["once"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&["once"], &env);
     let labels = BTreeMap::from([("note".to_string(), note.to_string())]);
     assert_exported(
         &servers.pool,

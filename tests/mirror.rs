@@ -8,17 +8,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::model::{assert_exported, expected, from_export, released};
-use common::{exporter, signal, spawn_exporter, Servers};
+use common::{signal, spawn_exporter, Servers};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-fn run_once(env: &[(&str, String)]) -> String {
-    let out = exporter(&["once"], env);
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "once failed: {log}");
-    log
 }
 
 /// The changes MyElectricalData makes: Enedis corrections, BRUT→CORRIGE,
@@ -53,7 +46,7 @@ async fn the_mirror_is_exact_after_a_first_export_after_changes_and_writes_nothi
 
     // First export: everything.
     let before = now_ms();
-    run_once(&e);
+    common::run_ok(&["once"], &e);
     let want = expected(pool, &none, before).await;
     assert!(want.len() >= 20, "the model holds {} series", want.len());
     assert_exported(
@@ -68,7 +61,7 @@ async fn the_mirror_is_exact_after_a_first_export_after_changes_and_writes_nothi
     // A second export with nothing changed writes nothing (but the EcoWatt
     // hours that time brought inside the future window meanwhile).
     let inserted = vm.rows_inserted().await;
-    run_once(&e);
+    common::run_ok(&["once"], &e);
     let written = vm.rows_inserted().await - inserted;
     let allowed = released(pool, &none, before, now_ms()).await;
     assert!(
@@ -79,7 +72,7 @@ async fn the_mirror_is_exact_after_a_first_export_after_changes_and_writes_nothi
     // MyElectricalData's changes, then the mirror again.
     sqlx::raw_sql(CHANGES).execute(pool).await.unwrap();
     let before = now_ms();
-    run_once(&e);
+    common::run_ok(&["once"], &e);
     assert_exported(
         pool,
         &none,
@@ -95,9 +88,9 @@ async fn the_mirror_is_exact_after_a_first_export_after_changes_and_writes_nothi
         .await
         .unwrap();
     let inserted = vm.rows_inserted().await;
-    run_once(&e);
+    common::run_ok(&["once"], &e);
     let last = now_ms();
-    run_once(&e);
+    common::run_ok(&["once"], &e);
     let written = vm.rows_inserted().await - inserted;
     let allowed = released(pool, &none, before, now_ms()).await;
     assert!(

@@ -96,12 +96,7 @@ async fn migrate_creates_missing_tables_and_changes_nothing_in_an_existing_datab
         ("VICTORIAMETRICS_URL", vm.url.clone()),
     ];
     for _ in 0..2 {
-        let out = exporter(&["migrate"], &env);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::run_ok(&["migrate"], &env);
     }
     let after: String = sqlx::query_scalar(describe)
         .fetch_one(&existing)
@@ -133,20 +128,10 @@ async fn migrate_creates_missing_tables_and_changes_nothing_in_an_existing_datab
         ("DATABASE_URL", pg.url("standalone")),
         ("VICTORIAMETRICS_URL", vm.url.clone()),
     ];
-    let out = exporter(&["migrate"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&["migrate"], &env);
     sqlx::raw_sql(DATA).execute(&empty).await.unwrap();
     let before = now_ms();
-    let out = exporter(&["once"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&["once"], &env);
     assert_exported(
         &empty,
         &BTreeMap::new(),
@@ -201,12 +186,7 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
 
     let mut env = env.to_vec();
     env.push(("RUST_LOG", "debug".into()));
-    let out = exporter(&["once"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&["once"], &env);
     // Each family's lines go out in full batches of 100 and one partial batch.
     let mut per_family: BTreeMap<&str, usize> = BTreeMap::new();
     for (labels, samples) in &want {
@@ -319,12 +299,7 @@ fn disabled_export_idles_without_exiting_and_stops_on_sigint() {
 #[tokio::test]
 async fn changing_the_extra_labels_replaces_every_series_written_under_the_old_ones() {
     let servers = Servers::start().await;
-    let out = exporter(&["once"], &servers.env(&[]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&["once"], &servers.env(&[]));
     let env = servers.env(&[("VICTORIAMETRICS_LABELS", r#"{"home": "paris"}"#)]);
     let before = now_ms();
     let out = exporter(&["once"], &env);

@@ -504,6 +504,14 @@ pub fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
         .expect("run the exporter")
 }
 
+/// Runs the exporter binary and asserts it succeeded; returns its log.
+pub fn run_ok(args: &[&str], env: &[(&str, String)]) -> String {
+    let out = exporter(args, env);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?} failed: {log}");
+    log
+}
+
 /// A spawned exporter, killed when dropped (also when a test fails).
 pub struct Daemon(Child);
 
