@@ -160,6 +160,7 @@ impl<'a> Batcher<'a> {
                     let delay = backoff(attempt, self.max_backoff);
                     tracing::warn!(error = %e, retry_in = ?delay, attempt = attempt + 1, "batch not delivered; retrying");
                     self.retries += 1;
+                    crate::telemetry::global().retry();
                     attempt = attempt.saturating_add(1);
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Err(BatchError::Cancelled),
@@ -174,7 +175,10 @@ impl<'a> Batcher<'a> {
                     for id in &self.ids {
                         self.rejected.insert(*id, answer.clone());
                     }
-                    break;
+                    // Counted as a batch, not as samples sent.
+                    crate::telemetry::global().batch_sent(0);
+                    self.finish_batch();
+                    return Ok(());
                 }
                 Err(e) => {
                     if e.may_have_landed() {
@@ -187,11 +191,16 @@ impl<'a> Batcher<'a> {
                 }
             }
         }
+        crate::telemetry::global().batch_sent(self.lines as u64);
+        self.finish_batch();
+        Ok(())
+    }
+
+    fn finish_batch(&mut self) {
         self.batches_sent += 1;
         self.acked += self.lines as u64;
         self.lines = 0;
         self.ids.clear();
-        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! variable it comes from (envy's own errors name the lowercase field).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ struct RawEnv {
     victoriametrics_timeout: Option<String>,
     victoriametrics_timezone: Option<String>,
     victoriametrics_labels: Option<String>,
+    victoriametrics_http_listen_addr: Option<String>,
 }
 
 /// Basic-auth credentials for VictoriaMetrics.
@@ -102,6 +104,8 @@ pub struct Config {
     pub timezone: Tz,
     /// Extra labels set on every sample, sorted by name.
     pub labels: BTreeMap<String, String>,
+    /// Where the daemon serves `/health` and `/metrics`; `None` when `off`.
+    pub listen_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -228,6 +232,16 @@ impl Config {
             Some(v) => parse_labels(&v)
                 .map_err(|reason| ConfigError::new("VICTORIAMETRICS_LABELS", reason))?,
         };
+        let listen_addr = match nonempty(raw.victoriametrics_http_listen_addr) {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_LISTEN_PORT))),
+            Some(v) if v.eq_ignore_ascii_case("off") => None,
+            Some(v) => Some(parse_listen_addr(&v).ok_or_else(|| {
+                ConfigError::new(
+                    "VICTORIAMETRICS_HTTP_LISTEN_ADDR",
+                    format!("expected host:port (such as 0.0.0.0:{DEFAULT_LISTEN_PORT} or :{DEFAULT_LISTEN_PORT}) or off, got {v:?}"),
+                )
+            })?),
+        };
         Ok(Config {
             database_url,
             enabled,
@@ -243,8 +257,24 @@ impl Config {
             reconcile_interval,
             timezone,
             labels,
+            listen_addr,
         })
     }
+}
+
+/// The self-monitoring listener's port when the variable is not set.
+pub const DEFAULT_LISTEN_PORT: u16 = 9488;
+
+/// `host:port`, `[v6]:port` or `:port` (all interfaces), as vmagent's
+/// `-httpListenAddr` takes them; `localhost` is the one name resolved.
+fn parse_listen_addr(v: &str) -> Option<SocketAddr> {
+    if let Some(port) = v.strip_prefix(':') {
+        return Some(SocketAddr::from(([0, 0, 0, 0], port.parse().ok()?)));
+    }
+    if let Some(port) = v.strip_prefix("localhost:") {
+        return Some(SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?)));
+    }
+    v.parse().ok()
 }
 
 fn nonempty(v: Option<String>) -> Option<String> {
@@ -463,6 +493,24 @@ mod tests {
     }
 
     #[test]
+    fn the_listener_takes_host_port_a_bare_port_or_off() {
+        let addr = |v| {
+            with(&[("VICTORIAMETRICS_HTTP_LISTEN_ADDR", v)])
+                .unwrap()
+                .listen_addr
+        };
+        assert_eq!(
+            with(&[]).unwrap().listen_addr,
+            Some(([127, 0, 0, 1], 9488).into())
+        );
+        assert_eq!(addr("0.0.0.0:9100"), Some(([0, 0, 0, 0], 9100).into()));
+        assert_eq!(addr(":9100"), Some(([0, 0, 0, 0], 9100).into()));
+        assert_eq!(addr("localhost:0"), Some(([127, 0, 0, 1], 0).into()));
+        assert_eq!(addr("[::1]:9100"), Some("[::1]:9100".parse().unwrap()));
+        assert_eq!(addr("off"), None);
+    }
+
+    #[test]
     fn durations_accept_units_and_bare_seconds() {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
@@ -488,6 +536,8 @@ mod tests {
             ("VICTORIAMETRICS_RECONCILE_INTERVAL", "0s"),
             ("VICTORIAMETRICS_TIMEOUT", "1y"),
             ("VICTORIAMETRICS_TIMEZONE", "Europe/Pariss"),
+            ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "9488"),
+            ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "0.0.0.0:http"),
             ("VICTORIAMETRICS_LABELS", "[1]"),
             ("VICTORIAMETRICS_USERNAME", "alice"),
         ];

@@ -52,6 +52,9 @@ pub enum ExportError {
         "{0} series could not be written completely; run again when VictoriaMetrics is healthy"
     )]
     LeftPending(u64),
+    /// The self-monitoring listener could not start.
+    #[error(transparent)]
+    Listen(#[from] crate::listener::ListenError),
     /// The export lock's connection dropped during the pass.
     #[error("lost the export lock during the pass; another exporter may have taken over")]
     LostLock,
@@ -248,6 +251,12 @@ impl Exporter {
 
     /// One pass over `family`.
     pub async fn export(&self, family: Family) -> Result<Outcome, ExportError> {
+        let outcome = self.pass(family).await?;
+        crate::telemetry::global().pass(family, &outcome);
+        Ok(outcome)
+    }
+
+    async fn pass(&self, family: Family) -> Result<Outcome, ExportError> {
         let contract = Contract::new(
             self.config.timezone,
             &self.config.labels,
@@ -444,6 +453,7 @@ impl Exporter {
                 {
                     let delay = backoff(attempt, cap);
                     tracing::warn!(error = %e, retry_in = ?delay, attempt = attempt + 1, "delete not done; retrying");
+                    crate::telemetry::global().retry();
                     attempt = attempt.saturating_add(1);
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Err(ExportError::Cancelled),

@@ -19,6 +19,8 @@
 //! - [`series`]: a family's series, read from the source through the contract.
 //! - [`export`]: one pass over a family: plan, delete, send, acknowledge.
 //! - [`scheduler`]: the daemon's loop: poll, full reconciliation, shutdown.
+//! - [`telemetry`] and [`listener`]: self-monitoring, `/health` and
+//!   `/metrics` on `VICTORIAMETRICS_HTTP_LISTEN_ADDR`.
 //! - [`check`]: the `check` command's checklist.
 
 pub mod batch;
@@ -27,8 +29,10 @@ pub mod check;
 pub mod config;
 pub mod contract;
 pub mod export;
+pub mod listener;
 pub mod scheduler;
 pub mod series;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod telemetry;

@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use myelectricaldata_vm_exporter::{check, config::Config, scheduler, series, source::Source};
+use myelectricaldata_vm_exporter::{
+    check, config::Config, listener, scheduler, series, source::Source,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Keeps VictoriaMetrics an exact mirror of MyElectricalData's PostgreSQL data.
@@ -30,6 +32,8 @@ enum Command {
     Render,
     /// Apply the migrations and exit.
     Migrate,
+    /// Ask the running daemon's /health (VICTORIAMETRICS_HTTP_LISTEN_ADDR): exit 0 when healthy.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,22 @@ async fn execute(command: Command, config: Config) -> ExitCode {
             Ok::<_, Box<dyn std::error::Error>>(())
         }
         .await,
+        Command::Health => {
+            let Some(addr) = config.listen_addr else {
+                eprintln!("VICTORIAMETRICS_HTTP_LISTEN_ADDR is off: the daemon serves no /health");
+                return ExitCode::FAILURE;
+            };
+            return match listener::probe(addr).await {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(text) => {
+                    println!("unhealthy: {text}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Check => {
             let items = check::run(&config).await;
             let mut failed = false;

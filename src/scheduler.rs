@@ -2,7 +2,7 @@
 //! back off on failure, stop on the shutdown signal.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -12,6 +12,7 @@ use crate::contract::{Family, FUTURE_WINDOW_MS};
 use crate::export::{ExportError, Exporter};
 use crate::sink::Sink;
 use crate::source::{ChangeTokens, ExportLock, Source};
+use crate::telemetry::{self, ErrorKind, Role};
 
 /// The tables (indexes in [`crate::source::TABLES`]) a family is computed from.
 fn tables_of(family: Family) -> &'static [usize] {
@@ -54,8 +55,16 @@ impl FamilyClock {
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ExportError> {
     let cancel = CancellationToken::new();
+    let _stop_tasks = cancel.clone().drop_guard();
+    if let Some(addr) = config.listen_addr {
+        // Exports that keep failing for three polls make the daemon unhealthy.
+        let grace = (config.poll_interval * 3).max(Duration::from_secs(5));
+        let bound = crate::listener::start(addr, grace, cancel.clone()).await?;
+        tracing::info!(address = %bound, "serving /health and /metrics");
+    }
     let work = async {
         if !config.enabled {
+            telemetry::global().set_role(Role::Disabled);
             tracing::info!(
                 "export is disabled (VICTORIAMETRICS_ENABLED=false); idling until stopped"
             );
@@ -125,6 +134,7 @@ async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportErr
                     tracing::info!(
                         "holding the export lock: this exporter writes to VictoriaMetrics"
                     );
+                    telemetry::global().set_role(Role::Active);
                     // Another replica may have written until now: start afresh.
                     exporter.took_over(l.pid);
                     lock = Some(l);
@@ -133,6 +143,8 @@ async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportErr
                     next_full = Instant::now();
                 }
                 Ok(None) => {
+                    telemetry::global().set_role(Role::Standby);
+                    telemetry::global().cycle_succeeded(SystemTime::now(), true);
                     if !standing_by {
                         tracing::info!("another exporter holds the export lock; standing by");
                         standing_by = true;
@@ -144,22 +156,31 @@ async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportErr
                     failures = failures.saturating_add(1);
                     let wait = backoff(failures - 1, config.poll_interval);
                     tracing::error!(error = %e, retry_in = ?wait, "cannot reach PostgreSQL");
+                    telemetry::global().error(ErrorKind::Postgres);
+                    telemetry::global().cycle_failed(&e);
                     tokio::time::sleep(wait).await;
                     continue;
                 }
             }
         }
         let full = Instant::now() >= next_full;
+        let read_at = SystemTime::now();
         let ok = match cycle(exporter, &mut clocks, full).await {
-            Ok(()) => {
+            Ok(in_sync) => {
                 if full {
                     next_full = Instant::now() + config.reconcile_interval;
                 }
                 failures = 0;
+                telemetry::global().cycle_succeeded(read_at, in_sync);
                 true
             }
             Err(e) => {
                 tracing::error!(error = %e, "export cycle failed; will retry");
+                if matches!(e, ExportError::Source(_)) {
+                    // VictoriaMetrics' errors are counted where they happen.
+                    telemetry::global().error(ErrorKind::Postgres);
+                }
+                telemetry::global().cycle_failed(&e);
                 failures = failures.saturating_add(1);
                 false
             }
@@ -173,12 +194,13 @@ async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportErr
     }
 }
 
-/// One cycle: the families that changed (or all of them, on a full reconciliation).
+/// One cycle: the families that changed (or all of them, on a full
+/// reconciliation). `Ok(true)` when it left nothing pending.
 async fn cycle(
     exporter: &Exporter,
     clocks: &mut [FamilyClock; 4],
     full: bool,
-) -> Result<(), ExportError> {
+) -> Result<bool, ExportError> {
     let tokens = exporter.source().change_tokens().await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let due: Vec<usize> = (0..4)
@@ -186,7 +208,7 @@ async fn cycle(
         .collect();
     if due.is_empty() {
         tracing::debug!("nothing changed");
-        return Ok(());
+        return Ok(clocks.iter().all(|c| !c.failed));
     }
     exporter.prepare().await?;
     let mut first_error = None;
@@ -230,7 +252,7 @@ async fn cycle(
             }
         }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(clocks.iter().all(|c| !c.failed)), Err)
 }
 
 /// One full reconciliation of every family, as `once` runs it.

@@ -7,6 +7,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use url::Url;
 
 use crate::config::VmConfig;
+use crate::telemetry::{self, ErrorKind};
 
 /// Path appended to `VICTORIAMETRICS_URL` for imports.
 pub const IMPORT_PATH: &str = "/api/v1/import/prometheus";
@@ -30,6 +31,8 @@ pub enum SinkError {
         reason: String,
         /// Whether the request surely did not reach the server (connection refused).
         not_sent: bool,
+        /// Whether the time limit ran out.
+        timed_out: bool,
     },
     /// An answer other than success.
     #[error("VictoriaMetrics: {what} at {url}: HTTP {status}: {body}")]
@@ -69,6 +72,23 @@ impl SinkError {
                 ..
             }
         )
+    }
+
+    /// The kind of failure, as `/metrics` counts it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SinkError::Transport {
+                timed_out: true, ..
+            } => ErrorKind::Timeout,
+            SinkError::Transport { not_sent: true, .. } => ErrorKind::Connect,
+            SinkError::Transport { .. } => ErrorKind::Connection,
+            SinkError::Status {
+                status: 408 | 429, ..
+            } => ErrorKind::Throttled,
+            SinkError::Status { status, .. } if *status >= 500 => ErrorKind::Server,
+            _ if self.is_auth() => ErrorKind::Auth,
+            _ => ErrorKind::Rejected,
+        }
     }
 
     /// Whether VictoriaMetrics may have stored some of the request's lines
@@ -136,14 +156,26 @@ impl Sink {
             .auth(rb)
             .send()
             .await
-            .map_err(|e| transport(what, url, e))?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| transport(what, url, e))?;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(status_error(what, url, status, &body))
+            .map_err(|e| transport(what, url, e));
+        let result = match response {
+            Ok(response) => {
+                let status = response.status();
+                match response.text().await {
+                    Err(e) => Err(transport(what, url, e)),
+                    Ok(body) if status.is_success() => Ok(body),
+                    Ok(body) => Err(status_error(what, url, status, &body)),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(_) => telemetry::global().request_succeeded(),
+            Err(e) => {
+                telemetry::global().error(e.kind());
+                telemetry::global().request_failed(e);
+            }
         }
+        result
     }
 
     /// POSTs Prometheus text lines.
@@ -188,6 +220,7 @@ impl Sink {
 
 fn transport(what: &'static str, url: &Url, e: reqwest::Error) -> SinkError {
     let not_sent = e.is_connect();
+    let timed_out = e.is_timeout();
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -207,6 +240,7 @@ fn transport(what: &'static str, url: &Url, e: reqwest::Error) -> SinkError {
         url: url.to_string(),
         reason,
         not_sent,
+        timed_out,
     }
 }
 
@@ -252,10 +286,12 @@ mod tests {
             url: "u".into(),
             reason: String::new(),
             not_sent: true,
+            timed_out: false,
         };
         assert!(refused.is_retryable());
         assert!(!refused.may_have_landed());
         assert!(status(503).may_have_landed());
+        assert_eq!(refused.kind(), ErrorKind::Connect);
         assert!(status(401).is_auth() && status(403).is_auth() && !status(404).is_auth());
     }
 

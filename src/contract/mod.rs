@@ -46,6 +46,16 @@ impl Family {
             Family::Ecowatt => "ecowatt",
         }
     }
+
+    /// The table whose rows make the family's samples.
+    pub fn table(self) -> &'static str {
+        match self {
+            Family::Consumption => "consumption_data",
+            Family::Production => "production_data",
+            Family::Tempo => "tempo_days",
+            Family::Ecowatt => "ecowatt",
+        }
+    }
 }
 
 /// One sample: Unix milliseconds and an integer value (every metric of the

@@ -490,7 +490,9 @@ fn exporter_command(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_myelectricaldata-vm-exporter"));
     c.args(args)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Tests run daemons side by side: each listens on a port of its own.
+        .env("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "127.0.0.1:0");
     for (k, v) in env {
         c.env(k, v);
     }
