@@ -15,6 +15,8 @@ pub enum Status {
     Warn,
     /// Does not work.
     Fail,
+    /// Not tried: an earlier check failed.
+    Skip,
 }
 
 /// One line of the checklist.
@@ -22,117 +24,271 @@ pub enum Status {
 pub struct Item {
     /// The outcome.
     pub status: Status,
-    /// What was checked and what was found; on failure, what to do.
-    pub text: String,
+    /// What is checked, the same words whatever the outcome.
+    pub check: &'static str,
+    /// What was found.
+    pub found: String,
+    /// What to do about a failure or a warning.
+    pub fix: Option<String>,
 }
 
-fn item(status: Status, text: impl Into<String>) -> Item {
+const PG: &str = "PostgreSQL reachable";
+const TABLES: &str = "MyElectricalData tables present";
+const LOCK: &str = "Export lock";
+const VM: &str = "VictoriaMetrics reachable";
+const CREDENTIALS: &str = "Credentials accepted";
+const READ_BACK: &str = "A sample written and read back";
+const DELETE: &str = "Series deletion allowed (corrections need it)";
+const RETENTION: &str = "Retention covers the history";
+
+fn ok(check: &'static str, found: impl Into<String>) -> Item {
     Item {
-        status,
-        text: text.into(),
+        status: Status::Ok,
+        check,
+        found: found.into(),
+        fix: None,
     }
 }
 
-/// Runs every check; stops early only where later checks cannot run.
+fn bad(
+    status: Status,
+    check: &'static str,
+    found: impl Into<String>,
+    fix: impl Into<String>,
+) -> Item {
+    Item {
+        status,
+        check,
+        found: found.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+fn skip(check: &'static str, why: &str) -> Item {
+    Item {
+        status: Status::Skip,
+        check,
+        found: format!("not tried: {why}"),
+        fix: None,
+    }
+}
+
+/// Runs every check, in order; a check that cannot run after an earlier
+/// failure is listed as skipped.
 pub async fn run(config: &Config) -> Vec<Item> {
     let mut out = Vec::new();
+    let oldest = check_postgres(config, &mut out).await;
+    check_victoriametrics(config, oldest, &mut out).await;
+    out
+}
+
+/// PostgreSQL, the tables and the lock; the oldest reading's date.
+async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::NaiveDate> {
     let source = match Source::connect_lazy(&config.database_url) {
         Ok(s) => s,
         Err(e) => {
-            out.push(item(Status::Fail, format!("{e}; fix DATABASE_URL")));
-            return out;
+            out.push(bad(Status::Fail, PG, e.to_string(), "fix DATABASE_URL"));
+            out.push(skip(TABLES, "no database"));
+            out.push(skip(LOCK, "no database"));
+            return None;
         }
     };
-    let mut oldest = None;
     match sqlx::query_scalar::<_, String>("SELECT current_setting('server_version')")
         .fetch_one(source.pool())
         .await
     {
-        Ok(v) => {
-            out.push(item(
-                Status::Ok,
-                format!("PostgreSQL reachable (version {v})"),
+        Ok(v) => out.push(ok(PG, format!("version {v}"))),
+        Err(e) => {
+            out.push(bad(
+                Status::Fail,
+                PG,
+                e.to_string(),
+                "check DATABASE_URL (host, port, user, password, database) and that PostgreSQL is running",
             ));
-            match source.missing_tables().await {
-                Ok(missing) if missing.is_empty() => {
-                    out.push(item(Status::Ok, "MyElectricalData tables present"));
-                    oldest = source.oldest_date().await.ok().flatten();
-                }
-                Ok(missing) => out.push(item(
-                    Status::Fail,
-                    format!("tables missing: {}; run `myelectricaldata-vm-exporter migrate`, or point DATABASE_URL at the MyElectricalData database", missing.join(", ")),
-                )),
-                Err(e) => out.push(item(Status::Fail, e.to_string())),
-            }
+            out.push(skip(TABLES, "PostgreSQL unreachable"));
+            out.push(skip(LOCK, "PostgreSQL unreachable"));
+            return None;
         }
-        Err(e) => out.push(item(
-            Status::Fail,
-            format!(
-                "PostgreSQL unreachable ({e}); check DATABASE_URL and that the server is running"
-            ),
-        )),
     }
+    let mut oldest = None;
+    match source.missing_tables().await {
+        Ok(missing) if missing.is_empty() => {
+            out.push(ok(TABLES, crate::source::TABLES.join(", ")));
+            oldest = source.oldest_date().await.ok().flatten();
+        }
+        Ok(missing) => out.push(bad(
+            Status::Fail,
+            TABLES,
+            format!("missing: {}", missing.join(", ")),
+            "point DATABASE_URL at the MyElectricalData database; for a standalone setup, `myelectricaldata-vm-exporter migrate` creates the tables",
+        )),
+        Err(e) => out.push(bad(Status::Fail, TABLES, e.to_string(), "check the database user's rights")),
+    }
+    match source.export_lock_holder().await {
+        Ok(None) => out.push(ok(LOCK, "free: no exporter is writing right now")),
+        Ok(Some(pid)) => out.push(ok(
+            LOCK,
+            format!("held by a running exporter (PostgreSQL backend {pid}); it does the exporting, others stand by"),
+        )),
+        Err(e) => out.push(bad(Status::Warn, LOCK, e.to_string(), "check the database user may read pg_locks")),
+    }
+    oldest
+}
 
+/// VictoriaMetrics: reachable, credentials, a sample written, read back
+/// and deleted, retention.
+async fn check_victoriametrics(
+    config: &Config,
+    oldest: Option<chrono::NaiveDate>,
+    out: &mut Vec<Item>,
+) {
     let sink = Sink::new(&config.vm);
     let now = chrono::Utc::now().timestamp_millis();
     let selector = "{__name__=\"myelectricaldata_exporter_check\"}";
     let line = format!("myelectricaldata_exporter_check 1 {now}\n");
+    let skip_rest = |out: &mut Vec<Item>, why: &str| {
+        out.push(skip(READ_BACK, why));
+        out.push(skip(DELETE, why));
+        out.push(skip(RETENTION, why));
+    };
     match sink.import(line.into()).await {
         Ok(()) => {
-            out.push(item(Status::Ok, format!("VictoriaMetrics accepted a sample at {}", sink.import_url())));
-            let mut found = false;
-            // A new series can take several seconds to become searchable.
-            for _ in 0..60 {
-                // A narrow window: VictoriaMetrics may take a while to show a
-                // new series to searches over all time.
-                let secs = now / 1000;
-                if let Ok(body) = sink.export(selector, secs - 3600, secs + 3600).await {
-                    if body.contains(&now.to_string()) {
-                        found = true;
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            if found {
-                out.push(item(Status::Ok, "the sample was read back"));
+            out.push(ok(VM, format!("{} accepted a sample", sink.import_url())));
+            out.push(ok(
+                CREDENTIALS,
+                match &config.vm.credentials {
+                    Some(_) => "basic authentication accepted",
+                    None => "none set, none asked for",
+                },
+            ));
+        }
+        Err(e) if e.is_auth() => {
+            out.push(ok(VM, format!("{} answers", sink.import_url())));
+            let fix = match &config.vm.credentials {
+                Some(_) => "check VICTORIAMETRICS_USERNAME and VICTORIAMETRICS_PASSWORD",
+                None => "VictoriaMetrics asks for credentials: set VICTORIAMETRICS_USERNAME and VICTORIAMETRICS_PASSWORD",
+            };
+            out.push(bad(Status::Fail, CREDENTIALS, format!("refused: {e}"), fix));
+            return skip_rest(out, "credentials refused");
+        }
+        Err(e) => {
+            let fix = if e.is_retryable() {
+                "check VICTORIAMETRICS_URL and that VictoriaMetrics is running"
             } else {
-                out.push(item(
-                    Status::Fail,
-                    "the sample was not read back within 30 s; check VICTORIAMETRICS_SELECT_URL (vmselect's /select/<tenant>/prometheus in a cluster)",
-                ));
-            }
-            if let Err(e) = sink.delete_series(selector).await {
-                out.push(item(
-                    Status::Fail,
-                    format!("cannot delete series ({e}); corrections need delete_series: check VICTORIAMETRICS_DELETE_URL"),
-                ));
+                "VICTORIAMETRICS_URL is the base /api/v1/import/prometheus is appended to: http://host:8428 for a single node, http://vminsert:8480/insert/<tenant>/prometheus for a cluster"
+            };
+            out.push(bad(Status::Fail, VM, e.to_string(), fix));
+            out.push(skip(CREDENTIALS, "VictoriaMetrics unreachable"));
+            return skip_rest(out, "VictoriaMetrics unreachable");
+        }
+    }
+
+    // A new series can take several seconds to become searchable, and a
+    // narrow window finds it sooner than a search over all time.
+    let secs = now / 1000;
+    let mut found = false;
+    for _ in 0..60 {
+        if let Ok(body) = sink.export(selector, secs - 3600, secs + 3600).await {
+            if body.contains(&now.to_string()) {
+                found = true;
+                break;
             }
         }
-        Err(e) if e.is_auth() => out.push(item(
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if found {
+        out.push(ok(READ_BACK, "read back from /api/v1/export"));
+    } else {
+        out.push(bad(
             Status::Fail,
-            format!("VictoriaMetrics refused the credentials ({e}); check VICTORIAMETRICS_USERNAME and VICTORIAMETRICS_PASSWORD"),
+            READ_BACK,
+            "not read back within 30 s",
+            "check VICTORIAMETRICS_SELECT_URL (vmselect's /select/<tenant>/prometheus in a cluster) and that it reads what VICTORIAMETRICS_URL writes",
+        ));
+    }
+    match sink.delete_series(selector).await {
+        Ok(()) => out.push(ok(DELETE, "the sample's series was deleted")),
+        Err(e) => out.push(bad(
+            Status::Fail,
+            DELETE,
+            e.to_string(),
+            "check VICTORIAMETRICS_DELETE_URL (vmselect's /delete/<tenant>/prometheus in a cluster) and that a proxy in front allows /api/v1/admin/tsdb/delete_series",
         )),
-        Err(e) => out.push(item(Status::Fail, format!("{e}; check VICTORIAMETRICS_URL and that VictoriaMetrics is running"))),
     }
 
     match sink.get_select("/metrics").await.ok().and_then(|m| retention_from_metrics(&m)) {
         Some(retention) => {
             let age = oldest.map(|d| (chrono::Utc::now().date_naive() - d).num_days());
             match age {
-                Some(age) if age > retention => out.push(item(
+                Some(age) if age > retention => out.push(bad(
                     Status::Warn,
-                    format!("VictoriaMetrics keeps {retention} days (-retentionPeriod) but the oldest reading is {age} days old: older samples are dropped silently; raise -retentionPeriod (e.g. 100y)"),
+                    RETENTION,
+                    format!("VictoriaMetrics keeps {retention} days (-retentionPeriod) but the oldest reading is {age} days old: older samples are dropped silently"),
+                    "start VictoriaMetrics with a longer -retentionPeriod (e.g. 100y)",
                 )),
-                _ => out.push(item(Status::Ok, format!("VictoriaMetrics retention ({retention} days) covers the data"))),
+                Some(age) => out.push(ok(RETENTION, format!("VictoriaMetrics keeps {retention} days; the oldest reading is {age} days old"))),
+                None => out.push(ok(RETENTION, format!("VictoriaMetrics keeps {retention} days; no readings yet"))),
             }
         }
-        None => out.push(item(
+        None => out.push(bad(
             Status::Warn,
-            "VictoriaMetrics' retention could not be read (no /metrics at the select URL); make sure -retentionPeriod covers your history",
+            RETENTION,
+            "VictoriaMetrics' retention could not be read (no /metrics at the select URL, as behind vmselect or a proxy)",
+            "make sure -retentionPeriod covers your history (e.g. 100y)",
         )),
     }
+}
+
+/// The checklist as printed: one line per check, what to do under each
+/// failure or warning, and a summary.
+pub fn report(items: &[Item]) -> String {
+    let mut out = String::new();
+    let width = items.iter().map(|i| i.check.len()).max().unwrap_or(0);
+    for i in items {
+        let mark = match i.status {
+            Status::Ok => "[ OK ]",
+            Status::Warn => "[WARN]",
+            Status::Fail => "[FAIL]",
+            Status::Skip => "[SKIP]",
+        };
+        out.push_str(&format!("{mark} {:width$}  {}\n", i.check, i.found));
+        if let Some(fix) = &i.fix {
+            out.push_str(&format!("       what to do: {fix}\n"));
+        }
+    }
+    let count = |s| items.iter().filter(|i| i.status == s).count();
+    let (failed, warned, skipped) = (
+        count(Status::Fail),
+        count(Status::Warn),
+        count(Status::Skip),
+    );
+    if failed == 0 {
+        out.push_str(&format!(
+            "all is well: {} checks passed{}\n",
+            items.len(),
+            if warned > 0 {
+                format!(", {warned} with a warning to read above")
+            } else {
+                String::new()
+            }
+        ));
+    } else {
+        out.push_str(&format!(
+            "{failed} of {} checks failed{}; see what to do above\n",
+            items.len(),
+            if skipped > 0 {
+                format!(" ({skipped} could not be tried)")
+            } else {
+                String::new()
+            }
+        ));
+    }
     out
+}
+
+/// Whether the checklist passed (warnings allowed).
+pub fn passed(items: &[Item]) -> bool {
+    items.iter().all(|i| i.status != Status::Fail)
 }
 
 /// Days of retention from VictoriaMetrics' own `/metrics`
@@ -160,6 +316,35 @@ pub fn retention_from_metrics(metrics: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_lists_each_check_with_what_to_do_under_failures() {
+        let items = vec![
+            ok(PG, "version 15"),
+            bad(Status::Fail, VM, "cannot connect", "start it"),
+            skip(READ_BACK, "VictoriaMetrics unreachable"),
+        ];
+        let text = report(&items);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("[ OK ] PostgreSQL reachable"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("[FAIL] VictoriaMetrics reachable"),
+            "{text}"
+        );
+        assert_eq!(lines[2], "       what to do: start it");
+        assert!(
+            lines[3].starts_with("[SKIP] A sample written and read back"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[4],
+            "1 of 3 checks failed (1 could not be tried); see what to do above"
+        );
+        assert!(!passed(&items));
+    }
 
     #[test]
     fn retention_is_read_from_the_flag_metric() {

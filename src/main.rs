@@ -105,19 +105,12 @@ async fn execute(command: Command, config: Config) -> ExitCode {
         }
         Command::Check => {
             let items = check::run(&config).await;
-            let mut failed = false;
-            for item in &items {
-                let mark = match item.status {
-                    check::Status::Ok => "[ OK ]",
-                    check::Status::Warn => "[WARN]",
-                    check::Status::Fail => {
-                        failed = true;
-                        "[FAIL]"
-                    }
-                };
-                println!("{mark} {}", item.text);
-            }
-            return if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+            print!("{}", check::report(&items));
+            return if check::passed(&items) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     match result {

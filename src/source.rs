@@ -402,6 +402,19 @@ impl Source {
         }))
     }
 
+    /// The backend holding the export lock, if an exporter holds it.
+    pub async fn export_lock_holder(&self) -> Result<Option<i32>, SourceError> {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+                AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid AND objsubid = 1
+              LIMIT 1",
+        )
+        .bind(EXPORT_LOCK)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(SourceError::query("looking for the export lock"))
+    }
+
     /// Whether backend `pid` still holds the export lock, asked on any
     /// connection: a pass checks it before it deletes or records anything,
     /// so that a holder whose lock connection dropped mid-pass stops before

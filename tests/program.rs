@@ -229,7 +229,7 @@ async fn check_passes_against_working_servers_and_names_refused_credentials() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        report.contains("[ OK ] the sample was read back"),
+        report.contains("[ OK ] A sample written and read back"),
         "{report}"
     );
 
@@ -239,8 +239,13 @@ async fn check_passes_against_working_servers_and_names_refused_credentials() {
     let out = exporter(&["check"], &bad);
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("[FAIL] Credentials accepted"), "{report}");
     assert!(
-        report.contains("[FAIL] VictoriaMetrics refused the credentials"),
+        report.contains("what to do: check VICTORIAMETRICS_USERNAME and VICTORIAMETRICS_PASSWORD"),
+        "{report}"
+    );
+    assert!(
+        report.contains("[SKIP] A sample written and read back"),
         "{report}"
     );
     assert!(!report.contains("guess"), "{report}");
@@ -262,7 +267,14 @@ async fn check_warns_when_retention_is_shorter_than_the_history() {
     );
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
-        report.contains("[WARN] VictoriaMetrics keeps 31 days"),
+        report
+            .lines()
+            .any(|l| l.starts_with("[WARN] Retention covers the history")
+                && l.contains("VictoriaMetrics keeps 31 days")),
+        "{report}"
+    );
+    assert!(
+        report.contains("what to do: start VictoriaMetrics with a longer -retentionPeriod"),
         "{report}"
     );
     assert!(out.status.success(), "{report}");
