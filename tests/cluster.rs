@@ -1,0 +1,733 @@
+//! A VictoriaMetrics cluster's URLs: the exporter writes through vminsert's
+//! `/insert/<tenant>/prometheus`, reads and deletes through vmselect's
+//! `/select/<tenant>/prometheus` and `/delete/<tenant>/prometheus`, and the
+//! mirror stays exact. Debian ships no cluster binaries (and its vmauth 1.79
+//! cannot strip a path prefix), so a small routing proxy below stands in for
+//! the cluster: two ports like vminsert and vmselect, serving only the
+//! cluster paths of one tenant, with basic authentication like vmauth, onto
+//! a single-node server. Anything else is answered 400 (an unsupported
+//! path, as vminsert and vmselect answer), 404 (another tenant) or 401, so
+//! the test passes only if the exporter uses the cluster paths.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use common::model::{assert_exported, from_export};
+use common::Servers;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The tenant (accountID) the cluster serves: not 0, so that a tenant
+/// dropped or replaced on the way shows.
+const TENANT: &str = "42";
+const USER: &str = "exporter";
+const PASSWORD: &str = "s3cret:with colon";
+
+/// Which cluster component a port plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// vminsert (8480): `/insert/<tenant>/prometheus/...`.
+    Insert,
+    /// vmselect (8481): `/select/<tenant>/prometheus/...` and `/delete/<tenant>/prometheus/...`.
+    Select,
+}
+
+/// Suffixes after `/insert/<tenant>/prometheus/` this vminsert serves.
+const INSERT_PATHS: &[&str] = &["api/v1/import/prometheus", "api/v1/import", "api/v1/write"];
+/// Suffixes after `/select/<tenant>/prometheus/` this vmselect serves.
+const SELECT_PATHS: &[&str] = &[
+    "api/v1/export",
+    "api/v1/query",
+    "api/v1/query_range",
+    "api/v1/series",
+    "api/v1/labels",
+];
+/// The one suffix after `/delete/<tenant>/prometheus/` vmselect serves.
+const DELETE_PATHS: &[&str] = &["api/v1/admin/tsdb/delete_series"];
+
+/// Maps a cluster request target (path and query) onto the single node's,
+/// or gives the status and message a cluster would answer.
+fn route(role: Role, tenant: &str, target: &str) -> Result<String, (u16, String)> {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let unsupported = || (400, format!("unsupported path requested: {path:?}"));
+    let mut parts = path
+        .strip_prefix('/')
+        .ok_or_else(unsupported)?
+        .splitn(4, '/');
+    let (prefix, account, api, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
+    let allowed = match (role, prefix) {
+        (Role::Insert, Some("insert")) => INSERT_PATHS,
+        (Role::Select, Some("select")) => SELECT_PATHS,
+        (Role::Select, Some("delete")) => DELETE_PATHS,
+        _ => return Err(unsupported()),
+    };
+    let rest = match (api, rest) {
+        (Some("prometheus"), Some(rest)) if allowed.contains(&rest) => rest,
+        _ => return Err(unsupported()),
+    };
+    if account != Some(tenant) {
+        return Err((
+            404,
+            format!("tenant {account:?} is not served here (only {tenant})"),
+        ));
+    }
+    Ok(match query {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    })
+}
+
+/// One request the proxy answered.
+#[derive(Debug, Clone)]
+struct Seen {
+    role: Role,
+    method: String,
+    /// Path and query as received.
+    target: String,
+    status: u16,
+    body_len: usize,
+}
+
+impl Seen {
+    fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+}
+
+struct Shared {
+    upstream: String,
+    tenant: String,
+    authorization: String,
+    client: reqwest::Client,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// The stand-in cluster: a vminsert port and a vmselect port.
+struct Cluster {
+    /// vminsert's base URL (`http://127.0.0.1:port`).
+    insert: String,
+    /// vmselect's base URL.
+    select: String,
+    shared: Arc<Shared>,
+}
+
+impl Cluster {
+    /// Starts both ports in front of the single node at `upstream`.
+    fn start(upstream: &str, tenant: &str, (user, password): (&str, &str)) -> Self {
+        let bind = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.set_nonblocking(true).unwrap();
+            l
+        };
+        let (insert, select) = (bind(), bind());
+        let url = |l: &std::net::TcpListener| format!("http://{}", l.local_addr().unwrap());
+        let (insert_url, select_url) = (url(&insert), url(&select));
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            tenant: tenant.to_string(),
+            authorization: format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            seen: Mutex::new(Vec::new()),
+        });
+        let s = shared.clone();
+        // Its own thread and runtime: the test blocks while the exporter runs.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                for (listener, role) in [(insert, Role::Insert), (select, Role::Select)] {
+                    let listener = TcpListener::from_std(listener).unwrap();
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            let Ok((stream, _)) = listener.accept().await else {
+                                continue;
+                            };
+                            let s = s.clone();
+                            tokio::spawn(async move {
+                                let _ = serve(stream, role, &s).await;
+                            });
+                        }
+                    });
+                }
+                std::future::pending::<()>().await;
+            });
+        });
+        Cluster {
+            insert: insert_url,
+            select: select_url,
+            shared,
+        }
+    }
+
+    /// Every request answered so far.
+    fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests seen so far.
+    fn clear(&self) {
+        self.shared.seen.lock().unwrap().clear();
+    }
+}
+
+/// One HTTP/1.1 request.
+struct Request {
+    method: String,
+    target: String,
+    /// Lower-cased names.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn invalid(what: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Reads one request: its head, then a body framed by Content-Length or
+/// chunked; `None` when the client closed the connection.
+async fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await? == 0 {
+        return Ok(None);
+    }
+    let mut words = line.split_whitespace();
+    let (method, target) = match (words.next(), words.next()) {
+        (Some(m), Some(t)) => (m.to_string(), t.to_string()),
+        _ => return Err(invalid(format!("bad request line {line:?}"))),
+    };
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(None);
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').ok_or_else(|| invalid(l))?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let mut req = Request {
+        method,
+        target,
+        headers,
+        body: Vec::new(),
+    };
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            line.clear();
+            r.read_line(&mut line).await?;
+            let size = line.trim().split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(size, 16).map_err(invalid)?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await? == 0 || line.trim_end().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let start = req.body.len();
+            req.body.resize(start + size, 0);
+            r.read_exact(&mut req.body[start..]).await?;
+            line.clear();
+            r.read_line(&mut line).await?;
+        }
+    } else if let Some(len) = req.header("content-length") {
+        let len: usize = len.parse().map_err(invalid)?;
+        req.body.resize(len, 0);
+        r.read_exact(&mut req.body).await?;
+    }
+    Ok(Some(req))
+}
+
+/// Serves a connection, keep-alive included.
+async fn serve(stream: TcpStream, role: Role, s: &Shared) -> std::io::Result<()> {
+    let mut r = BufReader::new(stream);
+    while let Some(req) = read_request(&mut r).await? {
+        let close = req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let (status, content_type, body) = answer(&req, role, s).await;
+        s.seen.lock().unwrap().push(Seen {
+            role,
+            method: req.method.clone(),
+            target: req.target.clone(),
+            status,
+            body_len: req.body.len(),
+        });
+        let reason = reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|c| c.canonical_reason())
+            .unwrap_or("Unknown");
+        let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+        if status != 204 && status != 304 {
+            head.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let w = r.get_mut();
+        w.write_all(head.as_bytes()).await?;
+        if status != 204 && status != 304 {
+            w.write_all(&body).await?;
+        }
+        w.flush().await?;
+        if close {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the credentials like vmauth, routes like vminsert/vmselect and
+/// forwards to the single node.
+async fn answer(req: &Request, role: Role, s: &Shared) -> (u16, String, Vec<u8>) {
+    let text = |status: u16, msg: String| (status, "text/plain".to_string(), msg.into_bytes());
+    if req.header("authorization") != Some(s.authorization.as_str()) {
+        return text(401, "Unauthorized".into());
+    }
+    let path = match route(role, &s.tenant, &req.target) {
+        Ok(p) => p,
+        Err((status, msg)) => return text(status, msg),
+    };
+    let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
+        return text(405, format!("method {:?}", req.method));
+    };
+    let mut rb = s
+        .client
+        .request(method, format!("{}{path}", s.upstream))
+        .body(req.body.clone());
+    for (k, v) in &req.headers {
+        let hop = [
+            "host",
+            "connection",
+            "keep-alive",
+            "content-length",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+            "expect",
+            "authorization",
+        ];
+        if !hop.contains(&k.as_str()) {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+    }
+    match rb.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("text/plain")
+                .to_string();
+            match resp.bytes().await {
+                Ok(body) => (status, content_type, body.to_vec()),
+                Err(e) => text(502, format!("upstream body: {e}")),
+            }
+        }
+        Err(e) => text(502, format!("upstream: {e}")),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Every raw sample of the exporter's series, read through vmselect's
+/// tenant path with a GET and a query string, as Grafana would.
+async fn export_through(cluster: &Cluster) -> BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> {
+    let end = (chrono::Utc::now().timestamp() + 4 * 86400).to_string();
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/select/{TENANT}/prometheus/api/v1/export",
+            cluster.select
+        ))
+        .basic_auth(USER, Some(PASSWORD))
+        .query(&[
+            ("match[]", "{__name__=~\"myelectricaldata_.*\"}"),
+            ("end", end.as_str()),
+        ])
+        .send()
+        .await
+        .expect("export through vmselect");
+    assert_eq!(response.status(), 200, "export through vmselect");
+    let body = response.text().await.unwrap();
+    let mut out: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("export line is JSON");
+        let labels = v["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let ts = v["timestamps"].as_array().unwrap().iter();
+        let vals = v["values"].as_array().unwrap().iter();
+        out.entry(labels).or_default().extend(
+            ts.map(|t| t.as_i64().unwrap())
+                .zip(vals.map(|x| x.as_f64().unwrap())),
+        );
+    }
+    out
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status of the answer.
+async fn raw_status(base: &str, request: &str) -> u16 {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+/// MyElectricalData's changes that force rewrites: a correction in the
+/// middle of a day's 30-minute history and of a daily value, a quality
+/// flip, deleted rows, new days, a Tempo colour changed.
+const CHANGES: &str = r#"
+UPDATE consumption_data SET value = value - 50, updated_at = now()
+ WHERE usage_point_id = '98765432109876' AND granularity = 'detailed' AND date = '2024-10-27' AND interval_start = '12:30';
+UPDATE consumption_data SET value = value + 111, updated_at = now()
+ WHERE usage_point_id = '12345678901234' AND granularity = 'daily' AND date = '2024-02-10';
+UPDATE consumption_data SET raw_data = '{"quality": "CORRIGE"}', updated_at = now()
+ WHERE usage_point_id = '12345678901234' AND granularity = 'daily' AND date BETWEEN '2024-11-02' AND '2024-11-04';
+DELETE FROM consumption_data WHERE usage_point_id = '98765432109876' AND granularity = 'detailed'
+ AND date = '2024-11-05' AND interval_start = '08:00';
+DELETE FROM production_data WHERE granularity = 'detailed';
+INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data, updated_at)
+SELECT md5(p || d::text || 'new'), p, d, 'daily', NULL, 9999, '{"quality": "BRUT"}', now()
+  FROM unnest(ARRAY['12345678901234', '98765432109876']) AS p, generate_series('2024-11-11'::date, '2024-11-12', '1 day') AS d;
+UPDATE tempo_days SET color = 'WHITE' WHERE id = '2024-09-02';
+"#;
+
+#[test]
+fn cluster_paths_map_onto_the_single_node_and_nothing_else_does() {
+    let r = |role, target: &str| route(role, "42", target);
+    assert_eq!(
+        r(
+            Role::Insert,
+            "/insert/42/prometheus/api/v1/import/prometheus"
+        ),
+        Ok("/api/v1/import/prometheus".into())
+    );
+    assert_eq!(
+        r(
+            Role::Select,
+            "/select/42/prometheus/api/v1/export?match[]=x&end=1"
+        ),
+        Ok("/api/v1/export?match[]=x&end=1".into())
+    );
+    assert_eq!(
+        r(
+            Role::Select,
+            "/delete/42/prometheus/api/v1/admin/tsdb/delete_series"
+        ),
+        Ok("/api/v1/admin/tsdb/delete_series".into())
+    );
+    for (role, target, status) in [
+        (Role::Insert, "/api/v1/import/prometheus", 400),
+        (
+            Role::Insert,
+            "/insert/0/prometheus/api/v1/import/prometheus",
+            404,
+        ),
+        (Role::Insert, "/insert/42/api/v1/import/prometheus", 400),
+        (Role::Insert, "/select/42/prometheus/api/v1/export", 400),
+        (
+            Role::Select,
+            "/insert/42/prometheus/api/v1/import/prometheus",
+            400,
+        ),
+        (Role::Select, "/api/v1/export", 400),
+        (
+            Role::Select,
+            "/select/42/prometheus/api/v1/admin/tsdb/delete_series",
+            400,
+        ),
+        (Role::Select, "/delete/42/prometheus/api/v1/export", 400),
+        (
+            Role::Select,
+            "/delete/7/prometheus/api/v1/admin/tsdb/delete_series",
+            404,
+        ),
+        (Role::Select, "/select/42/prometheus/metrics", 400),
+        (Role::Select, "/metrics", 400),
+    ] {
+        assert_eq!(r(role, target).map_err(|e| e.0), Err(status), "{target}");
+    }
+}
+
+#[tokio::test]
+async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
+    let servers = Servers::start().await;
+    let (vm, pool) = (&servers.vm, &servers.pool);
+    let cluster = Cluster::start(&vm.url, TENANT, (USER, PASSWORD));
+    let none = BTreeMap::new();
+
+    // The stand-in refuses what a cluster behind vmauth refuses, and
+    // forwards a chunked body (the exporter's have a Content-Length).
+    let auth = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
+    let import_path = format!("/insert/{TENANT}/prometheus/api/v1/import/prometheus");
+    let delete_path = format!("/delete/{TENANT}/prometheus/api/v1/admin/tsdb/delete_series");
+    let export_path = format!("/select/{TENANT}/prometheus/api/v1/export");
+    for (base, path, auth, want) in [
+        (
+            &cluster.insert,
+            "/api/v1/import/prometheus",
+            auth.as_str(),
+            400,
+        ),
+        (
+            &cluster.insert,
+            "/insert/0/prometheus/api/v1/import/prometheus",
+            &auth,
+            404,
+        ),
+        (&cluster.select, &import_path, &auth, 400),
+        (&cluster.insert, &import_path, "Basic d3Jvbmc6d3Jvbmc=", 401),
+        (&cluster.insert, &import_path, &auth, 204),
+    ] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\
+             Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
+             8\r\ncluster_\r\n8\r\nprobe 1\n\r\n0\r\n\r\n"
+        );
+        assert_eq!(raw_status(base, &request).await, want, "{path}");
+    }
+    cluster.clear();
+
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", servers.pg.url("med")),
+        (
+            "VICTORIAMETRICS_URL",
+            format!("{}/insert/{TENANT}/prometheus", cluster.insert),
+        ),
+        (
+            "VICTORIAMETRICS_SELECT_URL",
+            format!("{}/select/{TENANT}/prometheus", cluster.select),
+        ),
+        (
+            "VICTORIAMETRICS_DELETE_URL",
+            format!("{}/delete/{TENANT}/prometheus", cluster.select),
+        ),
+        ("VICTORIAMETRICS_USERNAME", USER.into()),
+        ("VICTORIAMETRICS_PASSWORD", PASSWORD.into()),
+    ];
+    let with = |extra: &[(&'static str, &str)]| {
+        let mut e = env.clone();
+        e.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        e
+    };
+
+    // First export, in big batches (bodies of hundreds of kilobytes).
+    let before = chrono::Utc::now().timestamp_millis();
+    common::run_ok(
+        &["once"],
+        &with(&[("VICTORIAMETRICS_BATCH_SIZE", "100000")]),
+    );
+    let seen = cluster.seen();
+    let direct = vm.export_all().await;
+    assert_exported(
+        pool,
+        &none,
+        before,
+        &from_export(direct.clone()),
+        "after the first export through the cluster paths",
+    )
+    .await;
+    assert_eq!(
+        from_export(export_through(&cluster).await),
+        from_export(direct),
+        "vmselect's tenant path reads what the single node holds"
+    );
+    let imports: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.role == Role::Insert && s.path() == import_path)
+        .collect();
+    assert!(!imports.is_empty(), "no import seen: {seen:?}");
+    assert!(
+        imports
+            .iter()
+            .all(|s| s.method == "POST" && s.status == 204),
+        "{imports:?}"
+    );
+    assert!(
+        imports.iter().any(|s| s.body_len > 100_000),
+        "no big body: {imports:?}"
+    );
+    let off = off_paths(&seen, &[&import_path, &delete_path]);
+    assert!(off.is_empty(), "requests off the cluster paths: {off:?}");
+    // The chunked probe landed whole (VictoriaMetrics shows a new series
+    // to searches a moment after it was written).
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let probe = client
+            .get(format!("{}{export_path}", cluster.select))
+            .basic_auth(USER, Some(PASSWORD))
+            .query(&[("match[]", "cluster_probe")])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if probe.contains(r#""__name__":"cluster_probe""#) {
+            assert!(probe.contains(r#""values":[1]"#), "{probe}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chunked probe was not stored: {probe:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    cluster.clear();
+
+    // Changes that force deletes and rewrites, then the mirror again.
+    sqlx::raw_sql(CHANGES).execute(pool).await.unwrap();
+    let before = chrono::Utc::now().timestamp_millis();
+    common::run_ok(&["once"], &env);
+    let direct = vm.export_all().await;
+    assert_exported(
+        pool,
+        &none,
+        before,
+        &from_export(direct.clone()),
+        "after the changes, through the cluster paths",
+    )
+    .await;
+    let seen = cluster.seen();
+    let deletes = count_in(&seen, Role::Select, &delete_path, 204);
+    let imports = count_in(&seen, Role::Insert, &import_path, 204);
+    assert!(deletes > 0, "no delete_series seen: {seen:?}");
+    assert!(imports > 0, "no import seen: {seen:?}");
+    let off = off_paths(&seen, &[&import_path, &delete_path]);
+    assert!(off.is_empty(), "requests off the cluster paths: {off:?}");
+    cluster.clear();
+
+    // `check` writes, reads back and deletes a sample through the cluster;
+    // the mirror is left as it was.
+    let out = common::exporter(&["check"], &env);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "check failed: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = cluster.seen();
+    for (role, path, status) in [
+        (Role::Insert, &import_path, 204),
+        (Role::Select, &export_path, 200),
+        (Role::Select, &delete_path, 204),
+    ] {
+        assert!(count_in(&seen, role, path, status) > 0, "{path}: {seen:?}");
+    }
+    // Besides those, only the retention probe of `check` (a GET of
+    // `/metrics` below the select base, which a real vmselect refuses with
+    // 400 as this stand-in does, so that `check` warns).
+    let off = off_paths(&seen, &[&import_path, &export_path, &delete_path]);
+    assert!(
+        off.iter()
+            .all(|s| s.method == "GET" && s.path().ends_with("/metrics")),
+        "requests off the cluster paths: {off:?}"
+    );
+    assert!(
+        seen.iter().all(|s| s.status != 401),
+        "credentials missing: {seen:?}"
+    );
+    let direct = vm.export_all().await;
+    assert_exported(
+        pool,
+        &none,
+        before,
+        &from_export(direct.clone()),
+        "after check",
+    )
+    .await;
+    assert_eq!(
+        from_export(export_through(&cluster).await),
+        from_export(direct),
+        "vmselect's tenant path reads what the single node holds"
+    );
+}
+
+/// Requests seen that were not answered with success on one of `paths`
+/// (each on its own component's port).
+fn off_paths<'a>(seen: &'a [Seen], paths: &[&String]) -> Vec<&'a Seen> {
+    seen.iter()
+        .filter(|s| {
+            let role = if s.path().starts_with("/insert/") {
+                Role::Insert
+            } else {
+                Role::Select
+            };
+            !(s.role == role
+                && (200..300).contains(&s.status)
+                && paths.iter().any(|p| s.path() == p.as_str()))
+        })
+        .collect()
+}
+
+/// Requests seen on `role`'s port at `path` answered `status`, all POSTs.
+fn count_in(seen: &[Seen], role: Role, path: &str, status: u16) -> usize {
+    seen.iter()
+        .filter(|s| s.role == role && s.path() == path && s.status == status)
+        .inspect(|s| assert_eq!(s.method, "POST", "{s:?}"))
+        .count()
+}
