@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::contract::render::write_line;
 use crate::contract::Sample;
+use crate::progress::Progress;
 use crate::sink::{Sink, SinkError};
 
 /// Why a batch was not delivered.
@@ -55,6 +56,7 @@ pub struct Batcher<'a> {
     /// Retries made.
     pub retries: u64,
     attempt_limit: Option<u32>,
+    progress: Option<Progress>,
 }
 
 impl<'a> Batcher<'a> {
@@ -80,7 +82,14 @@ impl<'a> Batcher<'a> {
             batches_sent: 0,
             retries: 0,
             attempt_limit: None,
+            progress: None,
         }
+    }
+
+    /// Reports each acknowledged batch to `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Gives up on a batch after this many failed attempts (`once`); the
@@ -201,6 +210,9 @@ impl<'a> Batcher<'a> {
         self.acked += self.lines as u64;
         self.lines = 0;
         self.ids.clear();
+        if let Some(p) = &mut self.progress {
+            p.update(self.acked);
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{backoff, BatchError, Batcher};
 use crate::config::Config;
 use crate::contract::{Contract, Family, Report, Series};
+use crate::progress::{Display, Progress};
 use crate::series::SeriesReader;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceError};
@@ -125,6 +126,7 @@ pub struct Exporter {
     last_import: Mutex<Option<Instant>>,
     attempt_limit: Option<u32>,
     lock_pid: Mutex<Option<i32>>,
+    display: Display,
 }
 
 /// How many acknowledged series to gather before recording them.
@@ -144,6 +146,7 @@ impl Exporter {
             last_import: Mutex::new(None),
             attempt_limit: None,
             lock_pid: Mutex::new(None),
+            display: Display::Logs,
         }
     }
 
@@ -151,6 +154,12 @@ impl Exporter {
     /// for as long as the process runs (for `once`).
     pub fn with_attempt_limit(mut self, limit: u32) -> Self {
         self.attempt_limit = Some(limit);
+        self
+    }
+
+    /// Shows the progress of long sends this way.
+    pub fn with_progress(mut self, display: Display) -> Self {
+        self.display = display;
         self
     }
 
@@ -222,19 +231,21 @@ impl Exporter {
         deleting: impl Iterator<Item = &'a SeriesState>,
     ) -> Result<(), ExportError> {
         let now = Instant::now();
-        let mut deadline = self
-            .last_import
-            .lock()
-            .map(|t| t.map(|t| t + DELETE_SETTLE))
-            .unwrap_or(None);
+        let mine = self.last_import.lock().map(|t| *t).unwrap_or(None);
+        let others = self.others_until.lock().map(|t| *t).unwrap_or(now);
+        let mut deadline: Option<Instant> = None;
         let mut later = |d: Instant| deadline = Some(deadline.map_or(d, |old: Instant| old.max(d)));
         for s in deleting {
             if s.pending {
-                // Possibly written by a process that died just before this one
-                // started, or by the replica this one took over from.
-                let others = self.others_until.lock().map(|t| *t).unwrap_or(now);
+                // Written by a pass that did not complete: this process's
+                // last one, a process that died just before this one
+                // started, or the replica this one took over from.
+                if let Some(t) = mine {
+                    later(t + DELETE_SETTLE);
+                }
                 later(others + DELETE_SETTLE);
             }
+            // A recorded series was last written before it was recorded.
             if s.age < DELETE_SETTLE {
                 later(now + (DELETE_SETTLE - s.age));
             }
@@ -270,11 +281,21 @@ impl Exporter {
         let mut touched: HashMap<String, Plan> = HashMap::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut pdls: BTreeSet<String> = BTreeSet::new();
+        let mut to_send = 0u64;
         let mut reader = SeriesReader::new(&self.source, family, None);
         while let Some(group) = reader.next(&contract, &mut report).await? {
             for series in group {
                 self.check_cancel()?;
                 let plan = state::plan(known.get(&series.selector), &series.samples, contract.tz);
+                to_send += match &plan {
+                    Plan::Unchanged => 0,
+                    Plan::Rewrite => series.samples.len() as u64,
+                    Plan::Append(_) => series
+                        .samples
+                        .iter()
+                        .filter(|s| plan.sends(s, contract.tz))
+                        .count() as u64,
+                };
                 if plan != Plan::Unchanged {
                     pdls.extend(series.pdl.clone());
                     touched.insert(series.selector.clone(), plan);
@@ -343,8 +364,10 @@ impl Exporter {
             self.config.vm.batch_size.get(),
             max_backoff,
         )
-        .with_attempt_limit(self.attempt_limit);
+        .with_attempt_limit(self.attempt_limit)
+        .with_progress(Progress::new(family, to_send, self.display));
         let mut unacked: Vec<(u64, Done)> = Vec::new();
+
         let filter = matches!(family, Family::Consumption | Family::Production)
             .then(|| pdls.into_iter().collect());
         let mut reader = SeriesReader::new(&self.source, family, filter);

@@ -17,7 +17,8 @@
 //! - [`batch`] and [`sink`]: lines in batches, posted to VictoriaMetrics with
 //!   retries; series deletion and read-back.
 //! - [`series`]: a family's series, read from the source through the contract.
-//! - [`export`]: one pass over a family: plan, delete, send, acknowledge.
+//! - [`export`]: one pass over a family: plan, delete, send, acknowledge;
+//!   [`progress`] reports on long sends.
 //! - [`scheduler`]: the daemon's loop: poll, full reconciliation, shutdown.
 //! - [`telemetry`] and [`listener`]: self-monitoring, `/health` and
 //!   `/metrics` on `VICTORIAMETRICS_HTTP_LISTEN_ADDR`.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod contract;
 pub mod export;
 pub mod listener;
+pub mod progress;
 pub mod scheduler;
 pub mod series;
 pub mod sink;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use myelectricaldata_vm_exporter::{
-    check, config::Config, listener, scheduler, series, source::Source,
+    check, config::Config, listener, progress, scheduler, series, source::Source,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 async fn execute(command: Command, config: Config) -> ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = match command {
         Command::Run => scheduler::run(config, shutdown_signal()).await.map_err(Into::into),
-        Command::Once => scheduler::once(config).await.map(|o| {
+        Command::Once => scheduler::once(config, progress_display()).await.map(|o| {
             tracing::info!(lines = o.lines, rewritten = o.rewritten, appended = o.appended, deleted = o.deleted, skipped = o.skipped, "once: done");
         }).map_err(Into::into),
         Command::Migrate => async {
@@ -119,6 +119,15 @@ async fn execute(command: Command, config: Config) -> ExitCode {
             tracing::error!(error = %e, "failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A progress bar when a person watches `once` on a terminal.
+fn progress_display() -> progress::Display {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        progress::Display::Bar
+    } else {
+        progress::Display::Logs
     }
 }
 

@@ -255,8 +255,12 @@ async fn cycle(
     first_error.map_or(Ok(clocks.iter().all(|c| !c.failed)), Err)
 }
 
-/// One full reconciliation of every family, as `once` runs it.
-pub async fn once(config: Config) -> Result<crate::export::Outcome, ExportError> {
+/// One full reconciliation of every family, as `once` runs it; long sends
+/// report their progress as `display` says.
+pub async fn once(
+    config: Config,
+    display: crate::progress::Display,
+) -> Result<crate::export::Outcome, ExportError> {
     let source = Source::connect_lazy(&config.database_url)?;
     source.migrate().await?;
     let sink = Sink::new(&config.vm);
@@ -272,8 +276,9 @@ pub async fn once(config: Config) -> Result<crate::export::Outcome, ExportError>
             None => return Err(ExportError::Locked),
         }
     };
-    let exporter =
-        Exporter::new(source, sink, config, CancellationToken::new()).with_attempt_limit(6);
+    let exporter = Exporter::new(source, sink, config, CancellationToken::new())
+        .with_attempt_limit(6)
+        .with_progress(display);
     exporter.prepare().await?;
     let mut total = crate::export::Outcome::default();
     for family in Family::ALL {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::{Stream, TryStreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::ConnectOptions;
 use sqlx::{PgPool, Row};
 
 use crate::contract::ecowatt::EcowattRow;
@@ -107,7 +108,10 @@ impl Source {
     pub fn connect_lazy(database_url: &SecretString) -> Result<Self, SourceError> {
         let options = PgConnectOptions::from_str(database_url.expose_secret())
             .map_err(|e| SourceError::Options(redact_url_error(&e.to_string(), database_url)))?
-            .application_name("myelectricaldata-vm-exporter");
+            .application_name("myelectricaldata-vm-exporter")
+            // A row stream stays open while its lines are posted: sqlx would
+            // call every long send a slow statement.
+            .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(3600));
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .min_connections(0)

@@ -6,7 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{exporter, free_port, spawn_exporter, Servers};
+use common::proxy::{Fault, Proxy};
+use common::{exporter, free_port, run_ok, spawn_exporter, Servers};
 
 /// The value of the line `name` (exactly, labels included) in `/metrics`.
 fn metric(text: &str, name: &str) -> Option<f64> {
@@ -188,4 +189,31 @@ fn a_listen_address_in_use_stops_the_daemon_with_a_line_naming_the_variable() {
         )),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_long_send_logs_lines_done_rate_and_time_left() {
+    let servers = Servers::start().await;
+    let proxy = Proxy::start(servers.vm.url.trim_start_matches("http://"));
+    // The consumption family's 7 deletes (a first export deletes what a
+    // series may hold from before) and 16 batches, slowed down so that the
+    // send lasts past ten seconds, when the first report is due.
+    proxy.set_for(Fault::Delay(Duration::from_millis(800)), 7 + 16);
+    let log = run_ok(
+        &["once"],
+        &servers.env(&[("VICTORIAMETRICS_URL", &proxy.url)]),
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains(" sending "))
+        .unwrap_or_else(|| panic!("no progress line: {log}"));
+    for part in [
+        "family=\"consumption\"",
+        "total=1512",
+        "percent=",
+        "lines/s",
+        "left=",
+    ] {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
 }
