@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::contract::render::write_line;
 use crate::contract::Sample;
-use crate::progress::Progress;
 use crate::sink::{Sink, SinkError};
 
 /// Why a batch was not delivered.
@@ -56,7 +55,6 @@ pub struct Batcher<'a> {
     /// Retries made.
     pub retries: u64,
     attempt_limit: Option<u32>,
-    progress: Option<Progress>,
 }
 
 impl<'a> Batcher<'a> {
@@ -82,14 +80,7 @@ impl<'a> Batcher<'a> {
             batches_sent: 0,
             retries: 0,
             attempt_limit: None,
-            progress: None,
         }
-    }
-
-    /// Reports each acknowledged batch to `progress`.
-    pub fn with_progress(mut self, progress: Progress) -> Self {
-        self.progress = Some(progress);
-        self
     }
 
     /// Gives up on a batch after this many failed attempts (`once`); the
@@ -196,6 +187,9 @@ impl<'a> Batcher<'a> {
                     if e.is_auth() {
                         tracing::error!(error = %e, "VictoriaMetrics refused the credentials (VICTORIAMETRICS_USERNAME/VICTORIAMETRICS_PASSWORD)");
                     }
+                    if e.is_wrong_endpoint() {
+                        tracing::error!(error = %e, "no import endpoint there: VICTORIAMETRICS_URL is the base /api/v1/import/prometheus is appended to (http://host:8428, or vminsert's http://host:8480/insert/<tenant>/prometheus)");
+                    }
                     return Err(e.into());
                 }
             }
@@ -210,9 +204,6 @@ impl<'a> Batcher<'a> {
         self.acked += self.lines as u64;
         self.lines = 0;
         self.ids.clear();
-        if let Some(p) = &mut self.progress {
-            p.update(self.acked);
-        }
     }
 }
 

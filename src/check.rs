@@ -234,7 +234,7 @@ async fn check_victoriametrics(
             Status::Warn,
             RETENTION,
             "VictoriaMetrics' retention could not be read (no /metrics at the select URL, as behind vmselect or a proxy)",
-            "make sure -retentionPeriod covers your history (e.g. 100y)",
+            "make sure -retentionPeriod covers your history (e.g. 100y); in a cluster it is vmstorage's flag (http://vmstorage:8482/metrics shows it)",
         )),
     }
 }

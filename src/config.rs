@@ -160,14 +160,18 @@ impl Config {
                 .as_deref()
                 .unwrap_or("http://localhost:8428"),
         )?;
-        let select_url = match nonempty(raw.victoriametrics_select_url) {
-            Some(u) => parse_base_url("VICTORIAMETRICS_SELECT_URL", &u)?.0,
-            None => import_url.clone(),
-        };
-        let delete_url = match nonempty(raw.victoriametrics_delete_url) {
-            Some(u) => parse_base_url("VICTORIAMETRICS_DELETE_URL", &u)?.0,
-            None => import_url.clone(),
-        };
+        let select_url = other_base_url(
+            "VICTORIAMETRICS_SELECT_URL",
+            raw.victoriametrics_select_url,
+            &import_url,
+            "select",
+        )?;
+        let delete_url = other_base_url(
+            "VICTORIAMETRICS_DELETE_URL",
+            raw.victoriametrics_delete_url,
+            &import_url,
+            "delete",
+        )?;
         let credentials = match (
             nonempty(raw.victoriametrics_username),
             raw.victoriametrics_password,
@@ -395,6 +399,30 @@ fn parse_base_url(var: &'static str, v: &str) -> Result<(Url, Option<Credentials
     Ok((url, credentials))
 }
 
+/// The read or delete base: its own variable, or the import base, which
+/// cannot serve for a cluster's vminsert (it neither reads nor deletes).
+fn other_base_url(
+    var: &'static str,
+    value: Option<String>,
+    import_url: &Url,
+    verb: &str,
+) -> Result<Url, ConfigError> {
+    match nonempty(value) {
+        Some(u) => match parse_base_url(var, &u)? {
+            (_, Some(_)) => Err(ConfigError::new(
+                var,
+                "must not carry credentials: VICTORIAMETRICS_USERNAME and VICTORIAMETRICS_PASSWORD serve all three URLs",
+            )),
+            (url, None) => Ok(url),
+        },
+        None if import_url.path().contains("/insert/") => Err(ConfigError::new(
+            var,
+            format!("must be set when VICTORIAMETRICS_URL is a vminsert base (/insert/<tenant>/prometheus): vmselect's http://vmselect:8481/{verb}/<tenant>/prometheus"),
+        )),
+        None => Ok(import_url.clone()),
+    }
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -493,6 +521,30 @@ mod tests {
     }
 
     #[test]
+    fn a_vminsert_base_needs_the_select_and_delete_bases() {
+        let insert = (
+            "VICTORIAMETRICS_URL",
+            "http://vminsert:8480/insert/0/prometheus",
+        );
+        let e = with(&[insert]).unwrap_err();
+        assert_eq!(e.var, "VICTORIAMETRICS_SELECT_URL");
+        let e = with(&[
+            insert,
+            (
+                "VICTORIAMETRICS_SELECT_URL",
+                "http://vmselect:8481/select/0/prometheus",
+            ),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "VICTORIAMETRICS_DELETE_URL");
+        assert!(
+            e.reason.contains("/delete/<tenant>/prometheus"),
+            "{}",
+            e.reason
+        );
+    }
+
+    #[test]
     fn the_listener_takes_host_port_a_bare_port_or_off() {
         let addr = |v| {
             with(&[("VICTORIAMETRICS_HTTP_LISTEN_ADDR", v)])
@@ -537,6 +589,10 @@ mod tests {
             ("VICTORIAMETRICS_TIMEOUT", "1y"),
             ("VICTORIAMETRICS_TIMEZONE", "Europe/Pariss"),
             ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "9488"),
+            (
+                "VICTORIAMETRICS_SELECT_URL",
+                "http://u:p@vmselect:8481/select/0/prometheus",
+            ),
             ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "0.0.0.0:http"),
             ("VICTORIAMETRICS_LABELS", "[1]"),
             ("VICTORIAMETRICS_USERNAME", "alice"),

@@ -1,21 +1,24 @@
 //! One export pass over a family: read, compare, delete, send, acknowledge.
 //!
-//! A pass has three phases:
+//! A pass reads the family's rows once, one PDL's series at a time (all
+//! Tempo or EcoWatt series at once), and for each group:
 //!
-//! 1. **Plan.** Every series is computed from the rows and its per-day
+//! 1. **Compare.** Every series is computed from the rows and its per-day
 //!    summaries compared with the state's ([`state::plan`]): unchanged (no
 //!    cost), new days only (append them), or anything else (rewrite: delete
 //!    the series in VictoriaMetrics and send it whole, as VictoriaMetrics
-//!    cannot overwrite a sample). Series no row produces any more are stale.
-//! 2. **Delete.** The touched series are marked pending in PostgreSQL, then
-//!    the rewritten and stale ones are deleted in VictoriaMetrics, all before
-//!    anything is written, so that a delete never removes this pass's lines.
-//! 3. **Send.** The touched series are read again and their lines posted in
-//!    batches; a series' pending mark is cleared once all its lines are
-//!    acknowledged. A crash or a failed batch leaves it pending, and the next
-//!    pass rewrites it: the mirror is exact again after any interruption.
+//!    cannot overwrite a sample).
+//! 2. **Delete.** The changed series are marked pending in PostgreSQL, then
+//!    the rewritten ones are deleted in VictoriaMetrics, before any of their
+//!    lines is sent, so that a delete never removes this pass's lines.
+//! 3. **Send.** Their lines are posted in batches; a series' pending mark
+//!    is cleared once all its lines are acknowledged. A crash or a failed
+//!    batch leaves it pending, and the next pass rewrites it: the mirror is
+//!    exact again after any interruption.
+//!
+//! Series no row produces any more (stale) are deleted at the end.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -275,85 +278,8 @@ impl Exporter {
         );
         let known = self.state.load(family).await?;
         let mut outcome = Outcome::default();
-
-        // 1. Plan.
         let mut report = Report::default();
-        let mut touched: HashMap<String, Plan> = HashMap::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut pdls: BTreeSet<String> = BTreeSet::new();
-        let mut to_send = 0u64;
-        let mut reader = SeriesReader::new(&self.source, family, None);
-        while let Some(group) = reader.next(&contract, &mut report).await? {
-            for series in group {
-                self.check_cancel()?;
-                let plan = state::plan(known.get(&series.selector), &series.samples, contract.tz);
-                to_send += match &plan {
-                    Plan::Unchanged => 0,
-                    Plan::Rewrite => series.samples.len() as u64,
-                    Plan::Append(_) => series
-                        .samples
-                        .iter()
-                        .filter(|s| plan.sends(s, contract.tz))
-                        .count() as u64,
-                };
-                if plan != Plan::Unchanged {
-                    pdls.extend(series.pdl.clone());
-                    touched.insert(series.selector.clone(), plan);
-                }
-                seen.insert(series.selector);
-            }
-        }
-        outcome.skipped = report.skipped.len() as u64;
-        outcome.next_held_back = report.next_held_back;
-        for skip in &report.skipped {
-            tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
-        }
-        let stale: Vec<(&String, &SeriesState)> = known
-            .iter()
-            .filter(|(sel, _)| !seen.contains(*sel))
-            .collect();
-        if touched.is_empty() && stale.is_empty() {
-            return Ok(outcome);
-        }
-
-        // 2. Mark pending, then delete what is rewritten or stale.
-        let mut ids: HashMap<String, i64> = HashMap::with_capacity(touched.len());
-        for selector in touched.keys() {
-            ids.insert(
-                selector.clone(),
-                self.state.mark_pending(family, selector).await?,
-            );
-        }
-        for (_, s) in &stale {
-            self.state.mark_pending_id(s.id).await?;
-        }
-        let rewrites: Vec<&String> = touched
-            .iter()
-            .filter(|(_, p)| **p == Plan::Rewrite)
-            .map(|(s, _)| s)
-            .collect();
-        self.settle(
-            rewrites
-                .iter()
-                .filter_map(|sel| known.get(*sel))
-                .chain(stale.iter().map(|(_, s)| *s)),
-        )
-        .await?;
-        self.ensure_lock().await?;
-        for selector in &rewrites {
-            self.check_cancel()?;
-            self.delete(selector).await?;
-        }
-        for (selector, s) in &stale {
-            self.check_cancel()?;
-            self.delete(selector).await?;
-            self.state.forget(s.id).await?;
-            tracing::debug!(series = %selector, "deleted a series no row produces");
-        }
-        outcome.deleted = stale.len() as u64;
-
-        // 3. Send.
-        let _stamp = ImportStamp(&self.last_import);
+        let mut seen: HashSet<String> = HashSet::with_capacity(known.len());
         let max_backoff = self
             .config
             .poll_interval
@@ -364,79 +290,126 @@ impl Exporter {
             self.config.vm.batch_size.get(),
             max_backoff,
         )
-        .with_attempt_limit(self.attempt_limit)
-        .with_progress(Progress::new(family, to_send, self.display));
+        .with_attempt_limit(self.attempt_limit);
         let mut unacked: Vec<(u64, Done)> = Vec::new();
+        let mut progress = Progress::new(
+            family,
+            self.source.estimated_rows(family).await.unwrap_or(0),
+            self.display,
+        );
+        let _stamp = ImportStamp(&self.last_import);
 
-        let filter = matches!(family, Family::Consumption | Family::Production)
-            .then(|| pdls.into_iter().collect());
-        let mut reader = SeriesReader::new(&self.source, family, filter);
-        let mut again = Report::default();
-        while let Some(group) = reader.next(&contract, &mut again).await? {
+        // One PDL's series at a time (all of them for Tempo and EcoWatt):
+        // compare, then write what changed while the next group is read.
+        let mut reader = SeriesReader::new(&self.source, family, None);
+        while let Some(group) = reader.next(&contract, &mut report).await? {
+            let mut work: Vec<(Series, Plan)> = Vec::new();
             for series in group {
                 self.check_cancel()?;
-                let Some(plan) = touched.remove(&series.selector) else {
-                    continue;
-                };
-                let id = ids[&series.selector];
-                match self
-                    .send(&series, plan, id, &known, &mut batcher, &mut outcome)
-                    .await?
-                {
-                    Some(done) => unacked.push((batcher.pushed(), done)),
-                    None => outcome.left_pending += 1,
+                let plan = state::plan(known.get(&series.selector), &series.samples, contract.tz);
+                seen.insert(series.selector.clone());
+                if plan != Plan::Unchanged {
+                    work.push((series, plan));
                 }
-                outcome.left_pending += commit_acked(self, &mut unacked, &batcher, false).await?;
             }
+            if !work.is_empty() {
+                self.write_group(
+                    family,
+                    work,
+                    &known,
+                    &mut batcher,
+                    &mut unacked,
+                    &mut outcome,
+                )
+                .await?;
+            }
+            progress.update(reader.rows_read(), batcher.acked());
         }
         batcher.flush().await?;
         outcome.left_pending += commit_acked(self, &mut unacked, &batcher, true).await?;
-        // Touched series whose rows vanished between plan and send.
-        outcome.left_pending += touched.len() as u64;
         outcome.lines = batcher.acked();
         outcome.rejected = batcher.rejected_series();
         outcome.batches = batcher.batches_sent;
+        outcome.skipped = report.skipped.len() as u64;
+        outcome.next_held_back = report.next_held_back;
+        for skip in &report.skipped {
+            tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
+        }
+
+        // Series no row produces any more.
+        let stale: Vec<(&String, &SeriesState)> = known
+            .iter()
+            .filter(|(sel, _)| !seen.contains(*sel))
+            .collect();
+        if !stale.is_empty() {
+            for (_, s) in &stale {
+                self.state.mark_pending_id(s.id).await?;
+            }
+            self.settle(stale.iter().map(|(_, s)| *s)).await?;
+            self.ensure_lock().await?;
+            for (selector, s) in &stale {
+                self.check_cancel()?;
+                self.delete(selector).await?;
+                self.state.forget(s.id).await?;
+                tracing::debug!(series = %selector, "deleted a series no row produces");
+            }
+            outcome.deleted = stale.len() as u64;
+        }
         Ok(outcome)
     }
 
-    /// Pushes the lines of one touched series; what to record once they are
-    /// acknowledged, or `None` to leave the series pending.
+    /// Writes a group's changed series: marks them pending, deletes those
+    /// rewritten (before any of their lines is sent, so that a delete never
+    /// removes this pass's lines), then pushes their lines.
+    async fn write_group(
+        &self,
+        family: Family,
+        work: Vec<(Series, Plan)>,
+        known: &HashMap<String, SeriesState>,
+        batcher: &mut Batcher<'_>,
+        unacked: &mut Vec<(u64, Done)>,
+        outcome: &mut Outcome,
+    ) -> Result<(), ExportError> {
+        let mut ids = Vec::with_capacity(work.len());
+        for (series, _) in &work {
+            ids.push(self.state.mark_pending(family, &series.selector).await?);
+        }
+        let rewrites: Vec<&String> = work
+            .iter()
+            .filter(|(_, p)| *p == Plan::Rewrite)
+            .map(|(s, _)| &s.selector)
+            .collect();
+        self.settle(rewrites.iter().filter_map(|sel| known.get(*sel)))
+            .await?;
+        self.ensure_lock().await?;
+        for selector in &rewrites {
+            self.check_cancel()?;
+            self.delete(selector).await?;
+        }
+        for ((series, plan), id) in work.into_iter().zip(ids) {
+            self.check_cancel()?;
+            let done = self.send(&series, plan, id, batcher, outcome).await?;
+            unacked.push((batcher.pushed(), done));
+            outcome.left_pending += commit_acked(self, unacked, batcher, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Pushes the lines of one changed series; returns what to record once
+    /// they are all acknowledged.
     async fn send(
         &self,
         series: &Series,
         plan: Plan,
         id: i64,
-        known: &HashMap<String, SeriesState>,
         batcher: &mut Batcher<'_>,
         outcome: &mut Outcome,
-    ) -> Result<Option<Done>, ExportError> {
+    ) -> Result<Done, ExportError> {
         let tz = self.config.timezone;
         let chunks = chunks_of(&series.samples, tz);
-        if plan == Plan::Rewrite {
-            tracing::debug!(series = %series.head, samples = series.samples.len(), "rewriting series");
-            batcher
-                .push(id, &series.head, series.samples.iter().copied())
-                .await?;
-            outcome.rewritten += 1;
-            return Ok(Some(Done {
-                id,
-                replace: true,
-                chunks: chunks.into_iter().collect(),
-                rejected: None,
-            }));
-        }
-        // Planned as an append: compare again, as rows may have changed
-        // since the plan; a series that now needs a rewrite was not
-        // deleted, so it stays pending and the next pass rewrites it.
-        let again = state::plan(known.get(&series.selector), &series.samples, tz);
-        match &again {
+        let (replace, chunks) = match &plan {
             Plan::Append(after) => {
-                let samples: Vec<_> = series
-                    .samples
-                    .iter()
-                    .copied()
-                    .filter(|s| again.sends(s, tz))
-                    .collect();
+                let samples = series.samples.iter().copied().filter(|s| plan.sends(s, tz));
                 batcher.push(id, &series.head, samples).await?;
                 outcome.appended += 1;
                 // The touched buckets now hold all their samples.
@@ -444,21 +417,24 @@ impl Exporter {
                     .into_iter()
                     .filter(|(b, _)| after.contains_key(b))
                     .collect();
-                Ok(Some(Done {
-                    id,
-                    replace: false,
-                    chunks,
-                    rejected: None,
-                }))
+                (false, chunks)
             }
-            Plan::Unchanged => Ok(Some(Done {
-                id,
-                replace: false,
-                chunks: Vec::new(),
-                rejected: None,
-            })),
-            Plan::Rewrite => Ok(None),
-        }
+            Plan::Unchanged => (false, Vec::new()),
+            Plan::Rewrite => {
+                tracing::debug!(series = %series.head, samples = series.samples.len(), "rewriting series");
+                batcher
+                    .push(id, &series.head, series.samples.iter().copied())
+                    .await?;
+                outcome.rewritten += 1;
+                (true, chunks.into_iter().collect())
+            }
+        };
+        Ok(Done {
+            id,
+            replace,
+            chunks,
+            rejected: None,
+        })
     }
 
     /// Deletes a series, retrying as batches do: a delete is idempotent.

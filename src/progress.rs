@@ -1,6 +1,6 @@
-//! Progress of a long send phase (a first backfill of years of 30-minute
-//! data): lines done, rate and time left in the logs every few seconds, or
-//! a progress bar when `once` runs on a terminal.
+//! Progress of a long pass (a first backfill of years of 30-minute data):
+//! rows read, rate and time left in the logs every ten seconds, or a
+//! progress bar when `once` runs on a terminal.
 
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ use crate::contract::Family;
 /// How often a long send phase reports in the logs.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Sends smaller than this finish before a report would help.
-const BAR_FROM_LINES: u64 = 20_000;
+/// Passes over fewer rows finish before a bar would help.
+const BAR_FROM_ROWS: u64 = 20_000;
 
 /// How a send phase reports its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,23 +24,23 @@ pub enum Display {
     Bar,
 }
 
-/// The progress of one family's send phase.
+/// The progress of one pass: rows read of PostgreSQL's estimate, lines sent.
 pub struct Progress {
     family: Family,
     total: u64,
-    done: u64,
+    rows: u64,
     started: Instant,
     last_log: Instant,
     bar: Option<ProgressBar>,
 }
 
 impl Progress {
-    /// A send phase of `total` lines for `family`.
+    /// A pass over about `total` rows of `family` (0: unknown).
     pub fn new(family: Family, total: u64, display: Display) -> Self {
-        let bar = (display == Display::Bar && total >= BAR_FROM_LINES).then(|| {
+        let bar = (display == Display::Bar && total >= BAR_FROM_ROWS).then(|| {
             let bar = ProgressBar::new(total);
             let style = ProgressStyle::with_template(
-                "{prefix:>11} [{bar:30}] {human_pos}/{human_len} lines, {per_sec}, {eta} left",
+                "{prefix:>11} [{bar:30}] {human_pos}/~{human_len} rows, {per_sec}, {eta} left, {msg}",
             )
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -52,31 +52,48 @@ impl Progress {
         Self {
             family,
             total,
-            done: 0,
+            rows: 0,
             started: now,
             last_log: now,
             bar,
         }
     }
 
-    /// `done` lines of the total are acknowledged.
-    pub fn update(&mut self, done: u64) {
-        self.done = done.min(self.total);
+    /// `rows` rows are read and `lines` lines acknowledged so far.
+    pub fn update(&mut self, rows: u64, lines: u64) {
+        self.rows = rows;
         if let Some(bar) = &self.bar {
-            bar.set_position(self.done);
+            // The estimate may be short of the truth.
+            bar.set_length(self.total.max(rows));
+            bar.set_position(rows);
+            bar.set_message(format!("{lines} lines sent"));
             return;
         }
         if self.last_log.elapsed() >= LOG_EVERY {
             self.last_log = Instant::now();
-            let (rate, left) = estimate(self.done, self.total, self.started.elapsed());
+            let elapsed = self.started.elapsed();
+            if self.total == 0 {
+                let rate = estimate(rows, rows, elapsed).0;
+                tracing::info!(
+                    family = self.family.as_str(),
+                    rows,
+                    rate = format!("{rate:.0} rows/s"),
+                    lines_sent = lines,
+                    "exporting"
+                );
+                return;
+            }
+            let total = self.total.max(rows);
+            let (rate, left) = estimate(rows, total, elapsed);
             tracing::info!(
                 family = self.family.as_str(),
-                lines = self.done,
-                total = self.total,
-                percent = format!("{:.1}", percent(self.done, self.total)),
-                rate = format!("{rate:.0} lines/s"),
-                left = ?left.map(|d| Duration::from_secs(d.as_secs())),
-                "sending"
+                rows,
+                total_estimate = total,
+                percent = format!("{:.1}", percent(rows, total)),
+                rate = format!("{rate:.0} rows/s"),
+                lines_sent = lines,
+                left = ?left.map(|d| Duration::from_secs(d.as_secs())).unwrap_or_default(),
+                "exporting"
             );
         }
     }

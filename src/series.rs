@@ -24,6 +24,7 @@ pub struct SeriesReader<'s> {
     rows: Option<EnergyRows<'s>>,
     current: Option<PdlEnergy>,
     done: bool,
+    rows_read: u64,
 }
 
 impl<'s> SeriesReader<'s> {
@@ -37,7 +38,13 @@ impl<'s> SeriesReader<'s> {
             rows: None,
             current: None,
             done: false,
+            rows_read: 0,
         }
+    }
+
+    /// Rows read so far.
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read
     }
 
     /// The next group of series, or `None` at the end.
@@ -57,6 +64,7 @@ impl<'s> SeriesReader<'s> {
                     .rows
                     .get_or_insert_with(|| Box::pin(source.energy_rows(family, pdls)));
                 while let Some(row) = rows.try_next().await? {
+                    self.rows_read += 1;
                     if self.current.as_ref().is_some_and(|p| p.pdl() != row.pdl) {
                         let finished = self
                             .current
@@ -78,6 +86,7 @@ impl<'s> SeriesReader<'s> {
             Family::Tempo => {
                 self.done = true;
                 let rows = self.source.tempo_rows().await?;
+                self.rows_read = rows.len() as u64;
                 let pdls: Vec<String> = self
                     .source
                     .consumption_pdls()
@@ -90,6 +99,7 @@ impl<'s> SeriesReader<'s> {
             Family::Ecowatt => {
                 self.done = true;
                 let rows = self.source.ecowatt_rows().await?;
+                self.rows_read = rows.len() as u64;
                 Ok(Some(ecowatt_series(contract, &rows, report)))
             }
         }

@@ -61,6 +61,21 @@ impl SinkError {
     /// which concern the credentials, nor 408/429, which pass with time).
     pub fn is_rejection(&self) -> bool {
         matches!(self, SinkError::Status { status, .. } if (400..500).contains(status) && !self.is_retryable() && !self.is_auth())
+            && !self.is_wrong_endpoint()
+    }
+
+    /// 404, 405, or vminsert's 400 "unsupported path": the URL is wrong,
+    /// not the lines, so no series is to blame.
+    pub fn is_wrong_endpoint(&self) -> bool {
+        match self {
+            SinkError::Status {
+                status: 404 | 405, ..
+            } => true,
+            SinkError::Status {
+                status: 400, body, ..
+            } => body.contains("unsupported path"),
+            SinkError::Transport { .. } | SinkError::Status { .. } => false,
+        }
     }
 
     /// 401 or 403: the credentials were refused.
@@ -292,6 +307,15 @@ mod tests {
         assert!(!refused.may_have_landed());
         assert!(status(503).may_have_landed());
         assert_eq!(refused.kind(), ErrorKind::Connect);
+        let wrong_path = SinkError::Status {
+            what: "x",
+            url: "u".into(),
+            status: 400,
+            body: "unsupported path requested: \"/api/v1/import/prometheus\"".into(),
+        };
+        assert!(wrong_path.is_wrong_endpoint() && !wrong_path.is_rejection());
+        assert!(status(404).is_wrong_endpoint() && !status(404).is_rejection());
+        assert!(status(400).is_rejection() && status(422).is_rejection());
         assert!(status(401).is_auth() && status(403).is_auth() && !status(404).is_auth());
     }
 

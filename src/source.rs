@@ -279,6 +279,20 @@ impl Source {
             })
     }
 
+    /// PostgreSQL's estimate of the rows a family reads (from the last
+    /// ANALYZE or autovacuum: no scan), for progress reports; 0 when unknown.
+    pub async fn estimated_rows(&self, family: Family) -> Result<u64, SourceError> {
+        let estimate: Option<f64> = sqlx::query_scalar(
+            "SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass($1)",
+        )
+        .bind(family.table())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(SourceError::query("reading the table's size estimate"))?
+        .flatten();
+        Ok(estimate.filter(|n| *n > 0.0).map_or(0, |n| n as u64))
+    }
+
     /// The distinct PDLs of `consumption_data`, walking its index rather
     /// than scanning the table.
     pub async fn consumption_pdls(&self) -> Result<Vec<String>, SourceError> {
