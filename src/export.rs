@@ -327,6 +327,9 @@ impl Exporter {
         }
         batcher.flush().await?;
         outcome.left_pending += commit_acked(self, &mut unacked, &batcher, true).await?;
+        if batcher.acked() > 0 {
+            self.sink.reset_query_cache().await;
+        }
         outcome.lines = batcher.acked();
         outcome.rejected = batcher.rejected_series();
         outcome.batches = batcher.batches_sent;

@@ -225,6 +225,27 @@ impl Sink {
         self.send("reading series back", &self.export_url, rb).await
     }
 
+    /// Asks VictoriaMetrics to drop its query cache, best effort. The cache
+    /// takes samples older than a few minutes for final, and this exporter
+    /// writes yesterday's readings today: without a reset, Grafana could
+    /// keep showing a day as it was before its readings came. Deletes reset
+    /// it by themselves; appends do not.
+    pub async fn reset_query_cache(&self) {
+        // vmselect serves it at its root, not below /select/<tenant>/prometheus.
+        let mut base = self.cfg.select_url.clone();
+        if base.path().contains("/select/") {
+            base.set_path("");
+        }
+        let url = join(&base, "/internal/resetRollupResultCache");
+        match self.auth(self.client.get(url.clone())).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                tracing::debug!(%url, status = r.status().as_u16(), "the query cache was not reset")
+            }
+            Err(e) => tracing::debug!(%url, error = %e, "the query cache was not reset"),
+        }
+    }
+
     /// GET on any path below the select base (`/metrics`, `/health` on a single node).
     pub async fn get_select(&self, path: &str) -> Result<String, SinkError> {
         let url = join(&self.cfg.select_url, path);
