@@ -1,0 +1,456 @@
+//! The vmalert rules `deploy/vmalert/myelectricaldata.rules.yml`, run by a
+//! real vmalert (Debian's `victoria-metrics` package) against a real
+//! VictoriaMetrics fed by the exporter from PostgreSQL rows dated around
+//! today: tomorrow's Tempo colour is a sample dated in the future, today's
+//! EcoWatt day one dated this morning at 00:00.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{Days, NaiveDate, TimeZone, Utc};
+use chrono_tz::Europe::Paris;
+use serde_json::Value;
+
+use common::{free_port, Postgres, Servers, Victoria};
+
+const RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/vmalert/myelectricaldata.rules.yml"
+);
+
+const PDL: &str = "12345678901234";
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+/// A stand-in Alertmanager: answers 200 to every request and keeps the
+/// bodies vmalert posts to `/api/v2/alerts`. vmalert 1.79 has no
+/// `-notifier.blackhole` and refuses alerting rules without a notifier.
+struct Alertmanager {
+    url: String,
+    received: Arc<Mutex<Vec<String>>>,
+}
+
+impl Alertmanager {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let keep = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let body = loop {
+                    let Ok(n) = s.read(&mut chunk) else {
+                        break None;
+                    };
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        break Some(String::from_utf8_lossy(&buf[end + 4..]).into_owned());
+                    }
+                };
+                if let Some(body) = body {
+                    keep.lock().unwrap().push(body);
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Alertmanager { url, received }
+    }
+
+    fn received(&self) -> String {
+        self.received.lock().unwrap().join("\n")
+    }
+}
+
+/// A running vmalert with the rules under test, evaluating every second;
+/// killed when dropped.
+struct Vmalert {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Vmalert {
+    async fn start(datasource: &str, notifier: &str) -> Self {
+        let bin = which("vmalert").unwrap_or_else(|| {
+            panic!("vmalert was not found on PATH: install Debian's `victoria-metrics` package, which ships /usr/bin/vmalert (scripts/test installs it)")
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("med-vmalert-")
+            .tempdir()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'start: loop {
+            let port = free_port();
+            let log = dir.path().join(format!("vmalert-{port}.log"));
+            let mut child = Command::new(&bin)
+                .arg(format!("-rule={RULES}"))
+                .arg(format!("-datasource.url={datasource}"))
+                .arg(format!("-notifier.url={notifier}"))
+                .arg("-evaluationInterval=1s")
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start vmalert");
+            let url = format!("http://127.0.0.1:{port}");
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    // Another process took the port: try another.
+                    if text.contains("address already in use") && Instant::now() < deadline {
+                        continue 'start;
+                    }
+                    panic!("vmalert exited ({status}) with {RULES}:\n{text}");
+                }
+                // Our own vmalert shows our rule file in its /metrics.
+                if let Ok(r) = reqwest::get(format!("{url}/metrics")).await {
+                    if r.text().await.is_ok_and(|m| m.contains(RULES)) {
+                        return Vmalert {
+                            child,
+                            url,
+                            log,
+                            _dir: dir,
+                        };
+                    }
+                }
+                assert!(Instant::now() < deadline, "vmalert did not start");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// vmalert's alerts, as its `/api/v1/alerts` lists them.
+    async fn alerts(&self) -> Vec<Value> {
+        let body = reqwest::get(format!("{}/api/v1/alerts", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_str(&body).expect("vmalert answers JSON");
+        v["data"]["alerts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The sum of vmalert's own metric `name` (all label sets).
+    async fn metric(&self, name: &str) -> f64 {
+        let body = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Vmalert {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Today in Paris; near midnight, waits until the new day has begun (the
+/// rows are written for "today" and "tomorrow" and must stay so).
+async fn paris_today() -> NaiveDate {
+    let now = Utc::now().with_timezone(&Paris);
+    let tomorrow = now.date_naive().checked_add_days(Days::new(1)).unwrap();
+    let midnight = Paris
+        .from_local_datetime(&tomorrow.and_hms_opt(0, 0, 0).unwrap())
+        .earliest()
+        .unwrap();
+    let left = (midnight - now).num_seconds();
+    if left < 120 {
+        tokio::time::sleep(Duration::from_secs(left as u64 + 5)).await;
+    }
+    Utc::now().with_timezone(&Paris).date_naive()
+}
+
+fn day(today: NaiveDate, k: i64) -> String {
+    today
+        .checked_add_signed(chrono::Duration::days(k))
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// PostgreSQL with MyElectricalData's tables holding only one PDL's
+/// reading of yesterday, the Tempo colours and the EcoWatt day levels
+/// given by day offset from today; VictoriaMetrics with its default
+/// `-search.latencyOffset` (30 s), as deployed; the rows exported by
+/// `once`.
+async fn servers_with(tempo: &[(i64, &str)], ecowatt: &[(i64, i32)]) -> Servers {
+    let today = paris_today().await;
+    let pg = Postgres::start();
+    let vm = Victoria::start_with(&["-search.latencyOffset=30s"]);
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(common::SCHEMA).execute(&pool).await.unwrap();
+    let mut sql = format!(
+        "INSERT INTO consumption_data (id, usage_point_id, date, granularity, value)
+         VALUES ('alerts-1', '{PDL}', '{}', 'daily', 10000);\n",
+        day(today, -1)
+    );
+    for (k, colour) in tempo {
+        let d = day(today, *k);
+        sql += &format!(
+            "INSERT INTO tempo_days (id, date, color)
+             VALUES ('{d}', '{d} 00:00'::timestamp AT TIME ZONE 'Europe/Paris', '{colour}');\n"
+        );
+    }
+    for (k, level) in ecowatt {
+        let d = day(today, *k);
+        let hours = vec![level.to_string(); 24].join(",");
+        sql += &format!(
+            "INSERT INTO ecowatt (generation_datetime, periode, hdebut, hfin, pas, dvalue, message, \"values\")
+             VALUES (now()::timestamp, '{d} 00:00', 0, 23, 60, {level}, 'signal', '[{hours}]');\n"
+        );
+    }
+    sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+    let servers = Servers { pg, vm, pool };
+    common::run_ok(&["once"], &servers.env(&[]));
+    // What was written becomes searchable within a second or so; at once
+    // with a flush.
+    reqwest::get(format!("{}/internal/force_flush", servers.vm.url))
+        .await
+        .unwrap();
+    servers
+}
+
+/// An instant query at now: the values of the answer.
+async fn values(vm: &str, query: &str) -> Vec<f64> {
+    let body = reqwest::Client::new()
+        .post(format!("{vm}/api/v1/query"))
+        .form(&[("query", query)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["value"][1].as_str()?.parse().ok())
+        .collect()
+}
+
+/// Waits until `query` answers `want` at now: the exported samples are
+/// searchable (VictoriaMetrics makes them so within a second or so).
+async fn wait_for(vm: &str, query: &str, want: &[f64]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = values(vm, query).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{query}: {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn firing<'a>(alerts: &'a [Value], name: &str) -> Option<&'a Value> {
+    alerts
+        .iter()
+        .find(|a| a["labels"]["alertname"] == name && a["state"] == "firing")
+}
+
+#[tokio::test]
+async fn a_red_tempo_day_tomorrow_and_an_orange_ecowatt_day_today_fire_both_alerts() {
+    let servers = servers_with(
+        &[(-1, "BLUE"), (0, "BLUE"), (1, "RED")],
+        &[(-1, 1), (0, 2), (1, 1), (2, 1)],
+    )
+    .await;
+    let am = Alertmanager::start();
+    let vmalert = Vmalert::start(&servers.vm.url, &am.url).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alerts = loop {
+        let alerts = vmalert.alerts().await;
+        if firing(&alerts, "TempoRouge").is_some() && firing(&alerts, "EcoWattAlerte").is_some() {
+            break alerts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "TempoRouge and EcoWattAlerte did not both fire: {alerts:#?}\n{}",
+            vmalert.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    let tempo = firing(&alerts, "TempoRouge").unwrap();
+    assert_eq!(tempo["labels"]["pdl"], PDL, "{tempo:#}");
+    assert_eq!(tempo["labels"]["severity"], "warning", "{tempo:#}");
+    assert_eq!(
+        tempo["annotations"]["summary"],
+        "Demain est un jour Tempo ROUGE"
+    );
+    let description = tempo["annotations"]["description"].as_str().unwrap();
+    assert!(description.contains(PDL), "{description}");
+    let tempo_alerts = alerts
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == "TempoRouge")
+        .count();
+    assert_eq!(tempo_alerts, 1, "one alert for the one PDL: {alerts:#?}");
+
+    let ecowatt = firing(&alerts, "EcoWattAlerte").unwrap();
+    assert_eq!(ecowatt["value"], "2", "{ecowatt:#}");
+    assert_eq!(ecowatt["labels"]["severity"], "warning", "{ecowatt:#}");
+    assert_eq!(ecowatt["labels"]["region"], "france", "{ecowatt:#}");
+    assert_eq!(
+        ecowatt["annotations"]["summary"],
+        "EcoWatt ORANGE aujourd'hui"
+    );
+
+    // vmalert notified both to the Alertmanager.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(am.received().contains("TempoRouge") && am.received().contains("EcoWattAlerte")) {
+        assert!(
+            Instant::now() < deadline,
+            "the Alertmanager got {}\n{}",
+            am.received(),
+            vmalert.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(vmalert.metric("vmalert_execution_errors_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_red_ecowatt_day_today_is_a_critical_alert() {
+    let servers = servers_with(&[(0, "WHITE")], &[(0, 3), (1, 2)]).await;
+    let am = Alertmanager::start();
+    let vmalert = Vmalert::start(&servers.vm.url, &am.url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alerts = loop {
+        let alerts = vmalert.alerts().await;
+        if firing(&alerts, "EcoWattAlerte").is_some() {
+            break alerts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "EcoWattAlerte did not fire: {alerts:#?}\n{}",
+            vmalert.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let ecowatt = firing(&alerts, "EcoWattAlerte").unwrap();
+    assert_eq!(ecowatt["labels"]["severity"], "critical", "{ecowatt:#}");
+    assert_eq!(
+        ecowatt["annotations"]["summary"],
+        "EcoWatt ROUGE aujourd'hui"
+    );
+    assert!(
+        firing(&alerts, "TempoRouge").is_none(),
+        "no red day tomorrow: {alerts:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_blue_day_tomorrow_and_a_green_ecowatt_day_today_fire_nothing_even_beside_red_days() {
+    // Today is red and tomorrow blue; EcoWatt was red yesterday, is green
+    // today and red tomorrow: the rules look at tomorrow's colour and
+    // today's level only.
+    let servers = servers_with(
+        &[(-1, "BLUE"), (0, "RED"), (1, "BLUE")],
+        &[(-1, 3), (0, 1), (1, 3), (2, 3)],
+    )
+    .await;
+    let vm = servers.vm.url.as_str();
+    // The samples are there, at the instants the rules read.
+    wait_for(
+        vm,
+        "first_over_time(myelectricaldata_tempo_color{color=\"BLEU\"}[25h] offset -25h)",
+        &[1.0],
+    )
+    .await;
+    wait_for(
+        vm,
+        "last_over_time(myelectricaldata_tempo_color{color=\"ROUGE\"}[25h])",
+        &[1.0],
+    )
+    .await;
+    wait_for(
+        vm,
+        "last_over_time(myelectricaldata_ecowatt_level[25h])",
+        &[1.0],
+    )
+    .await;
+    wait_for(
+        vm,
+        "first_over_time(myelectricaldata_ecowatt_level[25h] offset -25h)",
+        &[3.0],
+    )
+    .await;
+
+    let am = Alertmanager::start();
+    let vmalert = Vmalert::start(vm, &am.url).await;
+    // Four evaluations, each seeing those samples.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while vmalert.metric("vmalert_iteration_total").await < 4.0 {
+        assert!(
+            Instant::now() < deadline,
+            "vmalert did not evaluate: {}",
+            vmalert.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let alerts = vmalert.alerts().await;
+    assert!(alerts.is_empty(), "no alert should be active: {alerts:#?}");
+    assert_eq!(am.received(), "", "nothing should be notified");
+    assert_eq!(
+        vmalert.metric("vmalert_execution_errors_total").await,
+        0.0,
+        "{}",
+        vmalert.log()
+    );
+    assert_eq!(
+        vmalert.metric("vmalert_alerting_rules_error").await,
+        0.0,
+        "{}",
+        vmalert.log()
+    );
+}

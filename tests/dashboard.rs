@@ -1,0 +1,750 @@
+//! The Grafana dashboard `docs/grafana/myelectricaldata.json` against a real
+//! VictoriaMetrics fed by the exporter: every query of every panel, with the
+//! dashboard's variables substituted as Grafana would, returns data; a few
+//! return exactly what PostgreSQL's rows say (the Tempo cost, the calendar,
+//! today's and tomorrow's colours, the EcoWatt days ahead); and the
+//! exporter-health panels show what the daemon itself reports, scraped by
+//! VictoriaMetrics from its `/metrics`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{Days, NaiveDate, TimeZone, Utc};
+use chrono_tz::Europe::Paris;
+use serde_json::Value;
+use sqlx::Row;
+
+use common::model::{expected, from_export};
+use common::{free_port, spawn_exporter, Servers, Victoria};
+
+const DASHBOARD: &str = include_str!("../docs/grafana/myelectricaldata.json");
+
+/// A PDL of the demo data, which has daily, detailed and production rows.
+const PDL: &str = "12345678901234";
+
+/// The demo data (tests/fixtures/myelectricaldata_data.sql) lies in
+/// 2023-08-15 .. 2024-11-10, plus EcoWatt from today to three days ahead.
+fn demo_range() -> (i64, i64) {
+    (
+        Utc.with_ymd_and_hms(2023, 8, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp(),
+        Utc.with_ymd_and_hms(2024, 12, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp(),
+    )
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(DASHBOARD).expect("the dashboard is JSON")
+}
+
+/// Every panel, those inside collapsed rows too.
+fn panels(d: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        out.push(p);
+        if let Some(inner) = p["panels"].as_array() {
+            out.extend(inner.iter());
+        }
+    }
+    out
+}
+
+/// One panel target, as Grafana would send it.
+struct Query {
+    panel: String,
+    ref_id: String,
+    expr: String,
+    instant: bool,
+    /// The panel's minimum interval, seconds (Grafana's default: the
+    /// datasource's scrape interval, 15 s).
+    min_interval: i64,
+    max_data_points: i64,
+    /// The panel's own relative time (`timeFrom`), if any.
+    time_from: Option<String>,
+}
+
+impl Query {
+    fn is_health(&self) -> bool {
+        self.expr.contains("myelectricaldata_exporter_")
+    }
+
+    /// Grafana's interval for this panel over `start..end`: the range split
+    /// in `maxDataPoints`, rounded to a round duration, at least the panel's
+    /// minimum interval.
+    fn interval(&self, start: i64, end: i64) -> i64 {
+        const ROUND: [i64; 17] = [
+            1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 10800, 21600, 43200, 86400, 604800,
+            2592000,
+        ];
+        let raw = ((end - start) / self.max_data_points).max(1);
+        let round = ROUND.iter().copied().find(|&r| r >= raw).unwrap_or(raw);
+        round.max(self.min_interval)
+    }
+
+    /// The range this test queries: the panel's own relative time around
+    /// `now`; else the last five minutes for the exporter's health, where
+    /// the daemon just ran; else the demo data's span.
+    fn range(&self, now: i64) -> (i64, i64) {
+        match self.time_from.as_deref() {
+            Some(f) => {
+                let (future, span) = match f.strip_prefix('+') {
+                    Some(rest) => (true, rest),
+                    None => (false, f.trim_start_matches("now-")),
+                };
+                let secs = duration_secs(span)
+                    .unwrap_or_else(|| panic!("panel {:?}: timeFrom {f:?}", self.panel));
+                if future {
+                    (now, now + secs)
+                } else {
+                    (now - secs, now)
+                }
+            }
+            None if self.is_health() => (now - 300, now),
+            None => demo_range(),
+        }
+    }
+}
+
+/// `30m`, `1h`, `1d`, `2d`, `1w` in seconds.
+fn duration_secs(s: &str) -> Option<i64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = n.parse().ok()?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return None,
+    };
+    Some(n * unit)
+}
+
+fn queries(d: &Value) -> Vec<Query> {
+    let mut out = Vec::new();
+    for p in panels(d) {
+        let Some(targets) = p["targets"].as_array() else {
+            continue;
+        };
+        for t in targets {
+            out.push(Query {
+                panel: p["title"].as_str().unwrap_or("?").to_string(),
+                ref_id: t["refId"].as_str().unwrap_or("?").to_string(),
+                expr: t["expr"].as_str().unwrap_or_default().to_string(),
+                instant: t["instant"].as_bool() == Some(true),
+                min_interval: p["interval"]
+                    .as_str()
+                    .map(|i| duration_secs(i).unwrap_or_else(|| panic!("interval {i:?}")))
+                    .unwrap_or(15),
+                max_data_points: p["maxDataPoints"].as_i64().unwrap_or(1000),
+                time_from: p["timeFrom"].as_str().map(str::to_string),
+            });
+        }
+    }
+    out
+}
+
+/// The dashboard's own variables with their default values (the price
+/// textboxes), plus `$pdl` set to one real PDL.
+fn variables(d: &Value) -> Vec<(String, String)> {
+    let mut vars = vec![("pdl".to_string(), PDL.to_string())];
+    for v in d["templating"]["list"].as_array().unwrap() {
+        if matches!(v["type"].as_str(), Some("textbox" | "constant")) {
+            vars.push((
+                v["name"].as_str().unwrap().to_string(),
+                v["query"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    vars
+}
+
+/// `expr` as Grafana sends it for the range `start..end` at `step` seconds.
+fn substitute(expr: &str, vars: &[(String, String)], start: i64, end: i64, step: i64) -> String {
+    let rate = (step + 15).max(60);
+    let mut e = expr
+        .replace("$__interval_ms", &(step * 1000).to_string())
+        .replace("${__interval_ms}", &(step * 1000).to_string())
+        .replace("$__rate_interval", &format!("{rate}s"))
+        .replace("${__rate_interval}", &format!("{rate}s"))
+        .replace("$__interval", &format!("{step}s"))
+        .replace("${__interval}", &format!("{step}s"))
+        .replace("$__range", &format!("{}s", end - start))
+        .replace("${__range}", &format!("{}s", end - start));
+    for (name, value) in vars {
+        e = e
+            .replace(&format!("${{{name}}}"), value)
+            .replace(&format!("${name}"), value);
+    }
+    assert!(
+        !e.contains('$'),
+        "a variable of {expr:?} is not defined by the dashboard: {e:?}"
+    );
+    e
+}
+
+/// A series' labels and its (timestamp, value) points.
+type Series = (BTreeMap<String, String>, Vec<(i64, f64)>);
+
+/// What VictoriaMetrics answered to one query.
+struct Answer {
+    /// The query as sent, for messages.
+    sent: String,
+    body: String,
+    /// Series labels → (timestamp, value) points.
+    series: Vec<Series>,
+}
+
+impl Answer {
+    fn points(&self) -> usize {
+        self.series.iter().map(|(_, p)| p.len()).sum()
+    }
+}
+
+/// Runs `q` against VictoriaMetrics as Grafana would: a range query over
+/// `start..end` aligned on the step, or an instant query at `end`.
+async fn run(vm: &str, q: &Query, vars: &[(String, String)], start: i64, end: i64) -> Answer {
+    let step = q.interval(start, end);
+    let expr = substitute(&q.expr, vars, start, end, step);
+    let client = reqwest::Client::new();
+    let (url, form, sent) = if q.instant {
+        (
+            format!("{vm}/api/v1/query"),
+            vec![("query", expr.clone()), ("time", end.to_string())],
+            format!("instant query at {end}: {expr}"),
+        )
+    } else {
+        let (s, e) = (start - start.rem_euclid(step), end - end.rem_euclid(step));
+        (
+            format!("{vm}/api/v1/query_range"),
+            vec![
+                ("query", expr.clone()),
+                ("start", s.to_string()),
+                ("end", e.to_string()),
+                ("step", format!("{step}s")),
+            ],
+            format!("range query {s}..{e} step {step}s: {expr}"),
+        )
+    };
+    let resp = client
+        .post(url)
+        .form(&form)
+        .send()
+        .await
+        .expect("query VictoriaMetrics");
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert!(
+        status.is_success(),
+        "panel {:?} target {}: VictoriaMetrics refused the {sent}: HTTP {status}: {body}",
+        q.panel,
+        q.ref_id
+    );
+    let v: Value = serde_json::from_str(&body).expect("a JSON answer");
+    let mut series = Vec::new();
+    for r in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+        let labels = r["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let raw = if q.instant {
+            vec![r["value"].clone()]
+        } else {
+            r["values"].as_array().cloned().unwrap_or_default()
+        };
+        let points = raw
+            .iter()
+            .filter_map(|p| {
+                let t = p[0].as_f64()? as i64;
+                let v: f64 = p[1].as_str()?.parse().ok()?;
+                (!v.is_nan()).then_some((t, v))
+            })
+            .collect();
+        series.push((labels, points));
+    }
+    Answer { sent, body, series }
+}
+
+/// Asserts that every query of `qs` returns data over the range it is for.
+async fn assert_all_return_data(vm: &str, qs: &[&Query], vars: &[(String, String)]) {
+    let now = Utc::now().timestamp();
+    let mut failures = Vec::new();
+    for q in qs {
+        let (start, end) = q.range(now);
+        let a = run(vm, q, vars, start, end).await;
+        if a.points() == 0 {
+            failures.push(format!(
+                "panel {:?} target {} returned no data: {}\n  answer: {}",
+                q.panel, q.ref_id, a.sent, a.body
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn find<'a>(qs: &'a [Query], panel: &str, ref_id: &str) -> &'a Query {
+    qs.iter()
+        .find(|q| q.panel == panel && q.ref_id == ref_id)
+        .unwrap_or_else(|| panic!("the dashboard has no panel {panel:?} with a target {ref_id}"))
+}
+
+/// Waits, near midnight in Paris, until the new day has begun: the tests
+/// write rows for "today" and "tomorrow" and read them back.
+async fn away_from_midnight() {
+    let now = Utc::now().with_timezone(&Paris);
+    let tomorrow = now.date_naive().checked_add_days(Days::new(1)).unwrap();
+    let midnight = Paris
+        .from_local_datetime(&tomorrow.and_hms_opt(0, 0, 0).unwrap())
+        .earliest()
+        .unwrap();
+    let left = (midnight - now).num_seconds();
+    if left < 120 {
+        tokio::time::sleep(Duration::from_secs(left as u64 + 5)).await;
+    }
+}
+
+fn paris_today() -> NaiveDate {
+    Utc::now().with_timezone(&Paris).date_naive()
+}
+
+/// Tempo days around today, as MyElectricalData writes them: yesterday BLUE,
+/// today WHITE, tomorrow RED (the demo data's calendar ends in 2024).
+async fn add_tempo_days_around_today(pool: &sqlx::PgPool) {
+    let today = paris_today();
+    for (k, colour) in [(-1i64, "BLUE"), (0, "WHITE"), (1, "RED")] {
+        let d = today
+            .checked_add_signed(chrono::Duration::days(k))
+            .unwrap()
+            .format("%Y-%m-%d");
+        sqlx::raw_sql(&format!(
+            "INSERT INTO tempo_days (id, date, color) \
+             VALUES ('{d}', '{d} 00:00'::timestamp AT TIME ZONE 'Europe/Paris', '{colour}')"
+        ))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+#[test]
+fn the_dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
+    let d = dashboard();
+    assert!(d["schemaVersion"].as_i64().unwrap() >= 36);
+    assert_eq!(d["uid"], "myelectricaldata");
+    assert_eq!(d["time"]["from"], "now-90d");
+    assert!(
+        d["id"].is_null(),
+        "an exported dashboard has no database id"
+    );
+
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no variable {name}"))
+    };
+    assert_eq!(var("datasource")["type"], "datasource");
+    assert_eq!(var("datasource")["query"], "prometheus");
+    let pdl = var("pdl");
+    assert_eq!(pdl["type"], "query");
+    assert_eq!(
+        pdl["query"]["query"],
+        "label_values(myelectricaldata_consumption_wh, pdl)"
+    );
+    assert_eq!(pdl["datasource"]["uid"], "${datasource}");
+    for price in ["price_bleu", "price_blanc", "price_rouge"] {
+        let v = var(price);
+        assert_eq!(v["type"], "textbox", "{price}");
+        let value: f64 = v["query"].as_str().unwrap().parse().unwrap();
+        assert!(value > 0.05 && value < 1.0, "{price} = {value} €/kWh");
+        assert_eq!(v["current"]["value"], v["query"], "{price}");
+    }
+
+    let mut ids = std::collections::BTreeSet::new();
+    let mut cells = std::collections::BTreeMap::new();
+    for p in panels(&d) {
+        let title = p["title"].as_str().unwrap();
+        assert!(
+            ids.insert(p["id"].as_i64().unwrap()),
+            "duplicate id: {title}"
+        );
+        let g = &p["gridPos"];
+        let (x, y, w, h) = (
+            g["x"].as_i64().unwrap(),
+            g["y"].as_i64().unwrap(),
+            g["w"].as_i64().unwrap(),
+            g["h"].as_i64().unwrap(),
+        );
+        assert!(x >= 0 && w > 0 && h > 0 && x + w <= 24, "{title}: {g}");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                if let Some(other) = cells.insert((cx, cy), title) {
+                    panic!("panels {other:?} and {title:?} overlap");
+                }
+            }
+        }
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        assert_eq!(p["datasource"]["type"], "prometheus", "{title}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has no query");
+        let mut refs = std::collections::BTreeSet::new();
+        for t in targets {
+            assert!(refs.insert(t["refId"].as_str().unwrap()), "{title}");
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+            assert!(!t["expr"].as_str().unwrap().trim().is_empty(), "{title}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_dashboard_query_returns_data_and_the_tempo_cost_is_each_days_kwh_times_its_colours_price(
+) {
+    away_from_midnight().await;
+    let servers = Servers::start().await;
+    add_tempo_days_around_today(&servers.pool).await;
+    common::run_ok(&["once"], &servers.env(&[]));
+    let vm = servers.vm.url.as_str();
+    let d = dashboard();
+    let vars = variables(&d);
+    let qs = queries(&d);
+    assert!(qs.len() >= 20, "{} queries", qs.len());
+
+    // What was written becomes searchable within a second.
+    let client = reqwest::Client::new();
+    client
+        .get(format!("{vm}/internal/force_flush"))
+        .send()
+        .await
+        .unwrap();
+
+    // The $pdl variable lists the PDLs of the range.
+    let (start, end) = demo_range();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = client
+            .get(format!("{vm}/api/v1/label/pdl/values"))
+            .query(&[
+                ("match[]", "myelectricaldata_consumption_wh"),
+                ("start", &start.to_string()),
+                ("end", &end.to_string()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains(PDL) && body.contains("98765432109876") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "label_values(myelectricaldata_consumption_wh, pdl): {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let data: Vec<&Query> = qs.iter().filter(|q| !q.is_health()).collect();
+    assert_all_return_data(vm, &data, &vars).await;
+
+    // The estimated Tempo cost of each day: that day's consumption (kWh)
+    // times the price of that day's colour, over days with red and white.
+    let price = |name: &str| -> f64 {
+        vars.iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .parse()
+            .unwrap()
+    };
+    let rows = sqlx::query(
+        "SELECT c.date, sum(c.value)::float8 / 1000, t.color::text
+           FROM consumption_data c JOIN tempo_days t ON t.id = to_char(c.date, 'YYYY-MM-DD')
+          WHERE c.usage_point_id = $1 AND c.granularity = 'daily'
+            AND c.date BETWEEN '2024-01-01' AND '2024-01-20'
+          GROUP BY c.date, t.color ORDER BY c.date",
+    )
+    .bind(PDL)
+    .fetch_all(&servers.pool)
+    .await
+    .unwrap();
+    let mut want_cost = BTreeMap::new();
+    let mut want_colour = BTreeMap::new();
+    for r in &rows {
+        let date: NaiveDate = r.get(0);
+        let kwh: f64 = r.get(1);
+        let colour: String = r.get(2);
+        let (p, code) = match colour.as_str() {
+            "BLUE" => (price("price_bleu"), 1.0),
+            "WHITE" => (price("price_blanc"), 2.0),
+            "RED" => (price("price_rouge"), 3.0),
+            c => panic!("colour {c}"),
+        };
+        // A day's samples are at its local midnight; a 1-day step at 00:00
+        // UTC of that date reads the day that began just before.
+        let t = date.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+        want_cost.insert(t, kwh * p);
+        want_colour.insert(t, code);
+    }
+    assert!(
+        want_colour.values().any(|&c| c == 3.0) && want_colour.values().any(|&c| c == 2.0),
+        "the checked days hold red and white days: {want_colour:?}"
+    );
+    let (start, end) = (
+        *want_cost.keys().next().unwrap(),
+        *want_cost.keys().last().unwrap(),
+    );
+    for (panel, want) in [
+        ("Coût Tempo estimé par jour", &want_cost),
+        ("Calendrier Tempo", &want_colour),
+    ] {
+        let q = find(&qs, panel, "A");
+        let a = run(vm, q, &vars, start, end).await;
+        assert_eq!(a.series.len(), 1, "{panel}: {}", a.body);
+        let got: BTreeMap<i64, f64> = a.series[0].1.iter().copied().collect();
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{panel}: {}",
+            a.sent
+        );
+        for (t, w) in want {
+            assert!(
+                (got[t] - w).abs() < 1e-9,
+                "{panel} at {t}: got {}, want {w} ({})",
+                got[t],
+                a.sent
+            );
+        }
+    }
+
+    // The total over the range counts each day once, whatever its quality.
+    let total: f64 = sqlx::query_scalar(
+        "SELECT sum(value)::float8 / 1000 FROM consumption_data
+          WHERE usage_point_id = $1 AND granularity = 'daily'",
+    )
+    .bind(PDL)
+    .fetch_one(&servers.pool)
+    .await
+    .unwrap();
+    let (start, end) = demo_range();
+    let a = run(
+        vm,
+        find(&qs, "Consommation sur la période", "A"),
+        &vars,
+        start,
+        end,
+    )
+    .await;
+    assert!(
+        (a.series[0].1[0].1 - total).abs() < 1e-6,
+        "{}: want {total}",
+        a.body
+    );
+
+    // Today and tomorrow, whose samples lie in the future of "now" for
+    // tomorrow: today WHITE (2), tomorrow RED (3); EcoWatt J, J+1, J+2 of
+    // the demo data: 1, 2, 3.
+    let now = Utc::now().timestamp();
+    for (panel, ref_id, want) in [
+        ("Tempo aujourd'hui et demain", "A", 2.0),
+        ("Tempo aujourd'hui et demain", "B", 3.0),
+        ("EcoWatt : aujourd'hui, demain, après-demain", "A", 1.0),
+        ("EcoWatt : aujourd'hui, demain, après-demain", "B", 2.0),
+        ("EcoWatt : aujourd'hui, demain, après-demain", "C", 3.0),
+    ] {
+        let q = find(&qs, panel, ref_id);
+        let (start, end) = q.range(now);
+        let a = run(vm, q, &vars, start, end).await;
+        let got: Vec<f64> = a
+            .series
+            .iter()
+            .flat_map(|s| s.1.iter().map(|p| p.1))
+            .collect();
+        assert_eq!(got, vec![want], "{panel} {ref_id}: {}", a.sent);
+    }
+}
+
+/// Waits until VictoriaMetrics holds what the model computes from the
+/// rows, the exporter's own scraped metrics set aside; returns the number
+/// of samples.
+async fn converge(servers: &Servers, log: &std::path::Path, when: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = Utc::now().timestamp_millis();
+        let want = expected(&servers.pool, &BTreeMap::new(), now).await;
+        let mut got = from_export(servers.vm.export_all().await);
+        got.retain(|l, _| !l["__name__"].starts_with("myelectricaldata_exporter_"));
+        if got == want {
+            return want.values().map(Vec::len).sum();
+        }
+        if Instant::now() > deadline {
+            eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+            common::model::assert_same(&got, &want, when);
+        }
+    }
+}
+
+/// An instant query at now: the first result's value, and the answer.
+async fn instant(vm: &str, query: &str) -> (Option<f64>, String) {
+    let body = reqwest::Client::new()
+        .post(format!("{vm}/api/v1/query"))
+        .form(&[("query", query)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let value = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|s| s.parse::<f64>().ok());
+    (value, body)
+}
+
+/// Waits until VictoriaMetrics has scraped the daemon `n` times in the last
+/// 10 s and the last scrape says the export is in sync.
+async fn scraped(servers: &Servers, n: f64, listen: &str, log: &std::path::Path) {
+    let vm = servers.vm.url.as_str();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (scrapes, _) = instant(vm, "count_over_time(myelectricaldata_exporter_up[10s])").await;
+        let (lag, _) = instant(vm, "max(myelectricaldata_exporter_lag_seconds)").await;
+        if scrapes.unwrap_or(0.0) >= n && lag == Some(0.0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VictoriaMetrics did not scrape the daemon's /metrics on {listen} \
+             (VICTORIAMETRICS_HTTP_LISTEN_ADDR) {n} times with lag 0: {:?}\n{}\n{}",
+            instant(vm, "myelectricaldata_exporter_lag_seconds").await,
+            std::fs::read_to_string(log).unwrap_or_default(),
+            servers.vm.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoriametrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let scrape = dir.path().join("scrape.yml");
+    std::fs::write(
+        &scrape,
+        format!(
+            "scrape_configs:\n  - job_name: myelectricaldata-vm-exporter\n    scrape_interval: 1s\n    \
+             static_configs:\n      - targets: [\"{listen}\"]\n"
+        ),
+    )
+    .unwrap();
+    let pg = common::Postgres::start();
+    let vm = Victoria::start_with(&[&format!("-promscrape.config={}", scrape.display())]);
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(common::SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(common::DATA).execute(&pool).await.unwrap();
+    let servers = Servers { pg, vm, pool };
+    let vm = servers.vm.url.as_str();
+
+    let log = dir.path().join("daemon.log");
+    let env = servers.env(&[
+        ("VICTORIAMETRICS_POLL_INTERVAL", "1s"),
+        ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", &listen),
+    ]);
+    let _daemon = spawn_exporter(&["run"], &env, &log);
+
+    // The first export converges and VictoriaMetrics scrapes the daemon...
+    let samples = converge(&servers, &log, "the daemon's first export").await;
+    scraped(&servers, 2.0, &listen, &log).await;
+    // ... then Enedis corrects a day and a new day arrives: a series
+    // rewritten, samples sent, which the counters' increase shows.
+    sqlx::raw_sql(
+        "UPDATE consumption_data SET value = value + 100, updated_at = now()
+          WHERE usage_point_id = '12345678901234' AND granularity = 'daily' AND date = '2024-02-10';
+         INSERT INTO consumption_data (id, usage_point_id, date, granularity, value)
+         VALUES ('dashboard-new-day', '98765432109876', '2024-11-11', 'daily', 12345);",
+    )
+    .execute(&servers.pool)
+    .await
+    .unwrap();
+    converge(&servers, &log, "after the changes").await;
+    scraped(&servers, 3.0, &listen, &log).await;
+
+    let (up, body) = instant(vm, "max(myelectricaldata_exporter_up)").await;
+    assert_eq!(up, Some(1.0), "{body}");
+    let (sent, body) = instant(vm, "max(myelectricaldata_exporter_samples_sent_total)").await;
+    assert!(
+        sent.unwrap_or(0.0) >= samples as f64,
+        "samples_sent_total below the {samples} samples of the first export: {body}"
+    );
+    let (age, body) = instant(
+        vm,
+        "time() - max(myelectricaldata_exporter_last_success_timestamp_seconds)",
+    )
+    .await;
+    assert!(
+        age.is_some_and(|a| (0.0..30.0).contains(&a)),
+        "last success: {body}"
+    );
+
+    // Grafana aligns a range query's end on its step (15 s here): wait for
+    // a step boundary after those scrapes, so that the last step holds them.
+    let now = Utc::now().timestamp();
+    tokio::time::sleep(Duration::from_secs((15 - now.rem_euclid(15) + 2) as u64)).await;
+
+    let d = dashboard();
+    let vars = variables(&d);
+    let qs = queries(&d);
+    let health: Vec<&Query> = qs.iter().filter(|q| q.is_health()).collect();
+    assert!(health.len() >= 10, "{} health queries", health.len());
+    for name in [
+        "samples_sent_total",
+        "batches_sent_total",
+        "retries_total",
+        "errors_total",
+        "rows_skipped_total",
+        "series_rewritten_total",
+        "last_success_timestamp_seconds",
+        "lag_seconds",
+        "up",
+    ] {
+        let metric = format!("myelectricaldata_exporter_{name}");
+        assert!(
+            health.iter().any(|q| q.expr.contains(&format!("{metric}["))
+                || q.expr.contains(&format!("{metric})"))),
+            "no panel shows {metric}"
+        );
+    }
+    assert_all_return_data(vm, &health, &vars).await;
+
+    // The changes show as counted work.
+    let now = Utc::now().timestamp();
+    for (panel, ref_id) in [
+        ("Échantillons envoyés sur la période", "A"),
+        ("Échantillons envoyés", "A"),
+        ("Lots, réessais et séries réécrites", "A"),
+        ("Lots, réessais et séries réécrites", "C"),
+    ] {
+        let q = find(&qs, panel, ref_id);
+        let (start, end) = q.range(now);
+        let a = run(vm, q, &vars, start, end).await;
+        let total: f64 = a.series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).sum();
+        assert!(
+            total > 0.0,
+            "{panel} {ref_id} counted nothing: {}\n{}",
+            a.sent,
+            a.body
+        );
+    }
+}
