@@ -301,7 +301,7 @@ impl Exporter {
 
         // One PDL's series at a time (all of them for Tempo and EcoWatt):
         // compare, then write what changed while the next group is read.
-        let mut reader = SeriesReader::new(&self.source, family, None);
+        let mut reader = SeriesReader::new(&self.source, family);
         while let Some(group) = reader.next(&contract, &mut report).await? {
             let mut work: Vec<(Series, Plan)> = Vec::new();
             for series in group {

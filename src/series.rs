@@ -7,20 +7,20 @@ use futures_util::{Stream, TryStreamExt};
 
 use crate::config::Config;
 use crate::contract::ecowatt::ecowatt_series;
-use crate::contract::energy::{EnergyRow, PdlEnergy};
+use crate::contract::energy::PdlEnergy;
 use crate::contract::render::write_line;
 use crate::contract::tempo::tempo_series;
 use crate::contract::{is_pdl, Contract, Family, Report, Series};
-use crate::source::{Source, SourceError};
+use crate::source::{energy_row, Source, SourceError};
+use sqlx::postgres::PgRow;
 
-type EnergyRows<'s> = Pin<Box<dyn Stream<Item = Result<EnergyRow, SourceError>> + Send + 's>>;
+type EnergyRows<'s> = Pin<Box<dyn Stream<Item = Result<PgRow, SourceError>> + Send + 's>>;
 
 /// Yields a family's series: one PDL's energy series at a time, or all
 /// Tempo or EcoWatt series at once (a few thousand samples).
 pub struct SeriesReader<'s> {
     source: &'s Source,
     family: Family,
-    pdls: Option<Vec<String>>,
     rows: Option<EnergyRows<'s>>,
     current: Option<PdlEnergy>,
     done: bool,
@@ -28,13 +28,11 @@ pub struct SeriesReader<'s> {
 }
 
 impl<'s> SeriesReader<'s> {
-    /// A reader of `family`'s series; of the given PDLs' energy series only,
-    /// when `pdls` is given.
-    pub fn new(source: &'s Source, family: Family, pdls: Option<Vec<String>>) -> Self {
+    /// A reader of `family`'s series.
+    pub fn new(source: &'s Source, family: Family) -> Self {
         Self {
             source,
             family,
-            pdls,
             rows: None,
             current: None,
             done: false,
@@ -59,26 +57,24 @@ impl<'s> SeriesReader<'s> {
         match self.family {
             Family::Consumption | Family::Production => {
                 let (family, source) = (self.family, self.source);
-                let pdls = self.pdls.take();
                 let rows = self
                     .rows
-                    .get_or_insert_with(|| Box::pin(source.energy_rows(family, pdls)));
-                while let Some(row) = rows.try_next().await? {
+                    .get_or_insert_with(|| Box::pin(source.energy_rows(family)));
+                while let Some(pg) = rows.try_next().await? {
                     self.rows_read += 1;
-                    if self.current.as_ref().is_some_and(|p| p.pdl() != row.pdl) {
-                        let finished = self
-                            .current
-                            .replace(PdlEnergy::new(family, &row.pdl))
-                            .expect("checked above");
-                        self.current
-                            .as_mut()
-                            .expect("just set")
-                            .push(contract, row, report);
-                        return Ok(Some(finished.finish(contract, report)));
-                    }
+                    let row = energy_row(&pg, family)?;
+                    let finished = match &self.current {
+                        Some(p) if p.pdl() != row.pdl => {
+                            self.current.replace(PdlEnergy::new(family, row.pdl))
+                        }
+                        _ => None,
+                    };
                     self.current
-                        .get_or_insert_with(|| PdlEnergy::new(family, &row.pdl))
+                        .get_or_insert_with(|| PdlEnergy::new(family, row.pdl))
                         .push(contract, row, report);
+                    if let Some(done) = finished {
+                        return Ok(Some(done.finish(contract, report)));
+                    }
                 }
                 self.done = true;
                 Ok(self.current.take().map(|p| p.finish(contract, report)))
@@ -120,7 +116,7 @@ pub async fn render_all(
     let mut report = Report::default();
     let mut buf = Vec::with_capacity(64 * 1024);
     for family in Family::ALL {
-        let mut reader = SeriesReader::new(source, family, None);
+        let mut reader = SeriesReader::new(source, family);
         while let Some(group) = reader.next(&contract, &mut report).await? {
             for series in group {
                 for s in &series.samples {

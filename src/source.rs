@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, TryStreamExt};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::ConnectOptions;
 use sqlx::{PgPool, Row};
 
@@ -79,18 +79,43 @@ impl SourceError {
 /// The query of an energy table, as a `&'static str` as sqlx's streams need.
 macro_rules! energy_sql {
     ($table:literal) => {
+        // In the order of the unique constraint's index, so that PostgreSQL
+        // streams rows without sorting a million of them; each quality is
+        // looked up once (the LATERAL), as jsonb look-ups are what costs.
         concat!(
-            "SELECT id, usage_point_id,
-                    CASE WHEN date BETWEEN '0001-01-01' AND '9999-12-31' THEN date END,
-                    granularity::text, interval_start, value::bigint,
-                    CASE WHEN jsonb_typeof(raw_data -> 'quality') = 'string'
-                          AND raw_data ->> 'quality' <> '' THEN raw_data ->> 'quality' END
+            "SELECT t.id, t.usage_point_id,
+                    CASE WHEN t.date BETWEEN '0001-01-01' AND '9999-12-31' THEN t.date END,
+                    t.granularity::text, t.interval_start, t.value::bigint,
+                    CASE WHEN jsonb_typeof(l.q) = 'string' THEN l.q #>> '{}' END,
+                    CASE WHEN isfinite(t.updated_at) THEN t.updated_at END
                FROM ",
             $table,
-            " WHERE $1::text[] IS NULL OR usage_point_id = ANY($1)
-              ORDER BY usage_point_id, date, interval_start, updated_at, id"
+            " AS t CROSS JOIN LATERAL (SELECT t.raw_data -> 'quality' AS q) AS l
+              ORDER BY t.usage_point_id, t.date, t.granularity, t.interval_start"
         )
     };
+}
+
+/// Decodes a row of [`Source::energy_rows`], borrowing its text.
+pub fn energy_row<'r>(row: &'r PgRow, family: Family) -> Result<EnergyRow<'r>, SourceError> {
+    let get = |e| SourceError::Query {
+        what: format!("decoding a row of {}", family.energy_table()),
+        source: e,
+    };
+    // The query fixes every column's type, so sqlx's per-value type check
+    // (a measurable share of a million rows' decoding) can be skipped.
+    let updated_at: Option<chrono::DateTime<chrono::Utc>> =
+        row.try_get_unchecked(7).map_err(get)?;
+    Ok(EnergyRow {
+        id: row.try_get_unchecked(0).map_err(get)?,
+        pdl: row.try_get_unchecked(1).map_err(get)?,
+        date: row.try_get_unchecked(2).map_err(get)?,
+        granularity: row.try_get_unchecked(3).map_err(get)?,
+        interval_start: row.try_get_unchecked(4).map_err(get)?,
+        value: row.try_get_unchecked(5).map_err(get)?,
+        quality: row.try_get_unchecked(6).map_err(get)?,
+        updated_at: updated_at.map(|t| t.timestamp_micros()),
+    })
 }
 
 /// A change token per table: when it moves, the table changed.
@@ -242,40 +267,23 @@ impl Source {
         Ok(tokens)
     }
 
-    /// The rows of an energy table (of the given PDLs only, when given),
-    /// ordered by PDL so that the series of one PDL can be built and sent
-    /// before the next PDL is read.
+    /// The rows of an energy table, ordered by PDL so that the series of
+    /// one PDL can be built and sent before the next PDL is read; decode
+    /// each with [`energy_row`].
     pub fn energy_rows(
         &self,
         family: Family,
-        pdls: Option<Vec<String>>,
-    ) -> impl Stream<Item = Result<EnergyRow, SourceError>> + '_ {
+    ) -> impl Stream<Item = Result<PgRow, SourceError>> + '_ {
         let table = family.energy_table();
         let sql = match family {
             Family::Production => energy_sql!("production_data"),
             _ => energy_sql!("consumption_data"),
         };
         sqlx::query(sql)
-            .bind(pdls)
             .fetch(&self.pool)
             .map_err(move |source| SourceError::Query {
                 what: format!("reading {table}"),
                 source,
-            })
-            .and_then(move |row| async move {
-                let get = |e| SourceError::Query {
-                    what: format!("decoding a row of {table}"),
-                    source: e,
-                };
-                Ok(EnergyRow {
-                    id: row.try_get(0).map_err(get)?,
-                    pdl: row.try_get(1).map_err(get)?,
-                    date: row.try_get(2).map_err(get)?,
-                    granularity: row.try_get(3).map_err(get)?,
-                    interval_start: row.try_get(4).map_err(get)?,
-                    value: row.try_get(5).map_err(get)?,
-                    quality: row.try_get(6).map_err(get)?,
-                })
             })
     }
 

@@ -12,23 +12,37 @@ use crate::calendar::{day_millis, local_millis, month_millis, parse_interval_sta
 /// large industrial site draws in a day.
 pub const MAX_WH: i64 = 100_000_000;
 
-/// One row of `consumption_data` or `production_data`, as read.
-#[derive(Debug, Clone)]
-pub struct EnergyRow {
+/// One row of `consumption_data` or `production_data`, as read: borrowed
+/// from the database's answer, so that the million rows of a backfill cost
+/// no allocation each.
+#[derive(Debug, Clone, Copy)]
+pub struct EnergyRow<'r> {
     /// The row's `id`, to name it in warnings.
-    pub id: String,
+    pub id: &'r str,
     /// `usage_point_id`.
-    pub pdl: String,
+    pub pdl: &'r str,
     /// Local date; `None` when PostgreSQL holds one chrono cannot (infinity, year 10000 and after).
     pub date: Option<NaiveDate>,
     /// `granularity` as text: `daily` or `detailed`.
-    pub granularity: String,
+    pub granularity: &'r str,
     /// `HH:MM` on detailed rows.
-    pub interval_start: Option<String>,
+    pub interval_start: Option<&'r str>,
     /// Wh.
     pub value: i64,
-    /// `raw_data->>'quality'` when it is a non-empty string.
-    pub quality: Option<String>,
+    /// `raw_data->>'quality'` when it is a string (empty counts as absent).
+    pub quality: Option<&'r str>,
+    /// `updated_at` in Unix microseconds (`None`: infinite), which decides
+    /// between two daily rows of one date.
+    pub updated_at: Option<i64>,
+}
+
+/// A daily row kept for its date.
+#[derive(Debug)]
+struct Daily {
+    quality: Option<String>,
+    value: i64,
+    updated_at: Option<i64>,
+    id: String,
 }
 
 impl Family {
@@ -54,9 +68,10 @@ impl Family {
 pub struct PdlEnergy {
     family: Family,
     pdl: String,
-    /// The daily rows by date: quality and value (the last row read wins).
-    daily: BTreeMap<NaiveDate, (Option<String>, i64)>,
-    detailed: BTreeMap<Option<String>, Vec<Sample>>,
+    /// The daily rows by date (the latest `updated_at` wins).
+    daily: BTreeMap<NaiveDate, Daily>,
+    /// Detailed samples by quality (a handful of qualities at most).
+    detailed: Vec<(Option<String>, Vec<Sample>)>,
 }
 
 impl PdlEnergy {
@@ -66,7 +81,7 @@ impl PdlEnergy {
             family,
             pdl: pdl.to_string(),
             daily: BTreeMap::new(),
-            detailed: BTreeMap::new(),
+            detailed: Vec::new(),
         }
     }
 
@@ -76,7 +91,7 @@ impl PdlEnergy {
     }
 
     /// Adds one row of this PDL, or records why it is skipped.
-    pub fn push(&mut self, contract: &Contract, row: EnergyRow, report: &mut Report) {
+    pub fn push(&mut self, contract: &Contract, row: EnergyRow<'_>, report: &mut Report) {
         let table = self.family.energy_table();
         if !is_pdl(&row.pdl) {
             report.skip(
@@ -98,22 +113,11 @@ impl PdlEnergy {
             report.skip(table, row.id, "date is outside years 1 to 9999");
             return;
         };
-        match row.granularity.as_str() {
-            "daily" => {
-                // Rows are read in updated_at order: a duplicate daily row
-                // (possible where the unique constraint lets NULLs differ)
-                // gives way to the later one.
-                if self.daily.insert(date, (row.quality, row.value)).is_some() {
-                    report.skip(
-                        table,
-                        row.id,
-                        format!("a second daily row for {date}; it replaces the first"),
-                    );
-                }
-            }
+        let quality = row.quality.filter(|q| !q.is_empty());
+        match row.granularity {
+            "daily" => self.push_daily(date, quality, row, report),
             "detailed" => {
-                let Some(time) = row.interval_start.as_deref().and_then(parse_interval_start)
-                else {
+                let Some(time) = row.interval_start.and_then(parse_interval_start) else {
                     report.skip(
                         table,
                         row.id,
@@ -122,7 +126,19 @@ impl PdlEnergy {
                     return;
                 };
                 let ts = local_millis(contract.tz, date.and_time(time));
-                self.detailed.entry(row.quality).or_default().push(Sample {
+                let slot = match self
+                    .detailed
+                    .iter()
+                    .position(|(q, _)| q.as_deref() == quality)
+                {
+                    Some(i) => i,
+                    None => {
+                        self.detailed
+                            .push((quality.map(str::to_string), Vec::new()));
+                        self.detailed.len() - 1
+                    }
+                };
+                self.detailed[slot].1.push(Sample {
                     ts,
                     value: row.value,
                 });
@@ -135,13 +151,51 @@ impl PdlEnergy {
         }
     }
 
+    /// A daily row. Two for one date are possible where the unique
+    /// constraint lets NULL `interval_start`s differ: the later `updated_at`
+    /// (then the greater `id`) wins, as the later write would have.
+    fn push_daily(
+        &mut self,
+        date: NaiveDate,
+        quality: Option<&str>,
+        row: EnergyRow<'_>,
+        report: &mut Report,
+    ) {
+        let new = Daily {
+            quality: quality.map(str::to_string),
+            value: row.value,
+            updated_at: row.updated_at,
+            id: row.id.to_string(),
+        };
+        let table = self.family.energy_table();
+        match self.daily.entry(date) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(new);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let old = o.get();
+                let (kept, dropped) = if (new.updated_at, &new.id) > (old.updated_at, &old.id) {
+                    let dropped = o.insert(new);
+                    (o.get().id.clone(), dropped.id)
+                } else {
+                    (old.id.clone(), new.id)
+                };
+                report.skip(
+                    table,
+                    dropped,
+                    format!("another daily row for {date} ({kept}) was written later and wins"),
+                );
+            }
+        }
+    }
+
     /// The PDL's series: daily and detailed per quality, and monthly.
     pub fn finish(self, contract: &Contract, report: &mut Report) -> Vec<Series> {
         let name = self.family.energy_metric();
         let pdl = self.pdl.as_str();
         let mut daily: BTreeMap<Option<String>, Vec<Sample>> = BTreeMap::new();
         let mut monthly: BTreeMap<i64, i64> = BTreeMap::new();
-        for (date, (quality, value)) in self.daily {
+        for (date, Daily { quality, value, .. }) in self.daily {
             daily.entry(quality).or_default().push(Sample {
                 ts: day_millis(contract.tz, date),
                 value,
@@ -149,7 +203,10 @@ impl PdlEnergy {
             *monthly.entry(month_millis(contract.tz, date)).or_default() += value;
         }
         let mut out = Vec::new();
-        for (kind, by_quality) in [("daily", daily), ("detailed", self.detailed)] {
+        let mut detailed = self.detailed;
+        detailed.sort_by(|a, b| a.0.cmp(&b.0));
+        let daily: Vec<_> = daily.into_iter().collect();
+        for (kind, by_quality) in [("daily", daily), ("detailed", detailed)] {
             for (quality, samples) in by_quality {
                 let mut labels = vec![("pdl", pdl), ("type", kind)];
                 if let Some(q) = quality.as_deref() {
@@ -172,21 +229,22 @@ mod tests {
     use super::*;
 
     fn row(
-        id: &str,
+        id: &'static str,
         date: &str,
-        granularity: &str,
-        start: Option<&str>,
+        granularity: &'static str,
+        start: Option<&'static str>,
         value: i64,
-        quality: Option<&str>,
-    ) -> EnergyRow {
+        quality: Option<&'static str>,
+    ) -> EnergyRow<'static> {
         EnergyRow {
-            id: id.into(),
-            pdl: "12345678901234".into(),
+            id,
+            pdl: "12345678901234",
             date: Some(date.parse().unwrap()),
-            granularity: granularity.into(),
-            interval_start: start.map(Into::into),
+            granularity,
+            interval_start: start,
             value,
-            quality: quality.map(Into::into),
+            quality,
+            updated_at: Some(0),
         }
     }
 
@@ -284,7 +342,7 @@ mod tests {
             &mut r,
         );
         let mut short = row("short-pdl", "2024-01-15", "daily", None, 1, None);
-        short.pdl = "123".into();
+        short.pdl = "123";
         p.push(&c, short, &mut r);
         p.push(
             &c,
@@ -297,5 +355,21 @@ mod tests {
             ["bad-time", "no-time", "negative", "huge", "short-pdl"]
         );
         assert_eq!(p.finish(&c, &mut r).len(), 1);
+    }
+
+    #[test]
+    fn of_two_daily_rows_for_one_date_the_later_written_wins() {
+        let c = contract();
+        let mut r = Report::default();
+        let mut p = PdlEnergy::new(Family::Consumption, "12345678901234");
+        let mut later = row("b-later", "2024-01-15", "daily", None, 2, None);
+        later.updated_at = Some(10);
+        let earlier = row("a-earlier", "2024-01-15", "daily", None, 1, None);
+        p.push(&c, later, &mut r);
+        p.push(&c, earlier, &mut r);
+        let series = p.finish(&c, &mut r);
+        assert_eq!(series[0].samples[0].value, 2);
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(r.skipped[0].row, "a-earlier");
     }
 }
