@@ -93,7 +93,7 @@ impl PdlEnergy {
     /// Adds one row of this PDL, or records why it is skipped.
     pub fn push(&mut self, contract: &Contract, row: EnergyRow<'_>, report: &mut Report) {
         let table = self.family.energy_table();
-        if !is_pdl(&row.pdl) {
+        if !is_pdl(row.pdl) {
             report.skip(
                 table,
                 row.id,
