@@ -1,10 +1,12 @@
 //! Batching: lines gathered into POSTs of `VICTORIAMETRICS_BATCH_SIZE`
-//! lines, sent in order, retried with capped exponential backoff.
+//! lines, a few under way at once, retried with capped exponential backoff.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::contract::render::write_line;
@@ -36,57 +38,171 @@ pub fn backoff(attempt: u32, cap: Duration) -> Duration {
     ceiling.mul_f64(fraction)
 }
 
-/// Sends lines in batches, in order; tells which lines were acknowledged and
-/// which series went through a retry that may have duplicated samples.
-pub struct Batcher<'a> {
-    sink: &'a Sink,
-    cancel: &'a CancellationToken,
-    size: usize,
+/// Batches posted at once. VictoriaMetrics answers each in a fraction of a
+/// millisecond; waiting for every answer before posting the next left the
+/// exporter and VictoriaMetrics each idle half the time.
+pub const IN_FLIGHT: usize = 4;
+
+/// How a posted batch ended.
+struct Sent {
+    lines: u64,
+    ids: Vec<i64>,
+    /// `Ok(None)`: acknowledged; `Ok(Some(answer))`: refused for good.
+    result: Result<Option<String>, BatchError>,
+    /// A failed attempt may have stored part of it.
+    ambiguous: bool,
+    retries: u64,
+}
+
+/// What every batch's retry loop shares.
+#[derive(Clone)]
+struct Delivery {
+    sink: Arc<Sink>,
+    cancel: CancellationToken,
     max_backoff: Duration,
+    attempt_limit: Option<u32>,
+    /// Held by the batch that is retrying: during an outage one batch
+    /// probes VictoriaMetrics with backoff, the others wait behind it.
+    retry_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Delivery {
+    async fn post(self, body: Bytes, lines: u64, ids: Vec<i64>) -> Sent {
+        let mut sent = Sent {
+            lines,
+            ids,
+            result: Ok(None),
+            ambiguous: false,
+            retries: 0,
+        };
+        let mut gate = None;
+        let mut attempt = 0u32;
+        loop {
+            let e = match self.sink.import(body.clone()).await {
+                Ok(()) => return sent,
+                Err(e) => e,
+            };
+            if e.is_retryable() && self.attempt_limit.is_none_or(|l| attempt + 1 < l) {
+                if e.may_have_landed() {
+                    // Part of the batch may be stored: a resend could
+                    // duplicate samples, so these series get rewritten.
+                    sent.ambiguous = true;
+                }
+                if gate.is_none() {
+                    match self.retry_gate.clone().try_lock_owned() {
+                        Ok(g) => gate = Some(g),
+                        Err(_) => {
+                            // Another batch was retrying: it has seen the end
+                            // of the outage (or given up); try again at once.
+                            gate = Some(self.retry_gate.clone().lock_owned().await);
+                            sent.retries += 1;
+                            crate::telemetry::global().retry();
+                            attempt = attempt.saturating_add(1);
+                            continue;
+                        }
+                    }
+                }
+                let delay = backoff(attempt, self.max_backoff);
+                tracing::warn!(error = %e, retry_in = ?delay, attempt = attempt + 1, "batch not delivered; retrying");
+                sent.retries += 1;
+                crate::telemetry::global().retry();
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    _ = self.cancel.cancelled() => {
+                        sent.result = Err(BatchError::Cancelled);
+                        return sent;
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                continue;
+            }
+            if e.is_rejection() {
+                // Refused for good: retrying the same lines cannot help.
+                // The series are recorded as rejected and the pass goes on.
+                tracing::warn!(error = %e, series = sent.ids.len(), "VictoriaMetrics rejected a batch; its series are skipped until their rows change");
+                sent.result = Ok(Some(e.to_string()));
+                return sent;
+            }
+            if e.may_have_landed() {
+                sent.ambiguous = true;
+            }
+            if e.is_auth() {
+                tracing::error!(error = %e, "VictoriaMetrics refused the credentials (VICTORIAMETRICS_USERNAME/VICTORIAMETRICS_PASSWORD)");
+            }
+            if e.is_wrong_endpoint() {
+                tracing::error!(error = %e, "no import endpoint there: VICTORIAMETRICS_URL is the base /api/v1/import/prometheus is appended to (http://host:8428, or vminsert's http://host:8480/insert/<tenant>/prometheus)");
+            }
+            sent.result = Err(e.into());
+            return sent;
+        }
+    }
+}
+
+/// Sends lines in batches, up to [`IN_FLIGHT`] at a time; tells which lines
+/// were acknowledged (in order: a line counts once every batch up to its
+/// own is) and which series went through a retry that may have duplicated
+/// samples.
+pub struct Batcher {
+    delivery: Delivery,
+    size: usize,
     buf: Vec<u8>,
     lines: usize,
     ids: Vec<i64>,
     pushed: u64,
     acked: u64,
+    in_flight: VecDeque<JoinHandle<Sent>>,
     tainted: HashSet<i64>,
     rejected: HashMap<i64, String>,
     /// Batches delivered.
     pub batches_sent: u64,
     /// Retries made.
     pub retries: u64,
-    attempt_limit: Option<u32>,
 }
 
-impl<'a> Batcher<'a> {
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        // A pass that ends early leaves its series pending; posts still
+        // under way must not outlive it (the next pass deletes them).
+        for task in &self.in_flight {
+            task.abort();
+        }
+    }
+}
+
+impl Batcher {
     /// A batcher of `size` lines per POST.
     pub fn new(
-        sink: &'a Sink,
-        cancel: &'a CancellationToken,
+        sink: &Sink,
+        cancel: &CancellationToken,
         size: usize,
         max_backoff: Duration,
     ) -> Self {
         Self {
-            sink,
-            cancel,
+            delivery: Delivery {
+                sink: Arc::new(sink.clone()),
+                cancel: cancel.clone(),
+                max_backoff,
+                attempt_limit: None,
+                retry_gate: Arc::new(tokio::sync::Mutex::new(())),
+            },
             size,
-            max_backoff,
             buf: Vec::with_capacity(size * 96),
             lines: 0,
             ids: Vec::new(),
             pushed: 0,
             acked: 0,
+            in_flight: VecDeque::with_capacity(IN_FLIGHT),
             tainted: HashSet::new(),
             rejected: HashMap::new(),
             batches_sent: 0,
             retries: 0,
-            attempt_limit: None,
         }
     }
 
     /// Gives up on a batch after this many failed attempts (`once`); the
     /// daemon retries for as long as it runs.
     pub fn with_attempt_limit(mut self, limit: Option<u32>) -> Self {
-        self.attempt_limit = limit;
+        self.delivery.attempt_limit = limit;
         self
     }
 
@@ -115,7 +231,7 @@ impl<'a> Batcher<'a> {
         self.tainted.contains(&id)
     }
 
-    /// Adds the lines of series `id`; sends each batch as it fills.
+    /// Adds the lines of series `id`; posts each batch as it fills.
     pub async fn push(
         &mut self,
         id: i64,
@@ -130,80 +246,68 @@ impl<'a> Batcher<'a> {
             self.lines += 1;
             self.pushed += 1;
             if self.lines >= self.size {
-                self.flush().await?;
+                self.post().await?;
             }
         }
         Ok(())
     }
 
-    /// Sends what is buffered.
+    /// Posts what is buffered and waits for every batch's answer.
     pub async fn flush(&mut self) -> Result<(), BatchError> {
-        if self.lines == 0 {
-            return Ok(());
+        if self.lines > 0 {
+            self.start_post();
         }
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Posts the buffer, first waiting for the oldest batch when as many
+    /// as [`IN_FLIGHT`] are under way.
+    async fn post(&mut self) -> Result<(), BatchError> {
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.settle_oldest().await?;
+        }
+        self.start_post();
+        Ok(())
+    }
+
+    fn start_post(&mut self) {
         let body = Bytes::from(std::mem::replace(
             &mut self.buf,
             Vec::with_capacity(self.size * 96),
         ));
-        let mut attempt = 0u32;
-        loop {
-            match self.sink.import(body.clone()).await {
-                Ok(()) => break,
-                Err(e)
-                    if e.is_retryable() && self.attempt_limit.is_none_or(|l| attempt + 1 < l) =>
-                {
-                    if e.may_have_landed() {
-                        // Part of the batch may be stored: a resend could
-                        // duplicate samples, so these series get rewritten.
-                        self.tainted.extend(self.ids.iter().copied());
-                    }
-                    let delay = backoff(attempt, self.max_backoff);
-                    tracing::warn!(error = %e, retry_in = ?delay, attempt = attempt + 1, "batch not delivered; retrying");
-                    self.retries += 1;
-                    crate::telemetry::global().retry();
-                    attempt = attempt.saturating_add(1);
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return Err(BatchError::Cancelled),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-                Err(e) if e.is_rejection() => {
-                    // Refused for good: retrying the same lines cannot help.
-                    // The series are recorded as rejected and the pass goes on.
-                    tracing::warn!(error = %e, series = self.ids.len(), "VictoriaMetrics rejected a batch; its series are skipped until their rows change");
-                    let answer = e.to_string();
-                    for id in &self.ids {
-                        self.rejected.insert(*id, answer.clone());
-                    }
-                    // Counted as a batch, not as samples sent.
-                    crate::telemetry::global().batch_sent(0);
-                    self.finish_batch();
-                    return Ok(());
-                }
-                Err(e) => {
-                    if e.may_have_landed() {
-                        self.tainted.extend(self.ids.iter().copied());
-                    }
-                    if e.is_auth() {
-                        tracing::error!(error = %e, "VictoriaMetrics refused the credentials (VICTORIAMETRICS_USERNAME/VICTORIAMETRICS_PASSWORD)");
-                    }
-                    if e.is_wrong_endpoint() {
-                        tracing::error!(error = %e, "no import endpoint there: VICTORIAMETRICS_URL is the base /api/v1/import/prometheus is appended to (http://host:8428, or vminsert's http://host:8480/insert/<tenant>/prometheus)");
-                    }
-                    return Err(e.into());
+        let lines = std::mem::take(&mut self.lines) as u64;
+        let ids = std::mem::take(&mut self.ids);
+        let delivery = self.delivery.clone();
+        self.in_flight
+            .push_back(tokio::spawn(delivery.post(body, lines, ids)));
+    }
+
+    async fn settle_oldest(&mut self) -> Result<(), BatchError> {
+        let Some(task) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        // A task ends by itself unless the batcher aborted it (on drop).
+        let sent = task.await.map_err(|_| BatchError::Cancelled)?;
+        self.retries += sent.retries;
+        if sent.ambiguous {
+            self.tainted.extend(sent.ids.iter().copied());
+        }
+        match sent.result? {
+            None => crate::telemetry::global().batch_sent(sent.lines),
+            Some(answer) => {
+                // Counted as a batch, not as samples sent.
+                crate::telemetry::global().batch_sent(0);
+                for id in &sent.ids {
+                    self.rejected.insert(*id, answer.clone());
                 }
             }
         }
-        crate::telemetry::global().batch_sent(self.lines as u64);
-        self.finish_batch();
-        Ok(())
-    }
-
-    fn finish_batch(&mut self) {
         self.batches_sent += 1;
-        self.acked += self.lines as u64;
-        self.lines = 0;
-        self.ids.clear();
+        self.acked += sent.lines;
+        Ok(())
     }
 }
 

@@ -369,7 +369,7 @@ impl Exporter {
         family: Family,
         work: Vec<(Series, Plan)>,
         known: &HashMap<String, SeriesState>,
-        batcher: &mut Batcher<'_>,
+        batcher: &mut Batcher,
         unacked: &mut Vec<(u64, Done)>,
         outcome: &mut Outcome,
     ) -> Result<(), ExportError> {
@@ -405,7 +405,7 @@ impl Exporter {
         series: &Series,
         plan: Plan,
         id: i64,
-        batcher: &mut Batcher<'_>,
+        batcher: &mut Batcher,
         outcome: &mut Outcome,
     ) -> Result<Done, ExportError> {
         let tz = self.config.timezone;
@@ -493,7 +493,7 @@ impl Drop for ImportStamp<'_> {
 async fn commit_acked(
     exporter: &Exporter,
     unacked: &mut Vec<(u64, Done)>,
-    batcher: &Batcher<'_>,
+    batcher: &Batcher,
     all: bool,
 ) -> Result<u64, ExportError> {
     let acked = batcher.acked();
