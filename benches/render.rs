@@ -98,7 +98,7 @@ fn pdl_years(c: &mut Criterion) {
                             granularity: "detailed",
                             interval_start: Some(time),
                             value: ((d * 13 + t * 7) % 900) as i64,
-                            quality: Some("BRUT"),
+                            quality: Some("BRUT".into()),
                             updated_at: Some(0),
                         };
                         pdl.push(&contract, row, &mut report);

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use std::borrow::Cow;
+
 use chrono::NaiveDate;
 
 use super::{is_pdl, Contract, Family, Report, Sample, Series};
@@ -15,7 +17,7 @@ pub const MAX_WH: i64 = 100_000_000;
 /// One row of `consumption_data` or `production_data`, as read: borrowed
 /// from the database's answer, so that the million rows of a backfill cost
 /// no allocation each.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EnergyRow<'r> {
     /// The row's `id`, to name it in warnings.
     pub id: &'r str,
@@ -29,11 +31,23 @@ pub struct EnergyRow<'r> {
     pub interval_start: Option<&'r str>,
     /// Wh.
     pub value: i64,
-    /// `raw_data->>'quality'` when it is a string (empty counts as absent).
-    pub quality: Option<&'r str>,
-    /// `updated_at` in Unix microseconds (`None`: infinite), which decides
-    /// between two daily rows of one date.
+    /// `raw_data`'s `quality` when it is a string (empty counts as absent).
+    pub quality: Option<Cow<'r, str>>,
+    /// `updated_at` in Unix microseconds, which decides between two daily
+    /// rows of one date (read for rows without `interval_start` only;
+    /// `None` when infinite).
     pub updated_at: Option<i64>,
+}
+
+/// The quality from the JSON text of `raw_data -> 'quality'`: a string's
+/// content, or `None` for anything else (a number, an object, null).
+pub fn quality_from_json(text: &str) -> Option<Cow<'_, str>> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
 }
 
 /// A daily row kept for its date.
@@ -113,9 +127,17 @@ impl PdlEnergy {
             report.skip(table, row.id, "date is outside years 1 to 9999");
             return;
         };
-        let quality = row.quality.filter(|q| !q.is_empty());
+        let quality = row.quality.as_deref().filter(|q| !q.is_empty());
         match row.granularity {
-            "daily" => self.push_daily(date, quality, row, report),
+            "daily" => {
+                let daily = Daily {
+                    quality: quality.map(str::to_string),
+                    value: row.value,
+                    updated_at: row.updated_at,
+                    id: row.id.to_string(),
+                };
+                self.push_daily(date, daily, report);
+            }
             "detailed" => {
                 let Some(time) = row.interval_start.and_then(parse_interval_start) else {
                     report.skip(
@@ -154,19 +176,7 @@ impl PdlEnergy {
     /// A daily row. Two for one date are possible where the unique
     /// constraint lets NULL `interval_start`s differ: the later `updated_at`
     /// (then the greater `id`) wins, as the later write would have.
-    fn push_daily(
-        &mut self,
-        date: NaiveDate,
-        quality: Option<&str>,
-        row: EnergyRow<'_>,
-        report: &mut Report,
-    ) {
-        let new = Daily {
-            quality: quality.map(str::to_string),
-            value: row.value,
-            updated_at: row.updated_at,
-            id: row.id.to_string(),
-        };
+    fn push_daily(&mut self, date: NaiveDate, new: Daily, report: &mut Report) {
         let table = self.family.energy_table();
         match self.daily.entry(date) {
             std::collections::btree_map::Entry::Vacant(v) => {
@@ -243,7 +253,7 @@ mod tests {
             granularity,
             interval_start: start,
             value,
-            quality,
+            quality: quality.map(Cow::Borrowed),
             updated_at: Some(0),
         }
     }
@@ -371,5 +381,16 @@ mod tests {
         assert_eq!(series[0].samples[0].value, 2);
         assert_eq!(r.skipped.len(), 1);
         assert_eq!(r.skipped[0].row, "a-earlier");
+    }
+
+    #[test]
+    fn quality_is_read_from_a_json_string_only() {
+        assert_eq!(quality_from_json("\"BRUT\"").as_deref(), Some("BRUT"));
+        assert_eq!(quality_from_json(r#""a\"b""#).as_deref(), Some("a\"b"));
+        assert_eq!(quality_from_json("\"\"").as_deref(), Some(""));
+        assert_eq!(quality_from_json("1"), None);
+        assert_eq!(quality_from_json("{\"a\": \"b\"}"), None);
+        assert_eq!(quality_from_json("null"), None);
+        assert_eq!(quality_from_json("\""), None);
     }
 }
