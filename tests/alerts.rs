@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,14 +25,6 @@ const RULES: &str = concat!(
 );
 
 const PDL: &str = "12345678901234";
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
-}
 
 /// A stand-in Alertmanager: answers 200 to every request and keeps the
 /// bodies vmalert posts to `/api/v2/alerts`. vmalert 1.79 has no
@@ -105,7 +97,7 @@ struct Vmalert {
 
 impl Vmalert {
     async fn start(datasource: &str, notifier: &str) -> Self {
-        let bin = which("vmalert").unwrap_or_else(|| {
+        let bin = common::which("vmalert").unwrap_or_else(|| {
             panic!("vmalert was not found on PATH: install Debian's `victoria-metrics` package, which ships /usr/bin/vmalert (scripts/test installs it)")
         });
         let dir = tempfile::Builder::new()
@@ -259,16 +251,7 @@ async fn servers_with(tempo: &[(i64, &str)], ecowatt: &[(i64, i32)]) -> Servers 
 
 /// An instant query at now: the values of the answer.
 async fn values(vm: &str, query: &str) -> Vec<f64> {
-    let body = reqwest::Client::new()
-        .post(format!("{vm}/api/v1/query"))
-        .form(&[("query", query)])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let (_, v) = common::instant_query(vm, query).await;
     v["data"]["result"]
         .as_array()
         .unwrap()

@@ -597,16 +597,7 @@ async fn converge(servers: &Servers, log: &std::path::Path, when: &str) -> usize
 
 /// An instant query at now: the first result's value, and the answer.
 async fn instant(vm: &str, query: &str) -> (Option<f64>, String) {
-    let body = reqwest::Client::new()
-        .post(format!("{vm}/api/v1/query"))
-        .form(&[("query", query)])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let (body, v) = common::instant_query(vm, query).await;
     let value = v["data"]["result"][0]["value"][1]
         .as_str()
         .and_then(|s| s.parse::<f64>().ok());

@@ -439,7 +439,8 @@ impl Drop for Victoria {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+/// A program on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -616,4 +617,20 @@ pub fn signal(child: &Child, sig: &str) {
         .arg(sig)
         .arg(child.id().to_string())
         .status();
+}
+
+/// An instant query at now against VictoriaMetrics at `vm`: the answer's
+/// text and its parsed JSON.
+pub async fn instant_query(vm: &str, query: &str) -> (String, serde_json::Value) {
+    let body = reqwest::Client::new()
+        .post(format!("{vm}/api/v1/query"))
+        .form(&[("query", query)])
+        .send()
+        .await
+        .expect("query VictoriaMetrics")
+        .text()
+        .await
+        .expect("read the answer");
+    let v = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    (body, v)
 }
