@@ -236,16 +236,7 @@ impl Config {
             Some(v) => parse_labels(&v)
                 .map_err(|reason| ConfigError::new("VICTORIAMETRICS_LABELS", reason))?,
         };
-        let listen_addr = match nonempty(raw.victoriametrics_http_listen_addr) {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_LISTEN_PORT))),
-            Some(v) if v.eq_ignore_ascii_case("off") => None,
-            Some(v) => Some(parse_listen_addr(&v).ok_or_else(|| {
-                ConfigError::new(
-                    "VICTORIAMETRICS_HTTP_LISTEN_ADDR",
-                    format!("expected host:port (such as 0.0.0.0:{DEFAULT_LISTEN_PORT} or :{DEFAULT_LISTEN_PORT}) or off, got {v:?}"),
-                )
-            })?),
-        };
+        let listen_addr = listen_addr(raw.victoriametrics_http_listen_addr)?;
         Ok(Config {
             database_url,
             enabled,
@@ -268,6 +259,33 @@ impl Config {
 
 /// The self-monitoring listener's port when the variable is not set.
 pub const DEFAULT_LISTEN_PORT: u16 = 9488;
+
+/// `VICTORIAMETRICS_HTTP_LISTEN_ADDR` alone, for the `health` command,
+/// which needs nothing else (a Docker HEALTHCHECK should not fail on
+/// another variable).
+pub fn listen_addr_from_env() -> Result<Option<SocketAddr>, ConfigError> {
+    let var = "VICTORIAMETRICS_HTTP_LISTEN_ADDR";
+    match std::env::var_os(var) {
+        None => listen_addr(None),
+        Some(v) => listen_addr(Some(
+            v.into_string()
+                .map_err(|_| ConfigError::new(var, "is not valid UTF-8"))?,
+        )),
+    }
+}
+
+fn listen_addr(value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    Ok(match nonempty(value) {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_LISTEN_PORT))),
+        Some(v) if v.eq_ignore_ascii_case("off") => None,
+        Some(v) => Some(parse_listen_addr(&v).ok_or_else(|| {
+            ConfigError::new(
+                "VICTORIAMETRICS_HTTP_LISTEN_ADDR",
+                format!("expected host:port (such as 0.0.0.0:{DEFAULT_LISTEN_PORT} or :{DEFAULT_LISTEN_PORT}) or off, got {v:?}"),
+            )
+        })?),
+    })
+}
 
 /// `host:port`, `[v6]:port` or `:port` (all interfaces), as vmagent's
 /// `-httpListenAddr` takes them; `localhost` is the one name resolved.

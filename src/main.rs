@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use myelectricaldata_vm_exporter::{
-    check, config::Config, listener, progress, scheduler, series, source::Source,
+    check, config, config::Config, listener, progress, scheduler, series, source::Source,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -45,6 +45,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(Command::Health) = cli.command {
+        return health();
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -52,17 +55,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    block_on(execute(cli.command.unwrap_or(Command::Run), config))
+}
+
+/// Runs `work` on a single-threaded runtime: the exporter's work is one
+/// pipeline, and a Raspberry Pi gains nothing from more threads.
+fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(r) => r,
+        Ok(runtime) => runtime.block_on(work),
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    runtime.block_on(execute(cli.command.unwrap_or(Command::Run), config))
+    }
 }
 
 async fn execute(command: Command, config: Config) -> ExitCode {
@@ -87,22 +95,7 @@ async fn execute(command: Command, config: Config) -> ExitCode {
             Ok::<_, Box<dyn std::error::Error>>(())
         }
         .await,
-        Command::Health => {
-            let Some(addr) = config.listen_addr else {
-                eprintln!("VICTORIAMETRICS_HTTP_LISTEN_ADDR is off: the daemon serves no /health");
-                return ExitCode::FAILURE;
-            };
-            return match listener::probe(addr).await {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(text) => {
-                    println!("unhealthy: {text}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        Command::Health => return health(),
         Command::Check => {
             let items = check::run(&config).await;
             print!("{}", check::report(&items));
@@ -120,6 +113,33 @@ async fn execute(command: Command, config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `health` command: asks the running daemon's `/health`.
+fn health() -> ExitCode {
+    let addr = match config::listen_addr_from_env() {
+        Ok(Some(addr)) => addr,
+        Ok(None) => {
+            eprintln!("VICTORIAMETRICS_HTTP_LISTEN_ADDR is off: the daemon serves no /health");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    block_on(async move {
+        match listener::probe(addr).await {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(text) => {
+                println!("unhealthy: {text}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// A progress bar when a person watches `once` on a terminal.

@@ -104,12 +104,18 @@ async fn metrics_count_what_landed_and_health_answers_ok_while_exports_succeed()
 
     let (status, body) = get(port, "/health").await;
     assert_eq!((status, body.trim()), (200, "ok: exporting"));
-    let out = exporter(&["health"], &env);
+    // The health command needs its one variable only (a HEALTHCHECK must
+    // not fail on another).
+    let out = exporter(
+        &["health"],
+        &[("VICTORIAMETRICS_HTTP_LISTEN_ADDR", listen.clone())],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok: exporting");
     assert_eq!(get(port, "/nothing").await.0, 404);
 }
 
