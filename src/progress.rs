@@ -40,7 +40,7 @@ impl Progress {
         let bar = (display == Display::Bar && total >= BAR_FROM_ROWS).then(|| {
             let bar = ProgressBar::new(total);
             let style = ProgressStyle::with_template(
-                "{prefix:>11} [{bar:30}] {human_pos}/~{human_len} rows, {per_sec}, {eta} left, {msg}",
+                "{prefix:>11} [{bar:24}] {human_pos}/~{human_len} rows, {eta} left, {msg}",
             )
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -66,7 +66,7 @@ impl Progress {
             // The estimate may be short of the truth.
             bar.set_length(self.total.max(rows));
             bar.set_position(rows);
-            bar.set_message(format!("{lines} lines sent"));
+            bar.set_message(format!("{lines} sent"));
             return;
         }
         if self.last_log.elapsed() >= LOG_EVERY {
