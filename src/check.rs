@@ -206,7 +206,7 @@ async fn check_victoriametrics(
             "check VICTORIAMETRICS_SELECT_URL (vmselect's /select/<tenant>/prometheus in a cluster) and that it reads what VICTORIAMETRICS_URL writes",
         ));
     }
-    match sink.delete_series(selector).await {
+    match sink.delete_series(&[selector]).await {
         Ok(()) => out.push(ok(DELETE, "the sample's series was deleted")),
         Err(e) => out.push(bad(
             Status::Fail,

@@ -220,8 +220,9 @@ impl Exporter {
         }
         self.settle(old.iter().map(|(_, s)| s)).await?;
         self.ensure_lock().await?;
-        for (selector, s) in &old {
-            self.delete(selector).await?;
+        let selectors: Vec<&str> = old.iter().map(|(sel, _)| sel.as_str()).collect();
+        self.delete(&selectors).await?;
+        for (_, s) in &old {
             self.state.forget(s.id).await?;
         }
         self.state.set_meta("labels", &labels).await?;
@@ -326,6 +327,7 @@ impl Exporter {
             progress.update(reader.rows_read(), batcher.acked());
         }
         batcher.flush().await?;
+        progress.update(reader.rows_read(), batcher.acked());
         outcome.left_pending += commit_acked(self, &mut unacked, &batcher, true).await?;
         if batcher.acked() > 0 {
             self.sink.reset_query_cache().await;
@@ -350,9 +352,9 @@ impl Exporter {
             }
             self.settle(stale.iter().map(|(_, s)| *s)).await?;
             self.ensure_lock().await?;
+            let selectors: Vec<&str> = stale.iter().map(|(sel, _)| sel.as_str()).collect();
+            self.delete(&selectors).await?;
             for (selector, s) in &stale {
-                self.check_cancel()?;
-                self.delete(selector).await?;
                 self.state.forget(s.id).await?;
                 tracing::debug!(series = %selector, "deleted a series no row produces");
             }
@@ -377,18 +379,15 @@ impl Exporter {
         for (series, _) in &work {
             ids.push(self.state.mark_pending(family, &series.selector).await?);
         }
-        let rewrites: Vec<&String> = work
+        let rewrites: Vec<&str> = work
             .iter()
             .filter(|(_, p)| *p == Plan::Rewrite)
-            .map(|(s, _)| &s.selector)
+            .map(|(s, _)| s.selector.as_str())
             .collect();
         self.settle(rewrites.iter().filter_map(|sel| known.get(*sel)))
             .await?;
         self.ensure_lock().await?;
-        for selector in &rewrites {
-            self.check_cancel()?;
-            self.delete(selector).await?;
-        }
+        self.delete(&rewrites).await?;
         for ((series, plan), id) in work.into_iter().zip(ids) {
             self.check_cancel()?;
             let done = self.send(&series, plan, id, batcher, outcome).await?;
@@ -440,15 +439,24 @@ impl Exporter {
         })
     }
 
-    /// Deletes a series, retrying as batches do: a delete is idempotent.
-    async fn delete(&self, selector: &str) -> Result<(), ExportError> {
+    /// Deletes series, a hundred selectors a request, retrying as batches
+    /// do: a delete is idempotent.
+    async fn delete(&self, selectors: &[&str]) -> Result<(), ExportError> {
+        for chunk in selectors.chunks(100) {
+            self.check_cancel()?;
+            self.delete_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_chunk(&self, selectors: &[&str]) -> Result<(), ExportError> {
         let cap = self
             .config
             .poll_interval
             .clamp(Duration::from_secs(1), Duration::from_secs(60));
         let mut attempt = 0u32;
         loop {
-            match self.sink.delete_series(selector).await {
+            match self.sink.delete_series(selectors).await {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if e.is_retryable() && self.attempt_limit.is_none_or(|l| attempt + 1 < l) =>

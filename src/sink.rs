@@ -205,13 +205,11 @@ impl Sink {
             .map(drop)
     }
 
-    /// Deletes every series matching `selector`.
-    pub async fn delete_series(&self, selector: &str) -> Result<(), SinkError> {
-        let rb = self
-            .client
-            .post(self.delete_url.clone())
-            .form(&[("match[]", selector)]);
-        self.send("deleting a series", &self.delete_url, rb)
+    /// Deletes every series matching any of `selectors`, in one request.
+    pub async fn delete_series(&self, selectors: &[&str]) -> Result<(), SinkError> {
+        let form: Vec<(&str, &str)> = selectors.iter().map(|s| ("match[]", *s)).collect();
+        let rb = self.client.post(self.delete_url.clone()).form(&form);
+        self.send("deleting series", &self.delete_url, rb)
             .await
             .map(drop)
     }

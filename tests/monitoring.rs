@@ -201,11 +201,11 @@ fn a_listen_address_in_use_stops_the_daemon_with_a_line_naming_the_variable() {
 async fn a_long_pass_logs_rows_done_and_rate() {
     let servers = Servers::start().await;
     let proxy = Proxy::start(servers.vm.url.trim_start_matches("http://"));
-    // The consumption family's 7 deletes (a first export deletes what a
-    // series may hold from before; one at a time) and 16 batches (a few at
-    // a time), slowed down so that the pass lasts past ten seconds, when
-    // the first report is due.
-    proxy.set_for(Fault::Delay(Duration::from_millis(1500)), 7 + 16);
+    // The consumption family's 2 deletes (a first export deletes what its
+    // series may hold from before, one request per PDL) and 16 batches (a
+    // few at a time), slowed down so that the pass lasts past ten seconds,
+    // when the first report is due.
+    proxy.set_for(Fault::Delay(Duration::from_millis(3000)), 2 + 16);
     let log = run_ok(
         &["once"],
         &servers.env(&[("VICTORIAMETRICS_URL", &proxy.url)]),
