@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{Days, NaiveDate, TimeZone, Utc};
+use chrono::{NaiveDate, Utc};
 use chrono_tz::Europe::Paris;
 use serde_json::Value;
 
@@ -183,19 +183,9 @@ impl Drop for Vmalert {
     }
 }
 
-/// Today in Paris; near midnight, waits until the new day has begun (the
-/// rows are written for "today" and "tomorrow" and must stay so).
+/// Today in Paris, away from midnight (see [`common::away_from_paris_midnight`]).
 async fn paris_today() -> NaiveDate {
-    let now = Utc::now().with_timezone(&Paris);
-    let tomorrow = now.date_naive().checked_add_days(Days::new(1)).unwrap();
-    let midnight = Paris
-        .from_local_datetime(&tomorrow.and_hms_opt(0, 0, 0).unwrap())
-        .earliest()
-        .unwrap();
-    let left = (midnight - now).num_seconds();
-    if left < 120 {
-        tokio::time::sleep(Duration::from_secs(left as u64 + 5)).await;
-    }
+    common::away_from_paris_midnight().await;
     Utc::now().with_timezone(&Paris).date_naive()
 }
 

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::{Days, NaiveDate, TimeZone, Utc};
+use chrono::{NaiveDate, TimeZone, Utc};
 use chrono_tz::Europe::Paris;
 use serde_json::Value;
 use sqlx::Row;
@@ -294,21 +294,6 @@ fn find<'a>(qs: &'a [Query], panel: &str, ref_id: &str) -> &'a Query {
         .unwrap_or_else(|| panic!("the dashboard has no panel {panel:?} with a target {ref_id}"))
 }
 
-/// Waits, near midnight in Paris, until the new day has begun: the tests
-/// write rows for "today" and "tomorrow" and read them back.
-async fn away_from_midnight() {
-    let now = Utc::now().with_timezone(&Paris);
-    let tomorrow = now.date_naive().checked_add_days(Days::new(1)).unwrap();
-    let midnight = Paris
-        .from_local_datetime(&tomorrow.and_hms_opt(0, 0, 0).unwrap())
-        .earliest()
-        .unwrap();
-    let left = (midnight - now).num_seconds();
-    if left < 120 {
-        tokio::time::sleep(Duration::from_secs(left as u64 + 5)).await;
-    }
-}
-
 fn paris_today() -> NaiveDate {
     Utc::now().with_timezone(&Paris).date_naive()
 }
@@ -408,7 +393,7 @@ fn the_dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
 #[tokio::test]
 async fn every_dashboard_query_returns_data_and_the_tempo_cost_is_each_days_kwh_times_its_colours_price(
 ) {
-    away_from_midnight().await;
+    common::away_from_paris_midnight().await;
     let servers = Servers::start().await;
     add_tempo_days_around_today(&servers.pool).await;
     common::run_ok(&["once"], &servers.env(&[]));

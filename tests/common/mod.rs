@@ -634,3 +634,22 @@ pub async fn instant_query(vm: &str, query: &str) -> (String, serde_json::Value)
     let v = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
     (body, v)
 }
+
+/// Waits, near midnight in Paris, until the new day has begun: tests that
+/// write rows for "today" and "tomorrow" must not see the day turn.
+pub async fn away_from_paris_midnight() {
+    use chrono::TimeZone;
+    let paris = chrono_tz::Europe::Paris;
+    let now = chrono::Utc::now().with_timezone(&paris);
+    let tomorrow = now.date_naive() + chrono::Days::new(1);
+    let Some(midnight) = tomorrow
+        .and_hms_opt(0, 0, 0)
+        .and_then(|t| paris.from_local_datetime(&t).earliest())
+    else {
+        return;
+    };
+    let left = (midnight - now).num_seconds();
+    if left < 120 {
+        tokio::time::sleep(Duration::from_secs(left as u64 + 5)).await;
+    }
+}
