@@ -337,32 +337,20 @@ impl Telemetry {
                 counter.load(Relaxed) as f64,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP myelectricaldata_exporter_errors_total Failed requests and steps, by kind.\n\
-             # TYPE myelectricaldata_exporter_errors_total counter"
+        labelled(
+            &mut out,
+            "myelectricaldata_exporter_errors_total",
+            "Failed requests and steps, by kind.",
+            "kind",
+            ErrorKind::ALL.map(|k| (k.as_str(), self.errors[k as usize].load(Relaxed))),
         );
-        for kind in ErrorKind::ALL {
-            let _ = writeln!(
-                out,
-                "myelectricaldata_exporter_errors_total{{kind=\"{}\"}} {}",
-                kind.as_str(),
-                self.errors[kind as usize].load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP myelectricaldata_exporter_rows_skipped_total Malformed rows skipped, by table.\n\
-             # TYPE myelectricaldata_exporter_rows_skipped_total counter"
+        labelled(
+            &mut out,
+            "myelectricaldata_exporter_rows_skipped_total",
+            "Malformed rows skipped, by table.",
+            "table",
+            Family::ALL.map(|f| (f.table(), self.rows_skipped[f as usize].load(Relaxed))),
         );
-        for family in Family::ALL {
-            let _ = writeln!(
-                out,
-                "myelectricaldata_exporter_rows_skipped_total{{table=\"{}\"}} {}",
-                family.table(),
-                self.rows_skipped[family as usize].load(Relaxed)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP myelectricaldata_exporter_cycles_total Export cycles, by result.\n\
@@ -406,6 +394,20 @@ impl Telemetry {
             );
         }
         out
+    }
+}
+
+/// A counter with one label, one line per value.
+fn labelled<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, count) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
     }
 }
 

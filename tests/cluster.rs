@@ -388,6 +388,25 @@ fn base64(bytes: &[u8]) -> String {
 
 /// Every raw sample of the exporter's series, read through vmselect's
 /// tenant path with a GET and a query string, as Grafana would.
+/// The mirror is exact in the single node, and reading the tenant through
+/// vmselect's path gives the same.
+async fn assert_mirror(servers: &Servers, cluster: &Cluster, before: i64, when: &str) {
+    let direct = servers.vm.export_all().await;
+    assert_exported(
+        &servers.pool,
+        &BTreeMap::new(),
+        before,
+        &from_export(direct.clone()),
+        when,
+    )
+    .await;
+    assert_eq!(
+        from_export(export_through(cluster).await),
+        from_export(direct),
+        "{when}: vmselect's tenant path reads what the single node holds"
+    );
+}
+
 async fn export_through(cluster: &Cluster) -> BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> {
     let end = (chrono::Utc::now().timestamp() + 4 * 86400).to_string();
     let response = reqwest::Client::builder()
@@ -523,7 +542,6 @@ async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
     let servers = Servers::start().await;
     let (vm, pool) = (&servers.vm, &servers.pool);
     let cluster = Cluster::start(&vm.url, TENANT, (USER, PASSWORD));
-    let none = BTreeMap::new();
 
     // The stand-in refuses what a cluster behind vmauth refuses, and
     // forwards a chunked body (the exporter's have a Content-Length).
@@ -587,20 +605,13 @@ async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
         &with(&[("VICTORIAMETRICS_BATCH_SIZE", "100000")]),
     );
     let seen = cluster.seen();
-    let direct = vm.export_all().await;
-    assert_exported(
-        pool,
-        &none,
+    assert_mirror(
+        &servers,
+        &cluster,
         before,
-        &from_export(direct.clone()),
         "after the first export through the cluster paths",
     )
     .await;
-    assert_eq!(
-        from_export(export_through(&cluster).await),
-        from_export(direct),
-        "vmselect's tenant path reads what the single node holds"
-    );
     let imports: Vec<&Seen> = seen
         .iter()
         .filter(|s| s.role == Role::Insert && s.path() == import_path)
@@ -650,16 +661,15 @@ async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
     sqlx::raw_sql(CHANGES).execute(pool).await.unwrap();
     let before = chrono::Utc::now().timestamp_millis();
     common::run_ok(&["once"], &env);
-    let direct = vm.export_all().await;
-    assert_exported(
-        pool,
-        &none,
+    // What the exporter sent, before the test's own reads through the proxy.
+    let seen = cluster.seen();
+    assert_mirror(
+        &servers,
+        &cluster,
         before,
-        &from_export(direct.clone()),
         "after the changes, through the cluster paths",
     )
     .await;
-    let seen = cluster.seen();
     let deletes = count_in(&seen, Role::Select, &delete_path, 204);
     let imports = count_in(&seen, Role::Insert, &import_path, 204);
     assert!(deletes > 0, "no delete_series seen: {seen:?}");
@@ -699,20 +709,7 @@ async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
         seen.iter().all(|s| s.status != 401),
         "credentials missing: {seen:?}"
     );
-    let direct = vm.export_all().await;
-    assert_exported(
-        pool,
-        &none,
-        before,
-        &from_export(direct.clone()),
-        "after check",
-    )
-    .await;
-    assert_eq!(
-        from_export(export_through(&cluster).await),
-        from_export(direct),
-        "vmselect's tenant path reads what the single node holds"
-    );
+    assert_mirror(&servers, &cluster, before, "after check").await;
 }
 
 /// Requests seen that were not answered with success on one of `paths`
