@@ -242,7 +242,7 @@ impl Batcher {
             if self.ids.last() != Some(&id) {
                 self.ids.push(id);
             }
-            write_line(&mut self.buf, head, s.value, s.ts);
+            write_line(&mut self.buf, head, s.milli, s.ts);
             self.lines += 1;
             self.pushed += 1;
             if self.lines >= self.size {

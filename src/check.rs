@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::contract::Family;
 use crate::sink::Sink;
-use crate::source::Source;
+use crate::source::{Source, REQUIRED_TABLES};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,15 +112,24 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
         }
     }
     let mut oldest = None;
-    match source.missing_tables().await {
-        Ok(missing) if missing.is_empty() => {
-            out.push(ok(TABLES, crate::source::TABLES.join(", ")));
+    match source.tables_present().await {
+        Ok(present) if present[..REQUIRED_TABLES.len()].iter().all(|p| *p) => {
+            out.push(ok(TABLES, tables_found(&present)));
             oldest = source.oldest_date().await.ok().flatten();
         }
-        Ok(missing) => out.push(bad(
+        Ok(present) => out.push(bad(
             Status::Fail,
             TABLES,
-            format!("missing: {}", missing.join(", ")),
+            format!(
+                "missing: {}",
+                REQUIRED_TABLES
+                    .iter()
+                    .zip(present)
+                    .filter(|(_, p)| !p)
+                    .map(|(t, _)| *t)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             "point DATABASE_URL at the MyElectricalData database; for a standalone setup, `myelectricaldata-vm-exporter migrate` creates the tables",
         )),
         Err(e) => out.push(bad(Status::Fail, TABLES, e.to_string(), "check the database user's rights")),
@@ -133,6 +143,27 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
         Err(e) => out.push(bad(Status::Warn, LOCK, e.to_string(), "check the database user may read pg_locks")),
     }
     oldest
+}
+
+/// The tables found: the required ones, then each optional one found or
+/// skipped.
+fn tables_found(present: &[bool; crate::contract::FAMILIES]) -> String {
+    let mut text = REQUIRED_TABLES.join(", ");
+    let optional: Vec<String> = Family::ALL
+        .iter()
+        .zip(present)
+        .filter(|(f, _)| f.is_optional())
+        .map(|(f, p)| {
+            if *p {
+                format!("{} (found)", f.table())
+            } else {
+                format!("{} (absent, skipped until it appears)", f.table())
+            }
+        })
+        .collect();
+    text.push_str("; optional: ");
+    text.push_str(&optional.join(", "));
+    text
 }
 
 /// VictoriaMetrics: reachable, credentials, a sample written, read back

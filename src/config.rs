@@ -14,8 +14,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-/// The labels the exporter sets itself; `VICTORIAMETRICS_LABELS` may not use them.
+/// The labels that tell apart series of one metric name: a series'
+/// selector pins those it lacks to empty. Frozen: selectors key the state,
+/// and a new name here would make every series look new.
 pub const OWN_LABELS: [&str; 5] = ["pdl", "type", "color", "quality", "region"];
+
+/// Every label the exporter sets itself; `VICTORIAMETRICS_LABELS` may not use them.
+pub const RESERVED_LABELS: [&str; 7] = [
+    "pdl", "type", "color", "quality", "region", "day_type", "period",
+];
 
 /// A configuration error: always names the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -369,7 +376,7 @@ pub fn parse_labels(v: &str) -> Result<BTreeMap<String, String>, String> {
                 "{name:?}: label names beginning with __ are reserved"
             ));
         }
-        if OWN_LABELS.contains(&name.as_str()) {
+        if RESERVED_LABELS.contains(&name.as_str()) {
             return Err(format!("{name:?} is a label the exporter sets itself"));
         }
         let value = match value {

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::backoff;
 use crate::config::Config;
-use crate::contract::{Family, FUTURE_WINDOW_MS};
+use crate::contract::{Family, FAMILIES, FUTURE_WINDOW_MS};
 use crate::export::{ExportError, Exporter};
 use crate::sink::Sink;
 use crate::source::{ChangeTokens, ExportLock, Source};
@@ -22,6 +22,8 @@ fn tables_of(family: Family) -> &'static [usize] {
         // Tempo series exist for each PDL of consumption_data.
         Family::Tempo => &[2, 0],
         Family::Ecowatt => &[3],
+        Family::MaxPower => &[4],
+        Family::ZenFlex => &[5],
     }
 }
 
@@ -107,7 +109,7 @@ async fn migrate_until_done(source: &Source, config: &Config, cancel: &Cancellat
 }
 
 async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportError> {
-    let mut clocks: [FamilyClock; 4] = Default::default();
+    let mut clocks: [FamilyClock; FAMILIES] = Default::default();
     let mut next_full = Instant::now();
     let mut failures: u32 = 0;
     tracing::info!(
@@ -219,12 +221,12 @@ fn release_memory() {
 /// reconciliation). `Ok(true)` when it left nothing pending.
 async fn cycle(
     exporter: &Exporter,
-    clocks: &mut [FamilyClock; 4],
+    clocks: &mut [FamilyClock; FAMILIES],
     full: bool,
 ) -> Result<bool, ExportError> {
     let tokens = exporter.source().change_tokens().await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let due: Vec<usize> = (0..4)
+    let due: Vec<usize> = (0..FAMILIES)
         .filter(|&i| full || clocks[i].is_due(Family::ALL[i], &tokens, now_ms))
         .collect();
     if due.is_empty() {
@@ -338,7 +340,14 @@ mod tests {
 
     #[test]
     fn a_family_is_due_when_one_of_its_tables_moved() {
-        let tokens: ChangeTokens = [Some((1, 10)), Some((2, 0)), Some((3, 5)), Some((4, 1))];
+        let tokens: ChangeTokens = [
+            Some((1, 10)),
+            Some((2, 0)),
+            Some((3, 5)),
+            Some((4, 1)),
+            None,
+            Some((6, 2)),
+        ];
         let clock = FamilyClock {
             tokens: Some(tokens),
             ..Default::default()
@@ -354,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_held_back_sample_makes_its_family_due_once_inside_the_window() {
-        let tokens: ChangeTokens = [None; 4];
+        let tokens: ChangeTokens = [None; FAMILIES];
         let clock = FamilyClock {
             tokens: Some(tokens),
             next_held_back: Some(FUTURE_WINDOW_MS + 10),
@@ -366,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_failed_or_never_run_family_is_due() {
-        let tokens: ChangeTokens = [None; 4];
+        let tokens: ChangeTokens = [None; FAMILIES];
         assert!(FamilyClock::default().is_due(Family::Consumption, &tokens, 0));
         let clock = FamilyClock {
             tokens: Some(tokens),

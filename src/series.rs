@@ -8,8 +8,10 @@ use futures_util::{Stream, TryStreamExt};
 use crate::config::Config;
 use crate::contract::ecowatt::ecowatt_series;
 use crate::contract::energy::PdlEnergy;
+use crate::contract::max_power::max_power_series;
 use crate::contract::render::write_line;
 use crate::contract::tempo::tempo_series;
+use crate::contract::zen_flex::zen_flex_series;
 use crate::contract::{is_pdl, Contract, Family, Report, Series};
 use crate::source::{energy_row, Source, SourceError};
 use sqlx::postgres::PgRow;
@@ -17,7 +19,7 @@ use sqlx::postgres::PgRow;
 type EnergyRows<'s> = Pin<Box<dyn Stream<Item = Result<PgRow, SourceError>> + Send + 's>>;
 
 /// Yields a family's series: one PDL's energy series at a time, or all
-/// Tempo or EcoWatt series at once (a few thousand samples).
+/// series of a smaller family at once (a few thousand samples).
 pub struct SeriesReader<'s> {
     source: &'s Source,
     family: Family,
@@ -98,6 +100,18 @@ impl<'s> SeriesReader<'s> {
                 self.rows_read = rows.len() as u64;
                 Ok(Some(ecowatt_series(contract, &rows, report)))
             }
+            Family::MaxPower => {
+                self.done = true;
+                let rows = self.source.max_power_rows().await?;
+                self.rows_read = rows.len() as u64;
+                Ok(Some(max_power_series(contract, &rows, report)))
+            }
+            Family::ZenFlex => {
+                self.done = true;
+                let rows = self.source.zen_flex_rows().await?;
+                self.rows_read = rows.len() as u64;
+                Ok(Some(zen_flex_series(contract, &rows, report)))
+            }
         }
     }
 }
@@ -120,7 +134,7 @@ pub async fn render_all(
         while let Some(group) = reader.next(&contract, &mut report).await? {
             for series in group {
                 for s in &series.samples {
-                    write_line(&mut buf, &series.head, s.value, s.ts);
+                    write_line(&mut buf, &series.head, s.milli, s.ts);
                 }
                 if buf.len() >= 60 * 1024 {
                     out.write_all(&buf)?;

@@ -11,16 +11,44 @@ use sqlx::{PgPool, Row};
 
 use crate::contract::ecowatt::EcowattRow;
 use crate::contract::energy::{quality_from_json, EnergyRow};
+use crate::contract::max_power::MaxPowerRow;
 use crate::contract::tempo::TempoRow;
-use crate::contract::Family;
+use crate::contract::zen_flex::ZenFlexRow;
+use crate::contract::{Family, FAMILIES};
 
-/// The four tables the exporter reads.
-pub const TABLES: [&str; 4] = [
+/// The tables the exporter reads, one per family, in [`Family::ALL`] order:
+/// the first four always exist in a MyElectricalData database, the last two
+/// only from its releases 2.2 and 2.3 on ([`Family::is_optional`]).
+pub const TABLES: [&str; FAMILIES] = [
     "consumption_data",
     "production_data",
     "tempo_days",
     "ecowatt",
+    "max_power_data",
+    "zen_flex_days",
 ];
+
+/// The tables every MyElectricalData release has.
+pub const REQUIRED_TABLES: [&str; 4] = [TABLES[0], TABLES[1], TABLES[2], TABLES[3]];
+
+/// Logs, once per process and table, that an optional table is absent, and
+/// once that it appeared after having been absent.
+fn note_optional_table(family: Family, present: bool) {
+    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    // Per family: 0 not seen yet, 1 seen absent, 2 seen present.
+    static SEEN: [AtomicU8; FAMILIES] = [const { AtomicU8::new(0) }; FAMILIES];
+    let now = if present { 2 } else { 1 };
+    let before = SEEN[family as usize].swap(now, Relaxed);
+    let table = family.table();
+    match (before, present) {
+        (0 | 2, false) => tracing::info!(
+            table,
+            "optional table absent (MyElectricalData before 2.2 or 2.3): its series are skipped until it appears"
+        ),
+        (1, true) => tracing::info!(table, "optional table appeared: mirroring it"),
+        _ => {}
+    }
+}
 
 /// An error reading PostgreSQL, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +116,10 @@ macro_rules! energy_sql {
                     CASE WHEN t.date BETWEEN '0001-01-01' AND '9999-12-31' THEN t.date END,
                     t.granularity::text, t.interval_start, t.value::bigint,
                     (t.raw_data -> 'quality')::text,
-                    CASE WHEN t.interval_start IS NULL AND isfinite(t.updated_at) THEN t.updated_at END
+                    CASE WHEN t.interval_start IS NULL AND isfinite(t.updated_at) THEN t.updated_at END,
+                    CASE WHEN t.interval_start IS NOT NULL
+                         THEN coalesce(t.raw_data ->> 'p', t.raw_data ->> 'interval_length') END,
+                    (t.raw_data -> 'is_placeholder')::text = 'true'
                FROM ",
             $table,
             " AS t
@@ -119,11 +150,17 @@ pub fn energy_row<'r>(row: &'r PgRow, family: Family) -> Result<EnergyRow<'r>, S
             .map_err(get)?
             .and_then(quality_from_json),
         updated_at: updated_at.map(|t| t.timestamp_micros()),
+        interval: row.try_get_unchecked(8).map_err(get)?,
+        placeholder: row
+            .try_get_unchecked::<Option<bool>, _>(9)
+            .map_err(get)?
+            .unwrap_or(false),
     })
 }
 
-/// A change token per table: when it moves, the table changed.
-pub type ChangeTokens = [Option<(i64, i64)>; 4];
+/// A change token per table: when it moves, the table changed; `None` while
+/// the table does not exist.
+pub type ChangeTokens = [Option<(i64, i64)>; FAMILIES];
 
 /// A pool of connections to the MyElectricalData database.
 #[derive(Debug, Clone)]
@@ -224,8 +261,8 @@ impl Source {
         result
     }
 
-    /// Which of the four tables exist.
-    pub async fn missing_tables(&self) -> Result<Vec<&'static str>, SourceError> {
+    /// Whether each of [`TABLES`] exists.
+    pub async fn tables_present(&self) -> Result<[bool; FAMILIES], SourceError> {
         let present: Vec<bool> =
             sqlx::query_scalar("SELECT to_regclass(t) IS NOT NULL FROM unnest($1::text[]) AS t")
                 .bind(TABLES)
@@ -234,12 +271,29 @@ impl Source {
                 .map_err(SourceError::query(
                     "looking for the MyElectricalData tables",
                 ))?;
-        Ok(TABLES
-            .iter()
-            .zip(present)
-            .filter(|(_, p)| !p)
-            .map(|(t, _)| *t)
-            .collect())
+        let mut out = [false; FAMILIES];
+        for (slot, p) in out.iter_mut().zip(present) {
+            *slot = p;
+        }
+        Ok(out)
+    }
+
+    /// Whether an optional family's table exists now (logged once when it
+    /// does not); `true` for the other families.
+    async fn has_table(&self, family: Family) -> Result<bool, SourceError> {
+        if !family.is_optional() {
+            return Ok(true);
+        }
+        let present: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(family.table())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(SourceError::query(format!(
+                "looking for {}",
+                family.table()
+            )))?;
+        note_optional_table(family, present);
+        Ok(present)
     }
 
     /// A token per table (in [`TABLES`] order) that moves whenever rows are
@@ -258,7 +312,7 @@ impl Source {
         .fetch_all(&self.pool)
         .await
         .map_err(SourceError::query("reading the tables' change counters"))?;
-        let mut tokens: ChangeTokens = [None; 4];
+        let mut tokens: ChangeTokens = [None; FAMILIES];
         for (slot, row) in tokens.iter_mut().zip(rows) {
             let node: Option<i64> = row
                 .try_get(0)
@@ -373,6 +427,60 @@ impl Source {
                     periode,
                     dvalue,
                     values,
+                })
+            })
+            .collect()
+    }
+
+    /// Every row of `max_power_data` (one per PDL and day); none when the
+    /// table does not exist.
+    pub async fn max_power_rows(&self) -> Result<Vec<MaxPowerRow>, SourceError> {
+        if !self.has_table(Family::MaxPower).await? {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT id::text, usage_point_id::text,
+                    CASE WHEN date BETWEEN '0001-01-01' AND '9999-12-31' THEN date END,
+                    interval_start::text, value::bigint,
+                    coalesce((raw_data -> 'is_placeholder')::text = 'true', false)
+               FROM max_power_data ORDER BY usage_point_id, date",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(SourceError::query("reading max_power_data"))?;
+        let decode = SourceError::query;
+        rows.into_iter()
+            .map(|r| {
+                Ok(MaxPowerRow {
+                    id: r.try_get(0).map_err(decode("decoding max_power_data"))?,
+                    pdl: r.try_get(1).map_err(decode("decoding max_power_data"))?,
+                    date: r.try_get(2).map_err(decode("decoding max_power_data"))?,
+                    interval_start: r.try_get(3).map_err(decode("decoding max_power_data"))?,
+                    value: r.try_get(4).map_err(decode("decoding max_power_data"))?,
+                    placeholder: r.try_get(5).map_err(decode("decoding max_power_data"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every row of `zen_flex_days`; none when the table does not exist.
+    pub async fn zen_flex_rows(&self) -> Result<Vec<ZenFlexRow>, SourceError> {
+        if !self.has_table(Family::ZenFlex).await? {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT id::text, day_type::text FROM zen_flex_days ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(SourceError::query("reading zen_flex_days"))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ZenFlexRow {
+                    id: r
+                        .try_get(0)
+                        .map_err(SourceError::query("decoding zen_flex_days"))?,
+                    day_type: r
+                        .try_get(1)
+                        .map_err(SourceError::query("decoding zen_flex_days"))?,
                 })
             })
             .collect()

@@ -56,15 +56,26 @@ pub fn bucket_of(ts: i64, tz: Tz) -> i32 {
     }
 }
 
+/// Set in the hashed value of a fractional sample, so that it differs from
+/// every whole one.
+const FRACTION_TAG: i64 = 1 << 62;
+
 /// A fixed, well-mixed hash of one sample (splitmix64's finaliser): stable
-/// across versions and machines, as the digests are stored.
+/// across versions and machines, as the digests are stored. A whole value
+/// hashes as it did when values were integers, so that an upgrade finds the
+/// series it had written unchanged.
 fn sample_hash(s: Sample) -> i64 {
-    let mut z = (s.ts as u64) ^ (s.value as u64).rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+    let value = if s.milli % 1000 == 0 {
+        s.milli / 1000
+    } else {
+        s.milli ^ FRACTION_TAG
+    };
+    let mut z = (s.ts as u64) ^ (value as u64).rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z = z ^ (z >> 31);
     // Mix the value in a second time so that (ts, v) and (v, ts) differ.
-    let mut w = z ^ (s.value as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    let mut w = z ^ (value as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
     w = (w ^ (w >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     (w ^ (w >> 33)) as i64
 }
@@ -374,7 +385,7 @@ mod tests {
     const D: i64 = 1_705_273_200_000;
 
     fn s(ts: i64, value: i64) -> Sample {
-        Sample { ts, value }
+        Sample::whole(ts, value)
     }
 
     fn state_of(samples: &[Sample]) -> SeriesState {
@@ -405,6 +416,20 @@ mod tests {
         assert_ne!(
             chunks_of(&[s(D, 2)], Paris),
             chunks_of(&[s(D + 2, 0)], Paris)
+        );
+    }
+
+    #[test]
+    fn whole_values_hash_as_integers_did_and_fractions_differ_from_them() {
+        // The digest of 2024-01-15 00:00 → 15200, as version 0.1 stored it.
+        assert_eq!(sample_hash(s(D, 15200)), 0xaf6a_1501_c5ac_42c9_u64 as i64);
+        assert_ne!(
+            sample_hash(Sample { ts: D, milli: 500 }),
+            sample_hash(Sample { ts: D, milli: 0 })
+        );
+        assert_ne!(
+            sample_hash(Sample { ts: D, milli: 500 }),
+            sample_hash(s(D, 500))
         );
     }
 

@@ -97,7 +97,7 @@ pub struct Telemetry {
     batches_sent: AtomicU64,
     retries: AtomicU64,
     errors: [AtomicU64; 8],
-    rows_skipped: [AtomicU64; 4],
+    rows_skipped: [AtomicU64; crate::contract::FAMILIES],
     series_rewritten: AtomicU64,
     series_appended: AtomicU64,
     series_deleted: AtomicU64,

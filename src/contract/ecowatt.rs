@@ -48,16 +48,13 @@ pub fn ecowatt_series(
             );
             continue;
         }
-        levels.push(Sample {
-            ts: day,
-            value: row.dvalue,
-        });
+        levels.push(Sample::whole(day, row.dvalue));
         match hourly_levels(&row.values) {
             Some(values) => {
                 for (h, value) in values.into_iter().enumerate() {
                     let ts = day + h as i64 * 3_600_000;
                     if ts < next_day {
-                        hourly.push(Sample { ts, value });
+                        hourly.push(Sample::whole(ts, value));
                     }
                 }
             }
@@ -136,13 +133,7 @@ mod tests {
                 s[0].head,
                 r#"myelectricaldata_ecowatt_level{region="france"}"#
             );
-            assert_eq!(
-                s[0].samples,
-                vec![Sample {
-                    ts: 1_705_273_200_000,
-                    value: 1
-                }]
-            );
+            assert_eq!(s[0].samples, vec![Sample::whole(1_705_273_200_000, 1)]);
             assert_eq!(s[1].samples.len(), 24);
         }
     }

@@ -1,5 +1,10 @@
 //! `myelectricaldata_consumption_wh` and `myelectricaldata_production_wh`:
-//! daily, detailed (30-minute) and monthly series of one PDL.
+//! daily, detailed (load curve) and monthly series of one PDL, and the load
+//! curve as power, `myelectricaldata_{consumption,production}_power_w`.
+//!
+//! A detailed row's `value` is the average power in W over its interval
+//! (Enedis's load curve), not an energy: its energy is `value` × the
+//! interval's length in minutes / 60, the length read from `raw_data`.
 
 use std::collections::BTreeMap;
 
@@ -10,9 +15,12 @@ use chrono::NaiveDate;
 use super::{is_pdl, Contract, Family, Report, Sample, Series};
 use crate::calendar::{day_millis, local_millis, month_millis, parse_interval_start};
 
-/// Readings above this many Wh are taken for corrupt rows: it is more than a
-/// large industrial site draws in a day.
+/// Readings above this many Wh (or W on detailed rows) are taken for
+/// corrupt rows: it is more than a large industrial site draws in a day.
 pub const MAX_WH: i64 = 100_000_000;
+
+/// The interval length of a detailed row whose `raw_data` names none.
+pub const DEFAULT_INTERVAL_MINUTES: u32 = 30;
 
 /// One row of `consumption_data` or `production_data`, as read: borrowed
 /// from the database's answer, so that the million rows of a backfill cost
@@ -37,6 +45,53 @@ pub struct EnergyRow<'r> {
     /// rows of one date (read for rows without `interval_start` only;
     /// `None` when infinite).
     pub updated_at: Option<i64>,
+    /// The interval's length as `raw_data` names it (`p`, else
+    /// `interval_length`), an ISO 8601 duration; `None` when it names none.
+    pub interval: Option<&'r str>,
+    /// `raw_data.is_placeholder` is `true`: the row stands in for a day not
+    /// fetched yet and is no reading.
+    pub placeholder: bool,
+}
+
+/// The length in minutes of an ISO 8601 duration of hours and minutes, as
+/// Enedis writes interval lengths (`PT30M`, `PT10M`, `PT1H`, `PT1H30M`):
+/// `None` for anything else, or a length of zero or over a day.
+pub fn interval_minutes(text: &str) -> Option<u32> {
+    let mut rest = text.trim().strip_prefix("PT")?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut minutes: u32 = 0;
+    let mut last_unit = None;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 4 {
+            return None;
+        }
+        let n: u32 = rest[..digits].parse().ok()?;
+        let unit = rest.as_bytes().get(digits).copied()?;
+        let (factor, order) = match unit {
+            b'H' => (60, 0),
+            b'M' => (1, 1),
+            b'S' if n == 0 => (0, 2),
+            _ => return None,
+        };
+        if last_unit.is_some_and(|l| l >= order) {
+            return None;
+        }
+        last_unit = Some(order);
+        minutes = minutes.checked_add(n.checked_mul(factor)?)?;
+        rest = &rest[digits + 1..];
+    }
+    (1..=1440).contains(&minutes).then_some(minutes)
+}
+
+/// The energy in thousandths of a Wh of `watts` held for `minutes`, rounded
+/// to the nearest thousandth (exact but on 10-minute meters: see [`Sample`]).
+pub fn interval_energy_milli(watts: i64, minutes: u32) -> i64 {
+    // W × min / 60 Wh = W × min × 50 / 3 mWh; round half up.
+    let n = watts.saturating_mul(i64::from(minutes)).saturating_mul(50);
+    (n.saturating_mul(2).saturating_add(3)).div_euclid(6)
 }
 
 /// The quality from the JSON text of `raw_data -> 'quality'`: a string's
@@ -68,6 +123,14 @@ impl Family {
         }
     }
 
+    /// The metric name of an energy family's load curve as power.
+    pub fn power_metric(self) -> &'static str {
+        match self {
+            Family::Production => "myelectricaldata_production_power_w",
+            _ => "myelectricaldata_consumption_power_w",
+        }
+    }
+
     /// The source table of an energy family.
     pub fn energy_table(self) -> &'static str {
         match self {
@@ -75,6 +138,15 @@ impl Family {
             _ => "consumption_data",
         }
     }
+}
+
+/// The load-curve samples of one quality.
+#[derive(Debug, Default)]
+struct Curve {
+    /// Energy of each interval (Wh).
+    energy: Vec<Sample>,
+    /// Average power of each interval (W).
+    power: Vec<Sample>,
 }
 
 /// Collects the rows of one PDL, then yields its series.
@@ -85,7 +157,7 @@ pub struct PdlEnergy {
     /// The daily rows by date (the latest `updated_at` wins).
     daily: BTreeMap<NaiveDate, Daily>,
     /// Detailed samples by quality (a handful of qualities at most).
-    detailed: Vec<(Option<String>, Vec<Sample>)>,
+    detailed: Vec<(Option<String>, Curve)>,
 }
 
 impl PdlEnergy {
@@ -107,6 +179,9 @@ impl PdlEnergy {
     /// Adds one row of this PDL, or records why it is skipped.
     pub fn push(&mut self, contract: &Contract, row: EnergyRow<'_>, report: &mut Report) {
         let table = self.family.energy_table();
+        if row.placeholder {
+            return;
+        }
         if !is_pdl(row.pdl) {
             report.skip(
                 table,
@@ -119,7 +194,15 @@ impl PdlEnergy {
             report.skip(
                 table,
                 row.id,
-                format!("value {} Wh is out of range 0..={MAX_WH}", row.value),
+                format!(
+                    "value {} {} is out of range 0..={MAX_WH}",
+                    row.value,
+                    if row.granularity == "detailed" {
+                        "W"
+                    } else {
+                        "Wh"
+                    }
+                ),
             );
             return;
         }
@@ -147,6 +230,20 @@ impl PdlEnergy {
                     );
                     return;
                 };
+                let minutes = match row.interval {
+                    None => DEFAULT_INTERVAL_MINUTES,
+                    Some(text) => match interval_minutes(text) {
+                        Some(m) => m,
+                        None => {
+                            report.skip(
+                                table,
+                                row.id,
+                                format!("interval length {text:?} in raw_data is not a duration such as PT30M"),
+                            );
+                            return;
+                        }
+                    },
+                };
                 let ts = local_millis(contract.tz, date.and_time(time));
                 let slot = match self
                     .detailed
@@ -156,14 +253,16 @@ impl PdlEnergy {
                     Some(i) => i,
                     None => {
                         self.detailed
-                            .push((quality.map(str::to_string), Vec::new()));
+                            .push((quality.map(str::to_string), Curve::default()));
                         self.detailed.len() - 1
                     }
                 };
-                self.detailed[slot].1.push(Sample {
+                let curve = &mut self.detailed[slot].1;
+                curve.energy.push(Sample {
                     ts,
-                    value: row.value,
+                    milli: interval_energy_milli(row.value, minutes),
                 });
+                curve.power.push(Sample::whole(ts, row.value));
             }
             other => report.skip(
                 table,
@@ -206,17 +305,27 @@ impl PdlEnergy {
         let mut daily: BTreeMap<Option<String>, Vec<Sample>> = BTreeMap::new();
         let mut monthly: BTreeMap<i64, i64> = BTreeMap::new();
         for (date, Daily { quality, value, .. }) in self.daily {
-            daily.entry(quality).or_default().push(Sample {
-                ts: day_millis(contract.tz, date),
-                value,
-            });
+            daily
+                .entry(quality)
+                .or_default()
+                .push(Sample::whole(day_millis(contract.tz, date), value));
             *monthly.entry(month_millis(contract.tz, date)).or_default() += value;
         }
         let mut out = Vec::new();
         let mut detailed = self.detailed;
         detailed.sort_by(|a, b| a.0.cmp(&b.0));
+        let (mut energy, mut power) = (Vec::new(), Vec::new());
+        for (quality, curve) in detailed {
+            energy.push((quality.clone(), curve.energy));
+            power.push((quality, curve.power));
+        }
+        let power_name = self.family.power_metric();
         let daily: Vec<_> = daily.into_iter().collect();
-        for (kind, by_quality) in [("daily", daily), ("detailed", detailed)] {
+        for (name, kind, by_quality) in [
+            (name, "daily", daily),
+            (name, "detailed", energy),
+            (power_name, "detailed", power),
+        ] {
             for (quality, samples) in by_quality {
                 let mut labels = vec![("pdl", pdl), ("type", kind)];
                 if let Some(q) = quality.as_deref() {
@@ -227,7 +336,7 @@ impl PdlEnergy {
         }
         let monthly = monthly
             .into_iter()
-            .map(|(ts, value)| Sample { ts, value })
+            .map(|(ts, value)| Sample::whole(ts, value))
             .collect();
         out.extend(contract.series(name, &[("pdl", pdl), ("type", "monthly")], monthly, report));
         out
@@ -255,6 +364,8 @@ mod tests {
             value,
             quality: quality.map(Cow::Borrowed),
             updated_at: Some(0),
+            interval: None,
+            placeholder: false,
         }
     }
 
@@ -280,7 +391,7 @@ mod tests {
         let mut buf = Vec::new();
         let daily = &series[0];
         for s in &daily.samples {
-            super::super::render::write_line(&mut buf, &daily.head, s.value, s.ts);
+            super::super::render::write_line(&mut buf, &daily.head, s.milli, s.ts);
         }
         assert_eq!(
             String::from_utf8(buf).unwrap(),
@@ -318,11 +429,12 @@ mod tests {
                 r#"myelectricaldata_production_wh{pdl="12345678901234",type="daily",quality="BRUT"}"#,
                 r#"myelectricaldata_production_wh{pdl="12345678901234",type="daily",quality="CORRIGE"}"#,
                 r#"myelectricaldata_production_wh{pdl="12345678901234",type="detailed"}"#,
+                r#"myelectricaldata_production_power_w{pdl="12345678901234",type="detailed"}"#,
                 r#"myelectricaldata_production_wh{pdl="12345678901234",type="monthly"}"#,
             ]
         );
-        let monthly: Vec<i64> = series[4].samples.iter().map(|s| s.value).collect();
-        assert_eq!(monthly, [30, 5]);
+        let monthly: Vec<i64> = series[5].samples.iter().map(|s| s.milli).collect();
+        assert_eq!(monthly, [30_000, 5_000]);
         assert!(r.skipped.is_empty());
     }
 
@@ -364,7 +476,7 @@ mod tests {
             names,
             ["bad-time", "no-time", "negative", "huge", "short-pdl"]
         );
-        assert_eq!(p.finish(&c, &mut r).len(), 1);
+        assert_eq!(p.finish(&c, &mut r).len(), 2);
     }
 
     #[test]
@@ -378,7 +490,7 @@ mod tests {
         p.push(&c, later, &mut r);
         p.push(&c, earlier, &mut r);
         let series = p.finish(&c, &mut r);
-        assert_eq!(series[0].samples[0].value, 2);
+        assert_eq!(series[0].samples[0].milli, 2000);
         assert_eq!(r.skipped.len(), 1);
         assert_eq!(r.skipped[0].row, "a-earlier");
     }
@@ -392,5 +504,100 @@ mod tests {
         assert_eq!(quality_from_json("{\"a\": \"b\"}"), None);
         assert_eq!(quality_from_json("null"), None);
         assert_eq!(quality_from_json("\""), None);
+    }
+
+    #[test]
+    fn interval_lengths_are_read_from_iso_8601_durations() {
+        for (text, minutes) in [
+            ("PT10M", Some(10)),
+            ("PT15M", Some(15)),
+            ("PT30M", Some(30)),
+            ("PT1H", Some(60)),
+            ("PT60M", Some(60)),
+            ("PT1H30M", Some(90)),
+            ("PT30M0S", Some(30)),
+            (" PT5M ", Some(5)),
+            ("PT0M", None),
+            ("PT", None),
+            ("P1D", None),
+            ("PT30", None),
+            ("30", None),
+            ("PT30M10S", None),
+            ("PT30MPT1H", None),
+            ("PT1M1H", None),
+            ("PT25H", None),
+            ("PT-5M", None),
+            ("pt30m", None),
+            ("", None),
+        ] {
+            assert_eq!(interval_minutes(text), minutes, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_load_curve_row_gives_its_energy_in_wh_and_its_power_in_w() {
+        let c = contract();
+        let mut r = Report::default();
+        let mut p = PdlEnergy::new(Family::Consumption, "12345678901234");
+        let lengths = [
+            ("00:00", Some("PT30M"), 541, 270_500),
+            ("00:30", None, 541, 270_500),
+            ("01:00", Some("PT10M"), 100, 16_667),
+            ("01:10", Some("PT10M"), 300, 50_000),
+            ("01:20", Some("PT15M"), 1001, 250_250),
+            ("01:35", Some("PT1H"), 777, 777_000),
+            ("02:35", Some("PT10M"), 1, 167),
+            ("02:45", Some("PT10M"), 0, 0),
+        ];
+        for (start, length, watts, _) in lengths {
+            let mut row = row("x", "2024-01-15", "detailed", Some(start), watts, None);
+            row.interval = length;
+            p.push(&c, row, &mut r);
+        }
+        let mut bad = row("bad", "2024-01-15", "detailed", Some("03:00"), 5, None);
+        bad.interval = Some("thirty minutes");
+        p.push(&c, bad, &mut r);
+        let series = p.finish(&c, &mut r);
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(r.skipped[0].row, "bad");
+        let wh: Vec<i64> = series[0].samples.iter().map(|s| s.milli).collect();
+        let want: Vec<i64> = lengths.iter().map(|l| l.3).collect();
+        assert_eq!(wh, want);
+        assert!(series[1]
+            .head
+            .starts_with("myelectricaldata_consumption_power_w{"));
+        let w: Vec<i64> = series[1].samples.iter().map(|s| s.milli / 1000).collect();
+        assert_eq!(w, lengths.iter().map(|l| l.2).collect::<Vec<_>>());
+        let mut buf = Vec::new();
+        crate::contract::render::write_line(
+            &mut buf,
+            &series[0].head,
+            series[0].samples[0].milli,
+            0,
+        );
+        assert!(String::from_utf8(buf).unwrap().contains("} 270.5 0"));
+    }
+
+    #[test]
+    fn placeholders_give_no_sample_and_count_in_no_month() {
+        let c = contract();
+        let mut r = Report::default();
+        let mut p = PdlEnergy::new(Family::Consumption, "12345678901234");
+        let mut hole = row("hole", "2024-01-15", "daily", None, 0, None);
+        hole.placeholder = true;
+        p.push(&c, hole, &mut r);
+        p.push(
+            &c,
+            row("real", "2024-01-16", "daily", None, 7, None),
+            &mut r,
+        );
+        let mut curve = row("c", "2024-01-16", "detailed", Some("00:00"), 0, None);
+        curve.placeholder = true;
+        p.push(&c, curve, &mut r);
+        let series = p.finish(&c, &mut r);
+        assert!(r.skipped.is_empty());
+        assert_eq!(series.len(), 2, "daily and monthly only");
+        assert_eq!(series[0].samples.len(), 1);
+        assert_eq!(series[1].samples[0].milli, 7000);
     }
 }

@@ -6,8 +6,10 @@
 
 pub mod ecowatt;
 pub mod energy;
+pub mod max_power;
 pub mod render;
 pub mod tempo;
+pub mod zen_flex;
 
 use std::collections::BTreeMap;
 
@@ -26,15 +28,24 @@ pub enum Family {
     Tempo,
     /// `myelectricaldata_ecowatt_*`, from `ecowatt`.
     Ecowatt,
+    /// `myelectricaldata_max_power_va`, from `max_power_data` (MyElectricalData 2.2+).
+    MaxPower,
+    /// `myelectricaldata_zen_flex_day`, from `zen_flex_days` (MyElectricalData 2.3+).
+    ZenFlex,
 }
 
+/// How many families there are.
+pub const FAMILIES: usize = 6;
+
 impl Family {
-    /// Every family, in export order.
-    pub const ALL: [Family; 4] = [
+    /// Every family, in export order; `Family::ALL[f as usize] == f`.
+    pub const ALL: [Family; FAMILIES] = [
         Family::Consumption,
         Family::Production,
         Family::Tempo,
         Family::Ecowatt,
+        Family::MaxPower,
+        Family::ZenFlex,
     ];
 
     /// The family's name in state tables and logs.
@@ -44,6 +55,8 @@ impl Family {
             Family::Production => "production",
             Family::Tempo => "tempo",
             Family::Ecowatt => "ecowatt",
+            Family::MaxPower => "max_power",
+            Family::ZenFlex => "zen_flex",
         }
     }
 
@@ -54,18 +67,42 @@ impl Family {
             Family::Production => "production_data",
             Family::Tempo => "tempo_days",
             Family::Ecowatt => "ecowatt",
+            Family::MaxPower => "max_power_data",
+            Family::ZenFlex => "zen_flex_days",
         }
+    }
+
+    /// Whether the family's table may be absent (older MyElectricalData
+    /// releases): the family is then empty rather than an error.
+    pub fn is_optional(self) -> bool {
+        matches!(self, Family::MaxPower | Family::ZenFlex)
     }
 }
 
-/// One sample: Unix milliseconds and an integer value (every metric of the
-/// contract is a count of Wh, days or levels).
+/// One sample: Unix milliseconds and a value in thousandths.
+///
+/// Values are fixed-point so that they render exactly and sum without float
+/// noise: counts, levels, W and VA are whole; the energy of a load-curve
+/// interval (W × minutes / 60) has at most two decimals on 15, 30 and
+/// 60-minute meters, and is rounded to the nearest thousandth of a Wh on a
+/// 10-minute meter, where a decimal cannot be exact (100 W for 10 minutes is
+/// 16.666… Wh).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Sample {
     /// Unix milliseconds.
     pub ts: i64,
-    /// The value.
-    pub value: i64,
+    /// The value, in thousandths.
+    pub milli: i64,
+}
+
+impl Sample {
+    /// A sample of a whole value.
+    pub const fn whole(ts: i64, value: i64) -> Self {
+        Self {
+            ts,
+            milli: value.saturating_mul(1000),
+        }
+    }
 }
 
 /// One series with every sample it should hold.
@@ -226,12 +263,7 @@ mod tests {
     fn a_series_carries_the_extra_labels_after_its_own() {
         let mut r = Report::default();
         let s = contract()
-            .series(
-                "m",
-                &[("pdl", "1")],
-                vec![Sample { ts: 1, value: 2 }],
-                &mut r,
-            )
+            .series("m", &[("pdl", "1")], vec![Sample::whole(1, 2)], &mut r)
             .unwrap();
         assert_eq!(s.head, r#"m{pdl="1",home="a\"b"}"#);
         assert!(s.selector.contains(r#"home="a\"b""#));
@@ -247,14 +279,14 @@ mod tests {
             .series(
                 "m",
                 &[],
-                vec![Sample { ts: far, value: 1 }, Sample { ts: 5, value: 1 }],
+                vec![Sample::whole(far, 1), Sample::whole(5, 1)],
                 &mut r,
             )
             .unwrap();
-        assert_eq!(s.samples, vec![Sample { ts: 5, value: 1 }]);
+        assert_eq!(s.samples, vec![Sample::whole(5, 1)]);
         assert_eq!(r.next_held_back, Some(far));
         assert!(c
-            .series("m", &[], vec![Sample { ts: far, value: 1 }], &mut r)
+            .series("m", &[], vec![Sample::whole(far, 1)], &mut r)
             .is_none());
     }
 
@@ -266,17 +298,14 @@ mod tests {
                 "m",
                 &[],
                 vec![
-                    Sample { ts: 2, value: 1 },
-                    Sample { ts: 1, value: 9 },
-                    Sample { ts: 2, value: 3 },
+                    Sample::whole(2, 1),
+                    Sample::whole(1, 9),
+                    Sample::whole(2, 3),
                 ],
                 &mut r,
             )
             .unwrap();
-        assert_eq!(
-            s.samples,
-            vec![Sample { ts: 1, value: 9 }, Sample { ts: 2, value: 3 }]
-        );
+        assert_eq!(s.samples, vec![Sample::whole(1, 9), Sample::whole(2, 3)]);
         assert_eq!(r.skipped.len(), 1);
     }
 

@@ -66,11 +66,34 @@ pub fn series_selector(name: &str, labels: &Labels<'_>, own_labels: &[&str]) -> 
     out
 }
 
-/// Appends one line, `head value timestamp_ms\n`, to `buf`.
-pub fn write_line(buf: &mut Vec<u8>, head: &str, value: i64, timestamp_ms: i64) {
+/// Appends one line, `head value timestamp_ms\n`, to `buf`; the value is
+/// given in thousandths.
+pub fn write_line(buf: &mut Vec<u8>, head: &str, milli: i64, timestamp_ms: i64) {
     buf.extend_from_slice(head.as_bytes());
+    buf.push(b' ');
+    write_milli(buf, milli);
     // Writing integers into a Vec cannot fail.
-    let _ = writeln!(buf, " {value} {timestamp_ms}");
+    let _ = writeln!(buf, " {timestamp_ms}");
+}
+
+/// Writes a value given in thousandths as the shortest exact decimal:
+/// `15200`, `270.5`, `16.667`, `-0.25`.
+pub fn write_milli(buf: &mut Vec<u8>, milli: i64) {
+    let abs = milli.unsigned_abs();
+    let (whole, mut frac) = (abs / 1000, abs % 1000);
+    if milli < 0 {
+        buf.push(b'-');
+    }
+    let _ = write!(buf, "{whole}");
+    if frac != 0 {
+        buf.push(b'.');
+        let mut digits = 3;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(buf, "{frac:0digits$}");
+    }
 }
 
 #[cfg(test)]
@@ -84,8 +107,24 @@ mod tests {
         assert_eq!(out, "a\\\\b\\\"c\\nd\re\tf");
     }
 
-    /// Name, labels, value, timestamp.
+    /// Name, labels, value in thousandths, timestamp.
     type Parsed = (String, Vec<(String, String)>, i64, i64);
+
+    /// A decimal read back into thousandths, apart from the renderer.
+    fn parse_milli(s: &str) -> Option<i64> {
+        let (neg, digits) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if frac.len() > 3 || frac.ends_with('0') || whole.is_empty() {
+            return None;
+        }
+        let whole: i64 = whole.parse().ok()?;
+        let frac: i64 = format!("{frac:0<3}").parse().ok()?;
+        let v = whole.checked_mul(1000)?.checked_add(frac)?;
+        Some(if neg { -v } else { v })
+    }
 
     /// A Prometheus text line parser written from the format's description,
     /// apart from the renderer: `name{k="v",...} value timestamp`.
@@ -134,7 +173,7 @@ mod tests {
         }
         let rest: String = chars.collect();
         let mut parts = rest.strip_prefix(' ')?.split(' ');
-        let value = parts.next()?.parse().ok()?;
+        let value = parse_milli(parts.next()?)?;
         let ts = parts.next()?.parse().ok()?;
         parts.next().is_none().then_some((name, labels, value, ts))
     }
@@ -144,7 +183,7 @@ mod tests {
         fn any_label_values_round_trip_through_a_text_parser_on_one_line(
             a in proptest::prelude::any::<String>(),
             b in "[\\\\\"\n\r\t{}=, #a-z]{0,20}",
-            value in proptest::prelude::any::<i64>(),
+            value in -(i64::MAX / 2)..(i64::MAX / 2),
             ts in proptest::prelude::any::<i64>(),
         ) {
             let head = series_head("m", &[("pdl", &a), ("home", &b)]);
@@ -186,11 +225,27 @@ mod tests {
     #[test]
     fn a_line_is_head_value_and_millisecond_timestamp() {
         let mut buf = Vec::new();
-        write_line(&mut buf, "m{a=\"b\"}", 15200, 1_705_273_200_000);
-        write_line(&mut buf, "m{a=\"b\"}", -3, 0);
+        write_line(&mut buf, "m{a=\"b\"}", 15_200_000, 1_705_273_200_000);
+        write_line(&mut buf, "m{a=\"b\"}", -3000, 0);
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "m{a=\"b\"} 15200 1705273200000\nm{a=\"b\"} -3 0\n"
         );
+    }
+
+    #[test]
+    fn fractional_values_are_written_as_exact_decimals_without_float_noise() {
+        let text = |m: i64| {
+            let mut buf = Vec::new();
+            write_milli(&mut buf, m);
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(text(270_500), "270.5");
+        assert_eq!(text(16_667), "16.667");
+        assert_eq!(text(250), "0.25");
+        assert_eq!(text(5), "0.005");
+        assert_eq!(text(-1_050), "-1.05");
+        assert_eq!(text(0), "0");
+        assert_eq!(text(i64::MIN), "-9223372036854775.808");
     }
 }

@@ -55,10 +55,7 @@ pub fn tempo_series(
             let samples = days
                 .iter()
                 .zip(&stamps)
-                .map(|((_, c), &ts)| Sample {
-                    ts,
-                    value: i64::from(*c == color),
-                })
+                .map(|((_, c), &ts)| Sample::whole(ts, i64::from(*c == color)))
                 .collect();
             out.extend(contract.series(
                 "myelectricaldata_tempo_color",
@@ -71,10 +68,7 @@ pub fn tempo_series(
             let samples = remaining
                 .iter()
                 .zip(&stamps)
-                .map(|(r, &ts)| Sample {
-                    ts,
-                    value: i64::from(r[color.index()]),
-                })
+                .map(|(r, &ts)| Sample::whole(ts, i64::from(r[color.index()])))
                 .collect();
             out.extend(contract.series(
                 "myelectricaldata_tempo_remaining",
@@ -127,10 +121,7 @@ mod tests {
         );
         assert_eq!(
             bleu.samples.last().unwrap(),
-            &Sample {
-                ts: 1_705_273_200_000,
-                value: 1
-            }
+            &Sample::whole(1_705_273_200_000, 1)
         );
         let white = &series[4];
         assert_eq!(
@@ -139,10 +130,7 @@ mod tests {
         );
         assert_eq!(
             white.samples.last().unwrap(),
-            &Sample {
-                ts: 1_705_273_200_000,
-                value: 40
-            }
+            &Sample::whole(1_705_273_200_000, 40)
         );
     }
 }
