@@ -548,9 +548,12 @@ pub fn spawn_exporter(args: &[&str], env: &[(&str, String)], log: &Path) -> Daem
     Daemon(child)
 }
 
-/// MyElectricalData's schema as its migrations leave it.
+/// MyElectricalData's schema as a current install leaves it.
 pub const SCHEMA: &str = include_str!("../fixtures/myelectricaldata_schema.sql");
-/// Realistic data for it.
+/// MyElectricalData's schema as an older install's ORM created it (JSON
+/// raw_data, plain unique constraints, the Tempo enum, no optional tables).
+pub const SCHEMA_ORM: &str = include_str!("../fixtures/myelectricaldata_schema_orm.sql");
+/// Data as the real client writes it, for either schema.
 pub const DATA: &str = include_str!("../fixtures/myelectricaldata_data.sql");
 
 /// A PostgreSQL with database `med` loaded with MyElectricalData's schema
@@ -565,12 +568,17 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Starts both servers and loads the data.
+    /// Starts both servers and loads the data into the current schema.
     pub async fn start() -> Self {
+        Self::start_with_schema(SCHEMA).await
+    }
+
+    /// Starts both servers and loads the data into `schema`.
+    pub async fn start_with_schema(schema: &str) -> Self {
         let pg = Postgres::start();
         let vm = Victoria::start();
         let pool = pg.create_db("med").await;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+        sqlx::raw_sql(schema).execute(&pool).await.unwrap();
         sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
         Servers { pg, vm, pool }
     }

@@ -10,8 +10,27 @@ use chrono_tz::Europe::Paris;
 use myelectricaldata_vm_exporter::calendar::{day_millis, local_millis};
 use sqlx::{PgPool, Row};
 
-/// Series labels (with `__name__`) → samples sorted by timestamp.
+/// Series labels (with `__name__`) → samples (timestamp, value in
+/// thousandths) sorted by timestamp.
 pub type Mirror = BTreeMap<BTreeMap<String, String>, Vec<(i64, i64)>>;
+
+/// Minutes in an ISO 8601 duration of the forms the client writes.
+fn minutes(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix("PT")?;
+    if let Some(m) = rest.strip_suffix('M') {
+        return m.parse().ok();
+    }
+    rest.strip_suffix('H')?.parse::<i64>().ok().map(|h| h * 60)
+}
+
+/// Whether a table exists.
+async fn exists(pool: &PgPool, table: &str) -> bool {
+    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
 
 fn labels(
     name: &str,
@@ -29,59 +48,141 @@ fn labels(
 /// What the spec says VictoriaMetrics holds for this database, at `now_ms`.
 pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i64) -> Mirror {
     let cutoff = now_ms + 2 * 86_400_000 - 3_600_000;
-    let mut m: Mirror = BTreeMap::new();
+    // A second sample at one timestamp replaces the first: rows are read in
+    // the order the exporter reads them, and the later row wins.
+    let mut m: BTreeMap<BTreeMap<String, String>, BTreeMap<i64, i64>> = BTreeMap::new();
     let mut add = |l: BTreeMap<String, String>, ts: i64, v: i64| {
         if ts <= cutoff {
-            m.entry(l).or_default().push((ts, v));
+            m.entry(l).or_default().insert(ts, v);
         }
     };
 
-    for (table, name) in [
-        ("consumption_data", "myelectricaldata_consumption_wh"),
-        ("production_data", "myelectricaldata_production_wh"),
+    for (table, name, power) in [
+        (
+            "consumption_data",
+            "myelectricaldata_consumption_wh",
+            "myelectricaldata_consumption_power_w",
+        ),
+        (
+            "production_data",
+            "myelectricaldata_production_wh",
+            "myelectricaldata_production_power_w",
+        ),
     ] {
+        // raw_data as text, so that JSON and JSONB columns read alike.
         let rows = sqlx::query(&format!(
-            "SELECT usage_point_id, date, granularity::text, interval_start, value, raw_data FROM {table}"
+            "SELECT usage_point_id, date, granularity::text, interval_start, value, raw_data::text,
+                    updated_at, id FROM {table}
+              ORDER BY usage_point_id, date, interval_start, updated_at, id"
         ))
         .fetch_all(pool)
         .await
         .unwrap();
-        let mut months: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        // Daily rows by (pdl, date): the one updated last wins.
+        let mut daily: BTreeMap<(String, NaiveDate), (Option<String>, i64)> = BTreeMap::new();
         for r in rows {
             let pdl: String = r.get(0);
             let date: NaiveDate = r.get(1);
             let gran: String = r.get(2);
             let start: Option<String> = r.get(3);
             let value: i32 = r.get(4);
-            let raw: Option<serde_json::Value> = r.get(5);
-            let quality = raw
-                .as_ref()
-                .and_then(|j| j.get("quality"))
+            let raw: Option<String> = r.get(5);
+            let raw: Option<serde_json::Value> = raw.map(|t| serde_json::from_str(&t).unwrap());
+            let field = |k: &str| raw.as_ref().and_then(|j| j.get(k));
+            if field("is_placeholder").and_then(|v| v.as_bool()) == Some(true) {
+                continue;
+            }
+            let quality = field("quality")
                 .and_then(|q| q.as_str())
                 .filter(|q| !q.is_empty())
                 .map(str::to_string);
-            let mut pairs = vec![("pdl", pdl.as_str()), ("type", gran.as_str())];
+            if gran == "daily" {
+                daily.insert((pdl, date), (quality, i64::from(value)));
+                continue;
+            }
+            let mut pairs = vec![("pdl", pdl.as_str()), ("type", "detailed")];
             if let Some(q) = quality.as_deref() {
                 pairs.push(("quality", q));
             }
-            let ts = if gran == "daily" {
-                let first = NaiveDate::from_ymd_opt(date.year(), date.month(), 1).unwrap();
-                *months
-                    .entry((pdl.clone(), day_millis(Paris, first)))
-                    .or_default() += i64::from(value);
-                day_millis(Paris, date)
-            } else {
-                let t = NaiveTime::parse_from_str(start.as_deref().unwrap(), "%H:%M").unwrap();
-                local_millis(Paris, date.and_time(t))
-            };
-            add(labels(name, &pairs, extra), ts, i64::from(value));
+            let t = NaiveTime::parse_from_str(start.as_deref().unwrap(), "%H:%M").unwrap();
+            let ts = local_millis(Paris, date.and_time(t));
+            let length = field("p")
+                .or_else(|| field("interval_length"))
+                .and_then(|v| v.as_str())
+                .map_or(30, |t| minutes(t).unwrap());
+            // W × minutes / 60 Wh, in thousandths, rounded half up.
+            let milli = (i64::from(value) * length * 1000 * 2 + 60) / 120;
+            add(labels(name, &pairs, extra), ts, milli);
+            add(labels(power, &pairs, extra), ts, i64::from(value) * 1000);
+        }
+        let mut months: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        for ((pdl, date), (quality, value)) in daily {
+            let first = NaiveDate::from_ymd_opt(date.year(), date.month(), 1).unwrap();
+            *months
+                .entry((pdl.clone(), day_millis(Paris, first)))
+                .or_default() += value;
+            let mut pairs = vec![("pdl", pdl.as_str()), ("type", "daily")];
+            if let Some(q) = quality.as_deref() {
+                pairs.push(("quality", q));
+            }
+            add(
+                labels(name, &pairs, extra),
+                day_millis(Paris, date),
+                value * 1000,
+            );
         }
         for ((pdl, ts), sum) in months {
             add(
                 labels(name, &[("pdl", &pdl), ("type", "monthly")], extra),
                 ts,
-                sum,
+                sum * 1000,
             );
+        }
+    }
+
+    if exists(pool, "max_power_data").await {
+        let rows = sqlx::query(
+            "SELECT usage_point_id, date, interval_start, value, raw_data::text FROM max_power_data",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        for r in rows {
+            let pdl: String = r.get(0);
+            let date: NaiveDate = r.get(1);
+            let start: Option<String> = r.get(2);
+            let value: i32 = r.get(3);
+            let raw: Option<String> = r.get(4);
+            let raw: Option<serde_json::Value> = raw.map(|t| serde_json::from_str(&t).unwrap());
+            if raw.and_then(|j| j.get("is_placeholder").and_then(|v| v.as_bool())) == Some(true) {
+                continue;
+            }
+            let t = start.map_or(NaiveTime::MIN, |s| {
+                NaiveTime::parse_from_str(&s, "%H:%M").unwrap()
+            });
+            add(
+                labels("myelectricaldata_max_power_va", &[("pdl", &pdl)], extra),
+                local_millis(Paris, date.and_time(t)),
+                i64::from(value) * 1000,
+            );
+        }
+    }
+
+    if exists(pool, "zen_flex_days").await {
+        let days: Vec<(String, String)> =
+            sqlx::query_as("SELECT id::text, day_type::text FROM zen_flex_days")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        for (id, kind) in days {
+            let date = NaiveDate::parse_from_str(&id, "%Y-%m-%d").unwrap();
+            for t in ["ECO", "SOBRIETE", "BONUS"] {
+                add(
+                    labels("myelectricaldata_zen_flex_day", &[("day_type", t)], extra),
+                    day_millis(Paris, date),
+                    i64::from(kind == t) * 1000,
+                );
+            }
         }
     }
 
@@ -119,7 +220,7 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
                         extra,
                     ),
                     ts,
-                    i64::from(color == en),
+                    i64::from(color == en) * 1000,
                 );
                 let left =
                     (quota - used.get(&(season, en.to_string())).copied().unwrap_or(0)).max(0);
@@ -130,20 +231,21 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
                         extra,
                     ),
                     ts,
-                    left,
+                    left * 1000,
                 );
             }
         }
     }
 
-    let rows = sqlx::query("SELECT periode, dvalue, \"values\" FROM ecowatt")
+    let rows = sqlx::query("SELECT periode, dvalue, \"values\"::text FROM ecowatt")
         .fetch_all(pool)
         .await
         .unwrap();
     for r in rows {
         let periode: chrono::NaiveDateTime = r.get(0);
         let dvalue: i32 = r.get(1);
-        let values: serde_json::Value = r.get(2);
+        let values: String = r.get(2);
+        let values: serde_json::Value = serde_json::from_str(&values).unwrap();
         // Midnight is a local date as it stands; another time is a UTC instant.
         let date = if periode.time() == NaiveTime::MIN {
             periode.date()
@@ -159,7 +261,7 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
                 extra,
             ),
             day,
-            i64::from(dvalue),
+            i64::from(dvalue) * 1000,
         );
         for (h, v) in values.as_array().unwrap().iter().enumerate() {
             let ts = day + h as i64 * 3_600_000;
@@ -171,15 +273,14 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
                         extra,
                     ),
                     ts,
-                    v.as_i64().unwrap(),
+                    v.as_i64().unwrap() * 1000,
                 );
             }
         }
     }
-    for samples in m.values_mut() {
-        samples.sort();
-    }
-    m
+    m.into_iter()
+        .map(|(l, samples)| (l, samples.into_iter().collect()))
+        .collect()
 }
 
 /// VictoriaMetrics' export turned into a [`Mirror`], keeping every stored
@@ -188,7 +289,10 @@ pub fn from_export(export: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>>) 
     export
         .into_iter()
         .map(|(l, samples)| {
-            let mut s: Vec<(i64, i64)> = samples.into_iter().map(|(t, v)| (t, v as i64)).collect();
+            let mut s: Vec<(i64, i64)> = samples
+                .into_iter()
+                .map(|(t, v)| (t, (v * 1000.0).round() as i64))
+                .collect();
             s.sort();
             (l, s)
         })
