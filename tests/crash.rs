@@ -28,7 +28,7 @@ async fn a_kill_at_any_point_of_an_export_is_repaired_by_the_next_run() {
         sqlx::raw_sql(&format!(
             "UPDATE consumption_data SET value = value + 1 WHERE date = '2024-01-{:02}';
              UPDATE production_data SET value = value + 1 WHERE date = '2024-06-{:02}';
-             UPDATE tempo_days SET color = CASE color::text WHEN 'BLUE' THEN 'WHITE' ELSE 'BLUE' END::text::tempocolor
+             UPDATE tempo_days SET color = CASE color::text WHEN 'BLUE' THEN 'WHITE' ELSE 'BLUE' END
               WHERE id = '2024-10-{:02}';
              UPDATE ecowatt SET dvalue = 1 + (dvalue % 3) WHERE periode = '2024-03-30 00:00';",
             1 + round % 28,

@@ -1,18 +1,20 @@
 //! The Grafana dashboard `docs/grafana/myelectricaldata.json` against a real
 //! VictoriaMetrics fed by the exporter: every query of every panel, with the
 //! dashboard's variables substituted as Grafana would, returns data; a few
-//! return exactly what PostgreSQL's rows say (the Tempo cost, the calendar,
-//! today's and tomorrow's colours, the EcoWatt days ahead); and the
-//! exporter-health panels show what the daemon itself reports, scraped by
-//! VictoriaMetrics from its `/metrics`.
+//! return exactly what PostgreSQL's rows say (the Tempo cost, the Tempo and
+//! Zen Flex calendars, today's and tomorrow's colours, the EcoWatt days
+//! ahead, the load curve's power, each day's maximum power and its share of
+//! the subscribed power); and the exporter-health panels show what the
+//! daemon itself reports, scraped by VictoriaMetrics from its `/metrics`.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Europe::Paris;
+use myelectricaldata_vm_exporter::calendar::{day_millis, local_millis};
 use serde_json::Value;
 use sqlx::Row;
 
@@ -21,8 +23,12 @@ use common::{free_port, spawn_exporter, Servers, Victoria};
 
 const DASHBOARD: &str = include_str!("../docs/grafana/myelectricaldata.json");
 
-/// A PDL of the demo data, which has daily, detailed and production rows.
+/// A PDL of the demo data, which has daily, detailed and production rows
+/// (a 30-minute meter).
 const PDL: &str = "12345678901234";
+
+/// The demo data's other PDL, a 10-minute meter.
+const PDL_10_MIN: &str = "98765432109876";
 
 /// The demo data (tests/fixtures/myelectricaldata_data.sql) lies in
 /// 2023-08-15 .. 2024-11-10, plus EcoWatt from today to three days ahead.
@@ -54,6 +60,7 @@ fn panels(d: &Value) -> Vec<&Value> {
 }
 
 /// One panel target, as Grafana would send it.
+#[derive(Clone)]
 struct Query {
     panel: String,
     ref_id: String,
@@ -149,18 +156,38 @@ fn queries(d: &Value) -> Vec<Query> {
 }
 
 /// The dashboard's own variables with their default values (the price
-/// textboxes), plus `$pdl` set to one real PDL.
+/// textboxes, the subscribed power's list), plus `$pdl` set to one real PDL.
 fn variables(d: &Value) -> Vec<(String, String)> {
     let mut vars = vec![("pdl".to_string(), PDL.to_string())];
     for v in d["templating"]["list"].as_array().unwrap() {
-        if matches!(v["type"].as_str(), Some("textbox" | "constant")) {
-            vars.push((
-                v["name"].as_str().unwrap().to_string(),
-                v["query"].as_str().unwrap().to_string(),
-            ));
-        }
+        let value = match v["type"].as_str() {
+            Some("textbox" | "constant") => &v["query"],
+            Some("custom") => &v["current"]["value"],
+            _ => continue,
+        };
+        vars.push((
+            v["name"].as_str().unwrap().to_string(),
+            value.as_str().unwrap().to_string(),
+        ));
     }
     vars
+}
+
+/// `vars` with `name` set to `value`.
+fn with_var(vars: &[(String, String)], name: &str, value: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vars.iter().filter(|(n, _)| n != name).cloned().collect();
+    out.push((name.to_string(), value.to_string()));
+    out
+}
+
+/// A variable's value in `vars`, as a number.
+fn number(vars: &[(String, String)], name: &str) -> f64 {
+    vars.iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no variable {name}"))
+        .1
+        .parse()
+        .unwrap_or_else(|_| panic!("variable {name} is not a number"))
 }
 
 /// `expr` as Grafana sends it for the range `start..end` at `step` seconds.
@@ -298,6 +325,100 @@ fn paris_today() -> NaiveDate {
     Utc::now().with_timezone(&Paris).date_naive()
 }
 
+/// Unix seconds of 00:00 in Paris on `date`.
+fn paris_midnight(date: NaiveDate) -> i64 {
+    day_millis(Paris, date) / 1000
+}
+
+/// Unix seconds of a row's `date` at its `interval_start` (00:00 when
+/// NULL), local time.
+fn row_instant(date: NaiveDate, start: Option<&str>) -> i64 {
+    let t = start.map_or(NaiveTime::MIN, |s| {
+        NaiveTime::parse_from_str(s, "%H:%M").unwrap_or_else(|_| panic!("start {s:?}"))
+    });
+    local_millis(Paris, date.and_time(t)) / 1000
+}
+
+/// An answer's points per PDL.
+fn by_pdl(a: &Answer) -> BTreeMap<String, BTreeMap<i64, f64>> {
+    let mut out: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    for (labels, points) in &a.series {
+        let pdl = labels.get("pdl").cloned().unwrap_or_default();
+        let s = out.entry(pdl).or_default();
+        for &(t, v) in points {
+            assert!(s.insert(t, v).is_none(), "two points at {t}: {}", a.body);
+        }
+    }
+    out
+}
+
+/// Asserts that `a` holds exactly the points of `want` (by PDL), to 1e-9.
+fn assert_points(what: &str, a: &Answer, want: &BTreeMap<String, BTreeMap<i64, f64>>) {
+    let got = by_pdl(a);
+    assert_eq!(
+        got.iter()
+            .map(|(p, s)| (p, s.keys().collect::<Vec<_>>()))
+            .collect::<Vec<_>>(),
+        want.iter()
+            .map(|(p, s)| (p, s.keys().collect::<Vec<_>>()))
+            .collect::<Vec<_>>(),
+        "{what}: the PDLs and instants of {}",
+        a.sent
+    );
+    for (pdl, points) in want {
+        for (t, w) in points {
+            let g = got[pdl][t];
+            assert!(
+                (g - w).abs() < 1e-9,
+                "{what}, PDL {pdl} at {t}: got {g}, want {w} ({})",
+                a.sent
+            );
+        }
+    }
+}
+
+/// Runs the exporter once over the demo data and waits until
+/// VictoriaMetrics lists both PDLs, as the `$pdl` variable's query does.
+async fn export_demo_data(servers: &Servers) {
+    common::run_ok(&["once"], &servers.env(&[]));
+    let vm = servers.vm.url.as_str();
+
+    // What was written becomes searchable within a second.
+    let client = reqwest::Client::new();
+    client
+        .get(format!("{vm}/internal/force_flush"))
+        .send()
+        .await
+        .unwrap();
+
+    // The $pdl variable lists the PDLs of the range.
+    let (start, end) = demo_range();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = client
+            .get(format!("{vm}/api/v1/label/pdl/values"))
+            .query(&[
+                ("match[]", "myelectricaldata_consumption_wh"),
+                ("start", &start.to_string()),
+                ("end", &end.to_string()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains(PDL) && body.contains(PDL_10_MIN) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "label_values(myelectricaldata_consumption_wh, pdl): {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Tempo days around today, as MyElectricalData writes them: yesterday BLUE,
 /// today WHITE, tomorrow RED (the demo data's calendar ends in 2024).
 async fn add_tempo_days_around_today(pool: &sqlx::PgPool) {
@@ -350,6 +471,18 @@ fn the_dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
         assert!(value > 0.05 && value < 1.0, "{price} = {value} €/kWh");
         assert_eq!(v["current"]["value"], v["query"], "{price}");
     }
+    // The subscribed power, in kVA: the standard Linky powers, 9 by default.
+    let kva = var("subscribed_kva");
+    assert_eq!(kva["type"], "custom");
+    assert_eq!(kva["query"], "3,6,9,12,15,18,24,30,36");
+    assert_eq!(kva["current"]["value"], "9");
+    let options: Vec<&str> = kva["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(options, ["3", "6", "9", "12", "15", "18", "24", "30", "36"]);
 
     let mut ids = std::collections::BTreeSet::new();
     let mut cells = std::collections::BTreeMap::new();
@@ -385,7 +518,19 @@ fn the_dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
         for t in targets {
             assert!(refs.insert(t["refId"].as_str().unwrap()), "{title}");
             assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
-            assert!(!t["expr"].as_str().unwrap().trim().is_empty(), "{title}");
+            let expr = t["expr"].as_str().unwrap();
+            assert!(!expr.trim().is_empty(), "{title}");
+            // The energy series mix daily, monthly and per-interval samples:
+            // a query that does not pick one type counts the energy twice.
+            for metric in [
+                "myelectricaldata_consumption_wh{",
+                "myelectricaldata_production_wh{",
+            ] {
+                for (at, _) in expr.match_indices(metric) {
+                    let matchers = &expr[at..at + expr[at..].find('}').unwrap()];
+                    assert!(matchers.contains("type=\""), "{title}: {expr}");
+                }
+            }
         }
     }
 }
@@ -396,47 +541,12 @@ async fn every_dashboard_query_returns_data_and_the_tempo_cost_is_each_days_kwh_
     common::away_from_paris_midnight().await;
     let servers = Servers::start().await;
     add_tempo_days_around_today(&servers.pool).await;
-    common::run_ok(&["once"], &servers.env(&[]));
+    export_demo_data(&servers).await;
     let vm = servers.vm.url.as_str();
     let d = dashboard();
     let vars = variables(&d);
     let qs = queries(&d);
     assert!(qs.len() >= 20, "{} queries", qs.len());
-
-    // What was written becomes searchable within a second.
-    let client = reqwest::Client::new();
-    client
-        .get(format!("{vm}/internal/force_flush"))
-        .send()
-        .await
-        .unwrap();
-
-    // The $pdl variable lists the PDLs of the range.
-    let (start, end) = demo_range();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let body = client
-            .get(format!("{vm}/api/v1/label/pdl/values"))
-            .query(&[
-                ("match[]", "myelectricaldata_consumption_wh"),
-                ("start", &start.to_string()),
-                ("end", &end.to_string()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if body.contains(PDL) && body.contains("98765432109876") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "label_values(myelectricaldata_consumption_wh, pdl): {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 
     let data: Vec<&Query> = qs.iter().filter(|q| !q.is_health()).collect();
     assert_all_return_data(vm, &data, &vars).await;
@@ -557,6 +667,227 @@ async fn every_dashboard_query_returns_data_and_the_tempo_cost_is_each_days_kwh_
             .collect();
         assert_eq!(got, vec![want], "{panel} {ref_id}: {}", a.sent);
     }
+}
+
+/// Detailed rows (`value`, an average power in W) of `table` for the days
+/// `from..=to`, by PDL: their local instant (Unix seconds) → W.
+async fn load_curve_rows(
+    pool: &sqlx::PgPool,
+    table: &str,
+    from: &str,
+    to: &str,
+) -> BTreeMap<String, BTreeMap<i64, f64>> {
+    let rows = sqlx::query(&format!(
+        "SELECT usage_point_id, date, interval_start, value FROM {table}
+          WHERE granularity = 'detailed' AND date BETWEEN $1::date AND $2::date
+            AND coalesce(raw_data->>'is_placeholder', 'false') <> 'true'"
+    ))
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut out: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    for r in rows {
+        let start: Option<String> = r.get(2);
+        let value: i32 = r.get(3);
+        out.entry(r.get(0))
+            .or_default()
+            .insert(row_instant(r.get(1), start.as_deref()), f64::from(value));
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_load_curve_max_power_and_zen_flex_panels_show_what_the_rows_say() {
+    let servers = Servers::start().await;
+    export_demo_data(&servers).await;
+    let vm = servers.vm.url.as_str();
+    let pool = &servers.pool;
+    let d = dashboard();
+    let qs = queries(&d);
+    // Both PDLs, as Grafana writes a multi-value variable in a regex.
+    let vars = with_var(&variables(&d), "pdl", &format!("({PDL}|{PDL_10_MIN})"));
+    let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+
+    // The load curve over one day: the power of each interval, in W, at its
+    // start, for the 30-minute and the 10-minute meters; the production's
+    // likewise.
+    for (ref_id, table, day) in [
+        ("A", "consumption_data", "2024-11-04"),
+        ("B", "production_data", "2024-07-14"),
+    ] {
+        let want = load_curve_rows(pool, table, day, day).await;
+        assert!(!want.is_empty(), "{table} has a load curve on {day}");
+        let day = date(day);
+        let (start, end) = (
+            paris_midnight(day),
+            paris_midnight(day.succ_opt().unwrap()) - 1,
+        );
+        let q = find(&qs, "Courbe de charge", ref_id);
+        assert!(
+            q.expr.contains("_power_w{") && !q.expr.contains("_wh{"),
+            "the load curve shows the power series: {}",
+            q.expr
+        );
+        assert!(
+            q.interval(start, end) <= 600,
+            "a day's load curve shows every 10-minute interval"
+        );
+        let a = run(vm, q, &vars, start, end).await;
+        assert_points(&format!("load curve {ref_id} on {day}"), &a, &want);
+    }
+
+    // At a one-day step, each point is the mean power of the intervals it
+    // covers: the window (t - 1 day, t].
+    let rows = load_curve_rows(pool, "consumption_data", "2024-11-02", "2024-11-06").await;
+    let mut daily = find(&qs, "Courbe de charge", "A").clone();
+    daily.min_interval = 86_400;
+    let (start, end) = (
+        Utc.with_ymd_and_hms(2024, 11, 4, 0, 0, 0)
+            .unwrap()
+            .timestamp(),
+        Utc.with_ymd_and_hms(2024, 11, 6, 0, 0, 0)
+            .unwrap()
+            .timestamp(),
+    );
+    let mut want: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    for (pdl, points) in &rows {
+        for t in (start..=end).step_by(86_400) {
+            let w: Vec<f64> = points.range(t - 86_399..=t).map(|(_, v)| *v).collect();
+            assert!(!w.is_empty());
+            want.entry(pdl.clone())
+                .or_default()
+                .insert(t, w.iter().sum::<f64>() / w.len() as f64);
+        }
+    }
+    let a = run(vm, &daily, &vars, start, end).await;
+    assert_points("the load curve at a 1-day step", &a, &want);
+
+    // Each day's maximum power, in VA, at the peak's time: an ordinary day
+    // for both PDLs, the day of the October change (a peak in the repeated
+    // hour) and a row with no time (at 00:00). And the share of the
+    // subscribed power (the variable's default) the day's peak reached.
+    let kva = number(&vars, "subscribed_kva");
+    assert_eq!(kva, 9.0, "the default subscribed power");
+    for day in ["2024-10-05", "2024-10-27", "2024-03-31"] {
+        let rows = sqlx::query(
+            "SELECT usage_point_id, interval_start, value FROM max_power_data WHERE date = $1::date",
+        )
+        .bind(day)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert!(!rows.is_empty(), "max_power_data has {day}");
+        let day = date(day);
+        let (start, end) = (
+            paris_midnight(day),
+            paris_midnight(day.succ_opt().unwrap()) - 1,
+        );
+        let q = find(&qs, "Puissance maximale atteinte chaque jour", "A");
+        let step = q.interval(start, end);
+        let a = run(vm, q, &vars, start, end).await;
+        let got = by_pdl(&a);
+        let share_q = find(&qs, "Part de la puissance souscrite atteinte", "A");
+        // The panel's whole range is the day: (00:00, 24:00] shifted back
+        // by a second, so that a peak at 00:00 is the day's.
+        let share = run(vm, share_q, &vars, start - 1, end).await;
+        let got_share = by_pdl(&share);
+        assert_eq!(
+            got.len(),
+            rows.len(),
+            "maximum power on {day}: one series per PDL with a row: {}",
+            a.body
+        );
+        assert_eq!(
+            got_share.len(),
+            rows.len(),
+            "share on {day}: {}",
+            share.body
+        );
+        for r in &rows {
+            let pdl: String = r.get(0);
+            let start_time: Option<String> = r.get(1);
+            let value = f64::from(r.get::<i32, _>(2));
+            let peak = row_instant(day, start_time.as_deref());
+            let points = &got[&pdl];
+            assert_eq!(
+                points.len(),
+                1,
+                "maximum power of {pdl} on {day}: one point: {}",
+                a.body
+            );
+            let (&t, &v) = points.iter().next().unwrap();
+            assert_eq!(v, value, "maximum power of {pdl} on {day}: {}", a.sent);
+            assert!(
+                t - step < peak && peak <= t,
+                "maximum power of {pdl} on {day}: the point at {t} for the peak at {peak} \
+                 (step {step}s)"
+            );
+            let want = value / (kva * 1000.0) * 100.0;
+            let (_, &got) = got_share[&pdl].iter().next().unwrap();
+            assert!(
+                (got - want).abs() < 1e-9,
+                "share of {kva} kVA reached by {pdl} on {day}: got {got} %, want {want} % ({})",
+                share.sent
+            );
+        }
+        // The subscribed power, beside: kVA x 1000 at every point.
+        let line = run(
+            vm,
+            find(&qs, "Puissance maximale atteinte chaque jour", "B"),
+            &vars,
+            start,
+            end,
+        )
+        .await;
+        let values: Vec<f64> = line
+            .series
+            .iter()
+            .flat_map(|s| s.1.iter().map(|p| p.1))
+            .collect();
+        assert!(!values.is_empty(), "{}", line.body);
+        assert!(
+            values.iter().all(|&v| v == kva * 1000.0),
+            "subscribed power: {}",
+            line.body
+        );
+    }
+
+    // The Zen Flex calendar: 1 ECO, 2 SOBRIETE, 3 BONUS, each day at 00:00
+    // UTC of its date (a 1-day step there reads the day that began just
+    // before, at local midnight), over days of the three types.
+    let days: Vec<(NaiveDate, String)> = sqlx::query_as(
+        "SELECT date, day_type::text FROM zen_flex_days
+          WHERE date BETWEEN '2024-09-10' AND '2024-11-10' ORDER BY date",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut want = BTreeMap::new();
+    for (day, kind) in &days {
+        let code = match kind.as_str() {
+            "ECO" => 1.0,
+            "SOBRIETE" => 2.0,
+            "BONUS" => 3.0,
+            k => panic!("day type {k}"),
+        };
+        want.insert(
+            day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
+            code,
+        );
+    }
+    for code in [1.0, 2.0, 3.0] {
+        assert!(
+            want.values().any(|&c| c == code),
+            "the checked days hold every day type: {want:?}"
+        );
+    }
+    let (start, end) = (*want.keys().next().unwrap(), *want.keys().last().unwrap());
+    let a = run(vm, find(&qs, "Calendrier Zen Flex", "A"), &vars, start, end).await;
+    assert_eq!(a.series.len(), 1, "Calendrier Zen Flex: {}", a.body);
+    let got: BTreeMap<i64, f64> = a.series[0].1.iter().copied().collect();
+    assert_eq!(got, want, "Calendrier Zen Flex: {}", a.sent);
 }
 
 /// Waits until VictoriaMetrics holds what the model computes from the

@@ -18,7 +18,7 @@ const WITHIN: Duration = Duration::from_secs(60);
 async fn change(pool: &sqlx::PgPool, n: i32) {
     sqlx::raw_sql(&format!(
         "UPDATE consumption_data SET value = value + {n} WHERE date = '2024-04-{n:02}';
-         UPDATE tempo_days SET color = (CASE color::text WHEN 'RED' THEN 'BLUE' ELSE 'RED' END)::text::tempocolor
+         UPDATE tempo_days SET color = (CASE color::text WHEN 'RED' THEN 'BLUE' ELSE 'RED' END)
           WHERE id = '2024-10-{n:02}';"
     ))
     .execute(pool)
@@ -211,6 +211,8 @@ async fn malformed_rows_are_skipped_with_a_warning_naming_them_and_the_rest_is_e
              ('bad-negative', '98765432109876', '2024-06-02', 'detailed', '10:00', -5),
              ('bad-huge', '98765432109876', '2024-06-02', 'detailed', '10:30', 2000000000),
              ('bad-infinity', '98765432109876', 'infinity', 'daily', NULL, 10);
+           INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data) VALUES
+             ('bad-length', '98765432109876', '2024-06-03', 'detailed', '10:00', 10, '{"p": "thirty minutes"}');
            INSERT INTO tempo_days (id, date, color) VALUES ('-262143-01-01', '2000-01-01', 'RED');
            INSERT INTO ecowatt (generation_datetime, periode, hdebut, hfin, dvalue, "values")
            VALUES (now(), 'infinity', 0, 23, 1, '[1]');
@@ -230,6 +232,7 @@ async fn malformed_rows_are_skipped_with_a_warning_naming_them_and_the_rest_is_e
         "bad-pdl",
         "bad-negative",
         "bad-huge",
+        "bad-length",
         "2024-11-11",
     ] {
         assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::model::{assert_exported, assert_same, expected, from_export, Mirror};
-use common::{exporter, Postgres, Servers, Victoria, DATA, SCHEMA};
+use common::{exporter, Postgres, Servers, Victoria, DATA, SCHEMA, SCHEMA_ORM};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -103,23 +103,45 @@ async fn migrate_creates_missing_tables_and_changes_nothing_in_an_existing_datab
         .await
         .unwrap();
     assert_eq!(before, after, "migrate changed MyElectricalData's schema");
-    let own: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-    )
-    .fetch_all(&existing)
-    .await
-    .unwrap();
+    let tables = "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'vm_export_%' ORDER BY 1";
+    let theirs: Vec<String> = sqlx::query_scalar(tables)
+        .fetch_all(&existing)
+        .await
+        .unwrap();
+    assert_eq!(
+        theirs,
+        [
+            "alembic_version",
+            "consumption_data",
+            "contract_data",
+            "ecowatt",
+            "max_power_data",
+            "production_data",
+            "tempo_days",
+            "zen_flex_days"
+        ],
+        "migrate added tables outside its vm_export_ prefix"
+    );
+
+    // An older database, made by the client's ORM, without the optional
+    // tables: they are not created there (the client creates them when it
+    // is upgraded), and check says they are skipped.
+    let orm = pg.create_db("orm").await;
+    sqlx::raw_sql(SCHEMA_ORM).execute(&orm).await.unwrap();
+    let before: String = sqlx::query_scalar(describe).fetch_one(&orm).await.unwrap();
+    let env = [
+        ("DATABASE_URL", pg.url("orm")),
+        ("VICTORIAMETRICS_URL", vm.url.clone()),
+    ];
+    common::run_ok(&["migrate"], &env);
+    let after: String = sqlx::query_scalar(describe).fetch_one(&orm).await.unwrap();
+    assert_eq!(before, after, "migrate changed the older schema");
+    let out = exporter(&["check"], &env);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
     assert!(
-        own.iter()
-            .filter(|t| ![
-                "consumption_data",
-                "production_data",
-                "tempo_days",
-                "ecowatt"
-            ]
-            .contains(&t.as_str()))
-            .all(|t| t.starts_with("vm_export_")),
-        "{own:?}"
+        report.contains("max_power_data (absent, skipped until it appears), zen_flex_days (absent"),
+        "{report}"
     );
 
     // A standalone database: the tables are created, and the data exports.
@@ -129,6 +151,17 @@ async fn migrate_creates_missing_tables_and_changes_nothing_in_an_existing_datab
         ("VICTORIAMETRICS_URL", vm.url.clone()),
     ];
     common::run_ok(&["migrate"], &env);
+    for table in ["max_power_data", "zen_flex_days"] {
+        let made: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table)
+            .fetch_one(&empty)
+            .await
+            .unwrap();
+        assert!(
+            made,
+            "migrate did not create {table} in a standalone database"
+        );
+    }
     sqlx::raw_sql(DATA).execute(&empty).await.unwrap();
     let before = now_ms();
     common::run_ok(&["once"], &env);
@@ -143,7 +176,8 @@ async fn migrate_creates_missing_tables_and_changes_nothing_in_an_existing_datab
 }
 
 fn parse_line(line: &str) -> (BTreeMap<String, String>, i64, i64) {
-    // name{a="x",b="y"} value ts — values here hold no escapes.
+    // name{a="x",b="y"} value ts — label values here hold no escapes; the
+    // value comes back in thousandths, as the model keeps it.
     let (series, rest) = line.split_once("} ").expect("a line has labels");
     let (name, labels) = series.split_once('{').unwrap();
     let mut l = BTreeMap::from([("__name__".to_string(), name.to_string())]);
@@ -152,7 +186,13 @@ fn parse_line(line: &str) -> (BTreeMap<String, String>, i64, i64) {
         l.insert(k.to_string(), v.trim_end_matches('"').to_string());
     }
     let mut parts = rest.split(' ');
-    let value = parts.next().unwrap().parse().unwrap();
+    let text = parts.next().unwrap();
+    assert!(
+        text.split_once('.')
+            .is_none_or(|(_, f)| f.len() <= 3 && !f.ends_with('0')),
+        "{line}: not the shortest exact decimal"
+    );
+    let value = (text.parse::<f64>().unwrap() * 1000.0).round() as i64;
     let ts = parts.next().unwrap().parse().unwrap();
     (l, value, ts)
 }
@@ -191,10 +231,17 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
     let mut per_family: BTreeMap<&str, usize> = BTreeMap::new();
     for (labels, samples) in &want {
         let name = labels["__name__"].as_str();
-        let family = ["consumption", "production", "tempo", "ecowatt"]
-            .into_iter()
-            .find(|f| name.contains(f))
-            .unwrap();
+        let family = [
+            "consumption",
+            "production",
+            "tempo",
+            "ecowatt",
+            "max_power",
+            "zen_flex",
+        ]
+        .into_iter()
+        .find(|f| name.contains(f))
+        .unwrap();
         *per_family.entry(family).or_default() += samples.len();
     }
     let batches: usize = per_family.values().map(|n| n.div_ceil(100)).sum();
@@ -230,6 +277,10 @@ async fn check_passes_against_working_servers_and_names_refused_credentials() {
     );
     assert!(
         report.contains("[ OK ] A sample written and read back"),
+        "{report}"
+    );
+    assert!(
+        report.contains("optional: max_power_data (found), zen_flex_days (found)"),
         "{report}"
     );
 

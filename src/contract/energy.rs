@@ -321,16 +321,25 @@ impl PdlEnergy {
         }
         let power_name = self.family.power_metric();
         let daily: Vec<_> = daily.into_iter().collect();
-        for (name, kind, by_quality) in [
-            (name, "daily", daily),
-            (name, "detailed", energy),
-            (power_name, "detailed", power),
+        // The power series come from the same rows, at the same timestamps,
+        // as the detailed energy series: what they drop or hold back was
+        // already reported there.
+        let mut reported_twice = Report::default();
+        for (name, kind, by_quality, twice) in [
+            (name, "daily", daily, false),
+            (name, "detailed", energy, false),
+            (power_name, "detailed", power, true),
         ] {
             for (quality, samples) in by_quality {
                 let mut labels = vec![("pdl", pdl), ("type", kind)];
                 if let Some(q) = quality.as_deref() {
                     labels.push(("quality", q));
                 }
+                let report = if twice {
+                    &mut reported_twice
+                } else {
+                    &mut *report
+                };
                 out.extend(contract.series(name, &labels, samples, report));
             }
         }
