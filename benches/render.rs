@@ -98,15 +98,17 @@ fn pdl_years(c: &mut Criterion) {
                             granularity: "detailed",
                             interval_start: Some(time),
                             value: ((d * 13 + t * 7) % 900) as i64,
-                            quality: Some("BRUT".into()),
-                            updated_at: Some(0),
+                            quality: None,
+                            updated_at: None,
+                            interval: Some("PT30M"),
+                            placeholder: false,
                         };
                         pdl.push(&contract, row, &mut report);
                     }
                 }
                 for series in pdl.finish(&contract, &mut report) {
                     for s in &series.samples {
-                        write_line(&mut buf, &series.head, s.value, s.ts);
+                        write_line(&mut buf, &series.head, s.milli, s.ts);
                     }
                 }
                 black_box(buf.len())
