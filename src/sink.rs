@@ -15,6 +15,8 @@ pub const IMPORT_PATH: &str = "/api/v1/import/prometheus";
 pub const DELETE_PATH: &str = "/api/v1/admin/tsdb/delete_series";
 /// Path appended to the select base for raw reads.
 pub const EXPORT_PATH: &str = "/api/v1/export";
+/// Path appended to the select base for instant queries.
+pub const QUERY_PATH: &str = "/api/v1/query";
 
 /// An error talking to VictoriaMetrics. Never holds a secret: URLs carry
 /// no credentials (they are moved to the Authorization header at start).
@@ -121,6 +123,7 @@ pub struct Sink {
     import_url: Url,
     delete_url: Url,
     export_url: Url,
+    query_url: Url,
 }
 
 fn join(base: &Url, path: &str) -> Url {
@@ -145,6 +148,7 @@ impl Sink {
             import_url: join(&cfg.import_url, IMPORT_PATH),
             delete_url: join(&cfg.delete_url, DELETE_PATH),
             export_url: join(&cfg.select_url, EXPORT_PATH),
+            query_url: join(&cfg.select_url, QUERY_PATH),
             cfg: cfg.clone(),
         }
     }
@@ -221,6 +225,20 @@ impl Sink {
         let form = [("match[]", selector), ("start", &start), ("end", &end)];
         let rb = self.client.post(self.export_url.clone()).form(&form);
         self.send("reading series back", &self.export_url, rb).await
+    }
+
+    /// An instant PromQL query at `time_ms`, its answer as JSON text. The
+    /// cache is bypassed: a read-back must see what is stored now.
+    pub async fn query(&self, expr: &str, time_ms: i64) -> Result<String, SinkError> {
+        let time = format!(
+            "{}.{:03}",
+            time_ms.div_euclid(1000),
+            time_ms.rem_euclid(1000)
+        );
+        let form = [("query", expr), ("time", &time), ("nocache", "1")];
+        let rb = self.client.post(self.query_url.clone()).form(&form);
+        self.send("querying for a read-back", &self.query_url, rb)
+            .await
     }
 
     /// Asks VictoriaMetrics to drop its query cache, best effort. The cache

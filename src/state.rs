@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::Datelike;
 use chrono_tz::Tz;
+use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row};
 
 use crate::contract::{Family, Sample};
@@ -195,21 +196,28 @@ impl State {
 
     /// Everything recorded of a family's series, by selector.
     pub async fn load(&self, family: Family) -> Result<HashMap<String, SeriesState>, SourceError> {
-        let rows = sqlx::query(
+        let mut rows = sqlx::query(
             "SELECT s.id, s.selector, s.pending, c.bucket, c.samples, c.digest, c.max_ts,
                     EXTRACT(EPOCH FROM now() - s.updated_at)::float8, s.rejected IS NOT NULL
                FROM vm_export_series s LEFT JOIN vm_export_chunk c ON c.series_id = s.id
               WHERE s.family = $1",
         )
         .bind(family.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(SourceError::query("reading vm_export_series"))?;
+        // Streamed: a row per series and day, each with the series' selector,
+        // would otherwise be held all at once (tens of MB for a large history).
+        .fetch(&self.pool);
         let mut out: HashMap<String, SeriesState> = HashMap::new();
-        for row in rows {
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(SourceError::query("reading vm_export_series"))?
+        {
             let err = SourceError::query("decoding vm_export_series");
             let selector: String = row.try_get(1).map_err(err)?;
-            let entry = out.entry(selector).or_default();
+            let entry = match out.get_mut(&selector) {
+                Some(e) => e,
+                None => out.entry(selector).or_default(),
+            };
             entry.id = row
                 .try_get(0)
                 .map_err(SourceError::query("decoding vm_export_series"))?;

@@ -112,6 +112,10 @@ pub struct Series {
     pub head: String,
     /// A PromQL selector matching this series and no other of the exporter's.
     pub selector: String,
+    /// Its name and labels in one canonical form (labels sorted by name), as
+    /// [`render::series_key`] also makes it from what VictoriaMetrics
+    /// answers: read-backs are matched to series by it.
+    pub key: String,
     /// Its samples, sorted by timestamp, one per timestamp.
     pub samples: Vec<Sample>,
     /// Its `pdl` label, if it has one.
@@ -229,6 +233,7 @@ impl Contract {
             return None;
         }
         let selector = render::series_selector(name, &labels, &OWN_LABELS);
+        let key = render::series_key(name, labels.iter().copied());
         let pdl = own
             .iter()
             .find(|(k, _)| *k == "pdl")
@@ -236,6 +241,7 @@ impl Contract {
         Some(Series {
             head,
             selector,
+            key,
             samples: deduped,
             pdl,
         })

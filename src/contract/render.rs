@@ -40,6 +40,14 @@ pub fn series_head(name: &str, labels: &Labels<'_>) -> String {
     out
 }
 
+/// The canonical form of a series' name and labels: `name{a="x",b="y"}`
+/// with the labels sorted by name, whatever order they come in.
+pub fn series_key<'a>(name: &str, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut sorted: Vec<(&str, &str)> = labels.into_iter().collect();
+    sorted.sort_unstable();
+    series_head(name, &sorted)
+}
+
 /// A PromQL selector matching exactly this series among the exporter's own:
 /// the exporter's labels that the series lacks are matched as empty, so that
 /// `{pdl="…",type="daily"}` does not also match the `quality="BRUT"` series.
@@ -209,6 +217,14 @@ mod tests {
                 ]
             ),
             r#"m{pdl="12345678901234",type="daily",home="say \"hi\""}"#
+        );
+    }
+
+    #[test]
+    fn a_key_sorts_the_labels_by_name() {
+        assert_eq!(
+            series_key("m", [("type", "daily"), ("home", "a\"b"), ("pdl", "1")]),
+            r#"m{home="a\"b",pdl="1",type="daily"}"#
         );
     }
 

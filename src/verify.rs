@@ -1,0 +1,459 @@
+//! Read-back: what VictoriaMetrics holds, compared with what it should hold.
+//!
+//! VictoriaMetrics answers 204 to lines it then drops (a volume replaced, a
+//! series deleted by hand, v1.150's occasional loss of samples written just
+//! after a `delete_series`), so an acknowledgement proves nothing. A pass
+//! therefore reads each family back, cheaply: two instant queries per
+//! family, `count_over_time` and `sum_over_time` over the whole history,
+//! computed by VictoriaMetrics, one answer line per series. A series whose
+//! count and sum differ from what it should hold is then read back sample by
+//! sample (`/api/v1/export`, that one series) to tell what to repair:
+//! samples missing only are sent again, anything else (duplicates, samples
+//! of another value or timestamp) rewrites the series.
+//!
+//! What the count and sum cannot tell: two samples whose values were
+//! swapped, or changes that cancel out in the sum at an equal count. The
+//! exporter never writes such a change (it writes whole series or appends
+//! new samples), and a loss or a duplicate always moves the count.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+
+use crate::config::RESERVED_LABELS;
+use crate::contract::render::{escape_label_value, series_key, series_selector};
+use crate::contract::{Family, Sample};
+use crate::sink::{Sink, SinkError};
+
+/// The metric names of a family, as the read-back selects them.
+pub fn metric_names(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Consumption => &[
+            "myelectricaldata_consumption_wh",
+            "myelectricaldata_consumption_power_w",
+        ],
+        Family::Production => &[
+            "myelectricaldata_production_wh",
+            "myelectricaldata_production_power_w",
+        ],
+        Family::Tempo => &[
+            "myelectricaldata_tempo_color",
+            "myelectricaldata_tempo_remaining",
+        ],
+        Family::Ecowatt => &[
+            "myelectricaldata_ecowatt_level",
+            "myelectricaldata_ecowatt_hourly_level",
+        ],
+        Family::MaxPower => &["myelectricaldata_max_power_va"],
+        Family::ZenFlex => &["myelectricaldata_zen_flex_day"],
+    }
+}
+
+/// The look-back of the read-back queries: all the history there can be.
+const WINDOW: &str = "36500d";
+
+/// What VictoriaMetrics reports of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Samples stored, duplicates included.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// A selector matching this series alone, to delete or export it.
+    pub selector: String,
+}
+
+/// A family read back at one instant: its series by [`series_key`].
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    /// The instant the queries were evaluated at (Unix ms): samples after it
+    /// are not counted.
+    pub at_ms: i64,
+    /// The exporter's series found, by key.
+    pub series: HashMap<String, Observed>,
+}
+
+/// Why a read-back failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// VictoriaMetrics did not answer, or answered an error.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The answer was not what a Prometheus query API returns.
+    #[error("VictoriaMetrics: unreadable answer to a read-back query ({0})")]
+    Answer(String),
+}
+
+impl VerifyError {
+    /// Whether a later try may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            VerifyError::Sink(e) => e.is_retryable(),
+            VerifyError::Answer(_) => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct QueryAnswer {
+    data: QueryData,
+}
+
+#[derive(Deserialize)]
+struct QueryData {
+    result: Vec<QueryResult>,
+}
+
+#[derive(Deserialize)]
+struct QueryResult {
+    metric: BTreeMap<String, String>,
+    value: (serde_json::Value, String),
+}
+
+/// The selector of a family's series written under `extra` labels.
+fn family_selector(family: Family, extra: &[(String, String)]) -> String {
+    let mut out = String::from("{__name__=~\"");
+    out.push_str(&metric_names(family).join("|"));
+    out.push('"');
+    for (k, v) in extra {
+        out.push(',');
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label_value(&mut out, v);
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// Whether a series VictoriaMetrics holds is one this exporter writes: its
+/// labels are the exporter's own and exactly `extra`. Another installation
+/// sharing the server (with other `VICTORIAMETRICS_LABELS`) is left alone.
+fn is_ours(labels: &BTreeMap<String, String>, extra: &[(String, String)]) -> bool {
+    let extras_match = extra
+        .iter()
+        .all(|(k, v)| labels.get(k).is_some_and(|x| x == v));
+    extras_match
+        && labels.keys().all(|k| {
+            k == "__name__"
+                || RESERVED_LABELS.contains(&k.as_str())
+                || extra.iter().any(|(e, _)| e == k)
+        })
+}
+
+/// Parses one query answer into (labels, value) pairs.
+fn parse_answer(body: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, VerifyError> {
+    let answer: QueryAnswer =
+        serde_json::from_str(body).map_err(|e| VerifyError::Answer(e.to_string()))?;
+    answer
+        .data
+        .result
+        .into_iter()
+        .map(|r| {
+            let v: f64 = r
+                .value
+                .1
+                .parse()
+                .map_err(|_| VerifyError::Answer(format!("value {:?}", r.value.1)))?;
+            Ok((r.metric, v))
+        })
+        .collect()
+}
+
+/// Reads back a family: the count and sum of every series of the exporter's
+/// that VictoriaMetrics holds, as of `at_ms`.
+pub async fn observe(
+    sink: &Sink,
+    family: Family,
+    extra: &[(String, String)],
+    at_ms: i64,
+) -> Result<Observation, VerifyError> {
+    let selector = family_selector(family, extra);
+    let counts = sink
+        .query(
+            &format!("count_over_time({selector}[{WINDOW}]) keep_metric_names"),
+            at_ms,
+        )
+        .await?;
+    let sums = sink
+        .query(
+            &format!("sum_over_time({selector}[{WINDOW}]) keep_metric_names"),
+            at_ms,
+        )
+        .await?;
+    let mut series: HashMap<String, Observed> = HashMap::new();
+    let key_of = |labels: &BTreeMap<String, String>| {
+        let name = labels.get("__name__").map_or("", String::as_str);
+        let own: Vec<(&str, &str)> = labels
+            .iter()
+            .filter(|(k, _)| *k != "__name__")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        (
+            series_key(name, own.iter().copied()),
+            name.to_string(),
+            own.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    for (labels, count) in parse_answer(&counts)? {
+        if !is_ours(&labels, extra) {
+            continue;
+        }
+        let (key, name, own) = key_of(&labels);
+        let pairs: Vec<(&str, &str)> = own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let selector = series_selector(&name, &pairs, &crate::config::OWN_LABELS);
+        series.insert(
+            key,
+            Observed {
+                count: count.max(0.0) as u64,
+                sum: 0.0,
+                selector,
+            },
+        );
+    }
+    for (labels, sum) in parse_answer(&sums)? {
+        if let Some(o) = series.get_mut(&key_of(&labels).0) {
+            o.sum = sum;
+        }
+    }
+    Ok(Observation { at_ms, series })
+}
+
+/// What a series should hold as seen at an instant: the samples up to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Expected {
+    /// Samples.
+    pub count: u64,
+    /// Their sum, in thousandths.
+    pub sum_milli: i128,
+}
+
+impl Expected {
+    /// The samples among `samples` dated at or before `at_ms`.
+    pub fn of<'a>(samples: impl IntoIterator<Item = &'a Sample>, at_ms: i64) -> Self {
+        let mut e = Expected::default();
+        for s in samples.into_iter().filter(|s| s.ts <= at_ms) {
+            e.count += 1;
+            e.sum_milli += i128::from(s.milli);
+        }
+        e
+    }
+}
+
+/// How a series read back compares with what it should hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Count and sum agree.
+    Same,
+    /// VictoriaMetrics holds none of its samples.
+    Absent,
+    /// Fewer samples than it should: some may only be missing.
+    Fewer,
+    /// As many samples or more, but not the same: duplicates, other values.
+    Differs,
+}
+
+/// Compares a series' expected content with what was read back.
+pub fn compare(expected: Expected, observed: Option<&Observed>) -> Verdict {
+    let Some(o) = observed.filter(|o| o.count > 0) else {
+        return if expected.count == 0 {
+            Verdict::Same
+        } else {
+            Verdict::Absent
+        };
+    };
+    // VictoriaMetrics sums in floating point: allow well under a thousandth.
+    let want = expected.sum_milli as f64 / 1000.0;
+    let same_sum = (o.sum - want).abs() <= 0.0004 + want.abs() * 1e-12;
+    if o.count == expected.count && same_sum {
+        Verdict::Same
+    } else if o.count < expected.count {
+        Verdict::Fewer
+    } else {
+        Verdict::Differs
+    }
+}
+
+/// What a series read back sample by sample lacks or has too much of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// Timestamps of expected samples VictoriaMetrics does not hold.
+    pub missing: Vec<i64>,
+    /// Samples it holds that it should not: duplicates at one timestamp,
+    /// timestamps not expected, other values.
+    pub extra: u64,
+}
+
+impl Diagnosis {
+    /// Whether sending the missing samples again repairs the series.
+    pub fn only_missing(&self) -> bool {
+        self.extra == 0
+    }
+}
+
+/// Compares the samples a series holds (`stored`, as `/api/v1/export`
+/// gives them: timestamp and value) with those it should hold.
+pub fn diagnose(expected: &[Sample], stored: &[(i64, f64)]) -> Diagnosis {
+    let mut held: HashMap<i64, Vec<f64>> = HashMap::with_capacity(stored.len());
+    for (ts, v) in stored {
+        held.entry(*ts).or_default().push(*v);
+    }
+    let mut d = Diagnosis::default();
+    for s in expected {
+        match held.remove(&s.ts) {
+            None => d.missing.push(s.ts),
+            Some(values) => {
+                let want = s.milli as f64 / 1000.0;
+                let right = values
+                    .iter()
+                    .filter(|v| (**v - want).abs() <= 0.0004 + want.abs() * 1e-12)
+                    .count();
+                d.extra += (values.len() - right.min(1)) as u64;
+            }
+        }
+    }
+    d.extra += held.values().map(|v| v.len() as u64).sum::<u64>();
+    d
+}
+
+/// Parses `/api/v1/export`'s JSON lines into (timestamp, value) pairs.
+pub fn parse_export(body: &str) -> Result<Vec<(i64, f64)>, VerifyError> {
+    #[derive(Deserialize)]
+    struct Line {
+        values: Vec<Option<f64>>,
+        timestamps: Vec<i64>,
+    }
+    let mut out = Vec::new();
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let l: Line = serde_json::from_str(line).map_err(|e| VerifyError::Answer(e.to_string()))?;
+        out.extend(
+            l.timestamps
+                .into_iter()
+                .zip(l.values.into_iter().map(|v| v.unwrap_or(f64::NAN))),
+        );
+    }
+    Ok(out)
+}
+
+/// Reads one series back sample by sample, up to `at_ms`.
+pub async fn stored_samples(
+    sink: &Sink,
+    selector: &str,
+    at_ms: i64,
+) -> Result<Vec<(i64, f64)>, VerifyError> {
+    let body = sink.export(selector, 0, at_ms.div_euclid(1000) + 1).await?;
+    Ok(parse_export(&body)?
+        .into_iter()
+        .filter(|(ts, _)| *ts <= at_ms)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(count: u64, sum: f64) -> Observed {
+        Observed {
+            count,
+            sum,
+            selector: String::new(),
+        }
+    }
+
+    #[test]
+    fn count_and_sum_tell_missing_duplicated_and_changed_samples_apart() {
+        let samples = [
+            Sample::whole(1, 10),
+            Sample {
+                ts: 2,
+                milli: 270_500,
+            },
+            Sample::whole(3, 7),
+        ];
+        let e = Expected::of(&samples, i64::MAX);
+        assert_eq!(compare(e, Some(&obs(3, 287.5))), Verdict::Same);
+        assert_eq!(compare(e, Some(&obs(2, 280.5))), Verdict::Fewer);
+        assert_eq!(compare(e, Some(&obs(4, 297.5))), Verdict::Differs);
+        assert_eq!(compare(e, Some(&obs(3, 287.501))), Verdict::Differs);
+        assert_eq!(compare(e, None), Verdict::Absent);
+        assert_eq!(compare(e, Some(&obs(0, 0.0))), Verdict::Absent);
+        assert_eq!(compare(Expected::default(), None), Verdict::Same);
+        // Samples after the read-back's instant are not expected yet.
+        assert_eq!(Expected::of(&samples, 2).count, 2);
+    }
+
+    #[test]
+    fn a_diagnosis_lists_missing_samples_and_counts_everything_else_as_extra() {
+        let expected = [
+            Sample::whole(1, 10),
+            Sample::whole(2, 20),
+            Sample::whole(3, 30),
+        ];
+        assert_eq!(
+            diagnose(&expected, &[(1, 10.0), (3, 30.0)]),
+            Diagnosis {
+                missing: vec![2],
+                extra: 0
+            }
+        );
+        let dup = diagnose(&expected, &[(1, 10.0), (1, 10.0), (2, 20.0), (3, 30.0)]);
+        assert_eq!(dup.extra, 1);
+        let other = diagnose(&expected, &[(1, 10.0), (2, 21.0), (3, 30.0), (4, 1.0)]);
+        assert_eq!(other.extra, 2);
+        assert!(!other.only_missing());
+        assert!(diagnose(&expected, &[]).only_missing());
+    }
+
+    #[test]
+    fn only_series_with_the_exporters_labels_and_exactly_its_extra_labels_are_its_own() {
+        let extra = vec![("home".to_string(), "paris".to_string())];
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(is_ours(
+            &labels(&[("__name__", "m"), ("pdl", "1"), ("home", "paris")]),
+            &extra
+        ));
+        assert!(!is_ours(
+            &labels(&[("__name__", "m"), ("pdl", "1"), ("home", "lyon")]),
+            &extra
+        ));
+        assert!(!is_ours(
+            &labels(&[
+                ("__name__", "m"),
+                ("pdl", "1"),
+                ("home", "paris"),
+                ("job", "x")
+            ]),
+            &extra
+        ));
+        assert!(!is_ours(
+            &labels(&[("__name__", "m"), ("pdl", "1")]),
+            &extra
+        ));
+    }
+
+    #[test]
+    fn a_family_selector_names_its_metrics_and_the_extra_labels() {
+        assert_eq!(
+            family_selector(Family::MaxPower, &[("home".into(), "a\"b".into())]),
+            r#"{__name__=~"myelectricaldata_max_power_va",home="a\"b"}"#
+        );
+    }
+
+    #[test]
+    fn query_and_export_answers_are_read() {
+        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"__name__":"m","pdl":"1"},"value":[1700000000,"48"]}]}}"#;
+        let parsed = parse_answer(body).unwrap();
+        assert_eq!(parsed[0].1, 48.0);
+        let export =
+            "{\"metric\":{\"__name__\":\"m\"},\"values\":[1,2.5],\"timestamps\":[10,20]}\n";
+        assert_eq!(parse_export(export).unwrap(), vec![(10, 1.0), (20, 2.5)]);
+    }
+}
