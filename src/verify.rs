@@ -141,8 +141,11 @@ fn is_ours(labels: &BTreeMap<String, String>, extra: &[(String, String)]) -> boo
         })
 }
 
+/// A series' labels, `__name__` included.
+type Labels = BTreeMap<String, String>;
+
 /// Parses one query answer into (labels, value) pairs.
-fn parse_answer(body: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, VerifyError> {
+fn parse_answer(body: &str) -> Result<Vec<(Labels, f64)>, VerifyError> {
     let answer: QueryAnswer =
         serde_json::from_str(body).map_err(|e| VerifyError::Answer(e.to_string()))?;
     answer
