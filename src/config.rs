@@ -56,6 +56,7 @@ struct RawEnv {
     victoriametrics_batch_size: Option<String>,
     victoriametrics_poll_interval: Option<String>,
     victoriametrics_reconcile_interval: Option<String>,
+    victoriametrics_verify_delay: Option<String>,
     victoriametrics_timeout: Option<String>,
     victoriametrics_timezone: Option<String>,
     victoriametrics_labels: Option<String>,
@@ -107,6 +108,9 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Time between two full reconciliations.
     pub reconcile_interval: Duration,
+    /// How long VictoriaMetrics may take to show a write to queries: a
+    /// series is read back only this long after it was last written.
+    pub verify_delay: Duration,
     /// Zone of the local dates and times stored by MyElectricalData.
     pub timezone: Tz,
     /// Extra labels set on every sample, sorted by name.
@@ -224,6 +228,11 @@ impl Config {
             raw.victoriametrics_reconcile_interval,
             Duration::from_secs(3600),
         )?;
+        let verify_delay = duration_var(
+            "VICTORIAMETRICS_VERIFY_DELAY",
+            raw.victoriametrics_verify_delay,
+            DEFAULT_VERIFY_DELAY,
+        )?;
         let timeout = duration_var(
             "VICTORIAMETRICS_TIMEOUT",
             raw.victoriametrics_timeout,
@@ -257,12 +266,18 @@ impl Config {
             },
             poll_interval,
             reconcile_interval,
+            verify_delay,
             timezone,
             labels,
             listen_addr,
         })
     }
 }
+
+/// How long after a write a read-back waits when
+/// `VICTORIAMETRICS_VERIFY_DELAY` is not set: VictoriaMetrics v1.150 took up
+/// to 11 s to show a new series without a forced flush.
+pub const DEFAULT_VERIFY_DELAY: Duration = Duration::from_secs(15);
 
 /// The self-monitoring listener's port when the variable is not set.
 pub const DEFAULT_LISTEN_PORT: u16 = 9488;

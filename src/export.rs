@@ -26,12 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{backoff, BatchError, Batcher};
 use crate::config::Config;
-use crate::contract::{Contract, Family, Report, Series};
+use crate::contract::{Contract, Family, Report, Sample, Series};
 use crate::progress::{Display, Progress};
 use crate::series::SeriesReader;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceError};
 use crate::state::{self, chunks_of, Done, Plan, SeriesState, State};
+use crate::verify::{self, Expected, Observation, Verdict, VerifyError};
 
 /// How long VictoriaMetrics may take to make a newly written series visible
 /// to `delete_series` (measured on 1.79: up to about a second). A delete
@@ -65,6 +66,15 @@ pub enum ExportError {
     /// Another exporter holds the export lock on this database.
     #[error("another exporter is exporting this database (it holds the export lock); stop it or let it do the work")]
     Locked,
+    /// Reading VictoriaMetrics back failed.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// VictoriaMetrics refuses the read-back queries.
+    #[error("the mirror cannot be verified: VictoriaMetrics refuses read-backs (/api/v1/query below the select URL, VICTORIAMETRICS_SELECT_URL in a cluster); see the warning above")]
+    NoReadBack,
+    /// Series still differ from what they should hold after repairs.
+    #[error("the mirror could not be verified: {0} series still differ from PostgreSQL after repeated repairs; see the warnings above")]
+    Unverified(u64),
 }
 
 impl From<BatchError> for ExportError {
@@ -99,9 +109,34 @@ pub struct Outcome {
     /// stored part of it, or rows changed during the pass): the next pass
     /// must run soon to rewrite them.
     pub left_pending: u64,
+    /// Whether the pass read VictoriaMetrics back.
+    pub read_back: bool,
+    /// Series read back and compared.
+    pub verified: u64,
+    /// Series written too recently to be read back yet.
+    pub unverified: u64,
+    /// Series the read-back found differing, and repaired.
+    pub repaired: u64,
+    /// Samples VictoriaMetrics should have held and did not.
+    pub samples_missing: u64,
+    /// Samples it held and should not have (duplicates, other values,
+    /// series no row produces).
+    pub samples_extra: u64,
 }
 
 impl Outcome {
+    /// Whether the pass wrote or deleted anything.
+    pub fn wrote(&self) -> bool {
+        self.lines > 0 || self.deleted > 0 || self.rewritten > 0
+    }
+
+    /// Whether the pass proved, by reading back, that VictoriaMetrics holds
+    /// what it should: nothing written, nothing repaired, nothing left to
+    /// read back.
+    pub fn verified_clean(&self) -> bool {
+        self.read_back && !self.wrote() && self.repaired == 0 && self.unverified == 0
+    }
+
     /// Adds another pass's counts to these.
     pub fn add(&mut self, o: &Outcome) {
         self.lines += o.lines;
@@ -112,6 +147,12 @@ impl Outcome {
         self.skipped += o.skipped;
         self.left_pending += o.left_pending;
         self.rejected += o.rejected;
+        self.read_back |= o.read_back;
+        self.verified += o.verified;
+        self.unverified += o.unverified;
+        self.repaired += o.repaired;
+        self.samples_missing += o.samples_missing;
+        self.samples_extra += o.samples_extra;
     }
 }
 
@@ -300,6 +341,11 @@ impl Exporter {
         );
         let _stamp = ImportStamp(&self.last_import);
 
+        // What VictoriaMetrics holds now, to compare each series with.
+        let observation = self.observe(family, &contract).await?;
+        outcome.read_back = observation.is_some();
+        let mut seen_keys: HashSet<String> = HashSet::new();
+
         // One PDL's series at a time (all of them for Tempo and EcoWatt):
         // compare, then write what changed while the next group is read.
         let mut reader = SeriesReader::new(&self.source, family);
@@ -307,7 +353,14 @@ impl Exporter {
             let mut work: Vec<(Series, Plan)> = Vec::new();
             for series in group {
                 self.check_cancel()?;
-                let plan = state::plan(known.get(&series.selector), &series.samples, contract.tz);
+                let old = known.get(&series.selector);
+                let mut plan = state::plan(old, &series.samples, contract.tz);
+                if let Some(obs) = &observation {
+                    seen_keys.insert(series.key.clone());
+                    plan = self
+                        .check_read_back(&series, old, plan, obs, &mut outcome)
+                        .await?;
+                }
                 seen.insert(series.selector.clone());
                 if plan != Plan::Unchanged {
                     work.push((series, plan));
@@ -346,6 +399,38 @@ impl Exporter {
             .iter()
             .filter(|(sel, _)| !seen.contains(*sel))
             .collect();
+        // And series of the exporter's that VictoriaMetrics holds but neither
+        // the rows nor the state know: left by an older volume restored, or
+        // by a state cleared by hand.
+        if let Some(obs) = &observation {
+            let stale_keys: HashSet<String> = stale
+                .iter()
+                .filter_map(|(sel, _)| verify::key_of_selector(sel))
+                .collect();
+            let unknown: Vec<&str> = obs
+                .series
+                .iter()
+                .filter(|(key, _)| !seen_keys.contains(*key) && !stale_keys.contains(*key))
+                .map(|(_, o)| o.selector.as_str())
+                .collect();
+            if !unknown.is_empty() {
+                tracing::warn!(
+                    family = family.as_str(),
+                    series = unknown.len(),
+                    "read-back: VictoriaMetrics holds series no row produces; deleting them"
+                );
+                outcome.samples_extra += obs
+                    .series
+                    .values()
+                    .filter(|o| unknown.contains(&o.selector.as_str()))
+                    .map(|o| o.count)
+                    .sum::<u64>();
+                outcome.repaired += unknown.len() as u64;
+                self.ensure_lock().await?;
+                self.delete(&unknown).await?;
+                outcome.deleted += unknown.len() as u64;
+            }
+        }
         if !stale.is_empty() {
             for (_, s) in &stale {
                 self.state.mark_pending_id(s.id).await?;
@@ -358,9 +443,100 @@ impl Exporter {
                 self.state.forget(s.id).await?;
                 tracing::debug!(series = %selector, "deleted a series no row produces");
             }
-            outcome.deleted = stale.len() as u64;
+            outcome.deleted += stale.len() as u64;
         }
         Ok(outcome)
+    }
+
+    /// Reads the family back from VictoriaMetrics, as of the latest sample
+    /// the pass may write. `None` when VictoriaMetrics refuses read-backs
+    /// for good (a proxy that only lets imports through): the pass goes on
+    /// unverified, and says so.
+    async fn observe(
+        &self,
+        family: Family,
+        contract: &Contract,
+    ) -> Result<Option<Observation>, ExportError> {
+        match verify::observe(
+            &self.sink,
+            family,
+            &contract.extra_labels,
+            contract.cutoff_ms,
+        )
+        .await
+        {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if e.is_retryable() => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(family = family.as_str(), error = %e, "cannot read VictoriaMetrics back: the mirror is exported unverified");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Compares what VictoriaMetrics holds of a series with what it should
+    /// hold before this pass's writes, and turns the plan into a repair
+    /// where they differ: samples missing only are sent again, anything else
+    /// rewrites the series. Series written too recently to be visible, and
+    /// those the pass rewrites anyway, are not compared.
+    async fn check_read_back(
+        &self,
+        series: &Series,
+        old: Option<&SeriesState>,
+        plan: Plan,
+        obs: &Observation,
+        outcome: &mut Outcome,
+    ) -> Result<Plan, ExportError> {
+        let Some(old) = old.filter(|o| !o.pending && !o.rejected) else {
+            return Ok(plan);
+        };
+        if plan == Plan::Rewrite {
+            return Ok(plan);
+        }
+        // A sample on its way is not a lost one.
+        if old.age < self.config.verify_delay {
+            outcome.unverified += 1;
+            return Ok(plan);
+        }
+        let tz = self.config.timezone;
+        let held: Vec<Sample> = series
+            .samples
+            .iter()
+            .filter(|s| !plan.sends(s, tz) && verify::covered(s.ts, obs.at_ms))
+            .copied()
+            .collect();
+        outcome.verified += 1;
+        let verdict = verify::compare(Expected::of(&held, obs.at_ms), obs.series.get(&series.key));
+        let diagnosis = match verdict {
+            Verdict::Same => return Ok(plan),
+            Verdict::Absent => verify::Diagnosis {
+                missing: held.iter().map(|s| s.ts).collect(),
+                extra: 0,
+            },
+            Verdict::Fewer | Verdict::Differs => {
+                let stored =
+                    verify::stored_samples(&self.sink, &series.selector, obs.at_ms).await?;
+                verify::diagnose(&held, &stored)
+            }
+        };
+        if diagnosis.missing.is_empty() && diagnosis.extra == 0 {
+            return Ok(plan);
+        }
+        outcome.repaired += 1;
+        outcome.samples_missing += diagnosis.missing.len() as u64;
+        outcome.samples_extra += diagnosis.extra;
+        tracing::warn!(
+            series = %series.head,
+            ?verdict,
+            missing = diagnosis.missing.len(),
+            extra = diagnosis.extra,
+            "read-back: VictoriaMetrics does not hold what it acknowledged; repairing"
+        );
+        Ok(if diagnosis.only_missing() {
+            plan.resending(diagnosis.missing.into_iter().collect())
+        } else {
+            Plan::Rewrite
+        })
     }
 
     /// Writes a group's changed series: marks them pending, deletes those
@@ -410,7 +586,7 @@ impl Exporter {
         let tz = self.config.timezone;
         let chunks = chunks_of(&series.samples, tz);
         let (replace, chunks) = match &plan {
-            Plan::Append(after) => {
+            Plan::Append(after) | Plan::Resend { after, .. } => {
                 let samples = series.samples.iter().copied().filter(|s| plan.sends(s, tz));
                 batcher.push(id, &series.head, samples).await?;
                 outcome.appended += 1;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::backoff;
 use crate::config::Config;
 use crate::contract::{Family, FAMILIES, FUTURE_WINDOW_MS};
-use crate::export::{ExportError, Exporter};
+use crate::export::{ExportError, Exporter, Outcome};
 use crate::sink::Sink;
 use crate::source::{ChangeTokens, ExportLock, Source};
 use crate::telemetry::{self, ErrorKind, Role};
@@ -36,11 +36,30 @@ struct FamilyClock {
     next_held_back: Option<i64>,
     /// The last pass failed.
     failed: bool,
+    /// When to read the family back again: after a pass that wrote, once
+    /// VictoriaMetrics shows the writes.
+    verify_at: Option<Instant>,
+    /// Consecutive passes that had to repair what VictoriaMetrics held: the
+    /// next read-back waits twice as long after each.
+    repair_streak: u32,
+}
+
+/// When to read a family back after a pass: never when the pass proved the
+/// family exact; else once VictoriaMetrics shows the pass's writes
+/// (`delay`), doubling after each pass that had to repair again, at most
+/// `cap` (the full reconciliation's interval).
+fn follow_up(o: &Outcome, repair_streak: u32, delay: Duration, cap: Duration) -> Option<Duration> {
+    if !(o.wrote() || o.repaired > 0 || o.unverified > 0) {
+        return None;
+    }
+    // A margin past the delay, so that the last series written is old enough.
+    let wait = (delay + Duration::from_millis(500)).saturating_mul(1 << repair_streak.min(8));
+    Some(wait.min(cap.max(delay)))
 }
 
 impl FamilyClock {
     fn is_due(&self, family: Family, tokens: &ChangeTokens, now_ms: i64) -> bool {
-        if self.failed {
+        if self.failed || self.verify_at.is_some_and(|t| t <= Instant::now()) {
             return true;
         }
         let Some(seen) = &self.tokens else {
@@ -167,7 +186,7 @@ async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportErr
         }
         let full = Instant::now() >= next_full;
         let read_at = SystemTime::now();
-        let ok = match cycle(exporter, &mut clocks, full).await {
+        let ok = match cycle(exporter, config, &mut clocks, full).await {
             Ok(in_sync) => {
                 if full {
                     next_full = Instant::now() + config.reconcile_interval;
@@ -221,9 +240,11 @@ fn release_memory() {
 /// reconciliation). `Ok(true)` when it left nothing pending.
 async fn cycle(
     exporter: &Exporter,
+    config: &Config,
     clocks: &mut [FamilyClock; FAMILIES],
     full: bool,
 ) -> Result<bool, ExportError> {
+    let read_at = SystemTime::now();
     let tokens = exporter.source().change_tokens().await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let due: Vec<usize> = (0..FAMILIES)
@@ -236,6 +257,7 @@ async fn cycle(
     exporter.prepare().await?;
     let _trim = TrimOnDrop;
     let mut first_error = None;
+    let mut all_verified = full;
     for i in due {
         let family = Family::ALL[i];
         let started = Instant::now();
@@ -248,11 +270,34 @@ async fn cycle(
                         "series left pending; rewriting them at the next poll"
                     );
                 }
+                all_verified &= o.verified_clean();
+                let streak = if o.repaired > 0 {
+                    clocks[i].repair_streak.saturating_add(1)
+                } else {
+                    0
+                };
+                let wait = follow_up(
+                    &o,
+                    clocks[i].repair_streak,
+                    config.verify_delay,
+                    config.reconcile_interval,
+                );
                 clocks[i] = FamilyClock {
                     tokens: Some(tokens),
                     next_held_back: o.next_held_back,
                     failed: o.left_pending > 0,
+                    verify_at: wait.map(|w| Instant::now() + w),
+                    repair_streak: streak,
                 };
+                if o.repaired > 0 {
+                    tracing::warn!(
+                        family = family.as_str(),
+                        series = o.repaired,
+                        missing = o.samples_missing,
+                        extra = o.samples_extra,
+                        "read-back found VictoriaMetrics differing from what it acknowledged; repaired, reading back again later"
+                    );
+                }
                 if o.lines > 0 || o.deleted > 0 || o.skipped > 0 || o.rejected > 0 {
                     tracing::info!(
                         family = family.as_str(),
@@ -272,9 +317,13 @@ async fn cycle(
             Err(e) => {
                 tracing::error!(family = family.as_str(), error = %e, "export failed");
                 clocks[i].failed = true;
+                all_verified = false;
                 first_error.get_or_insert(e);
             }
         }
+    }
+    if all_verified {
+        telemetry::global().verified(read_at);
     }
     first_error.map_or(Ok(clocks.iter().all(|c| !c.failed)), Err)
 }
@@ -284,7 +333,7 @@ async fn cycle(
 pub async fn once(
     config: Config,
     display: crate::progress::Display,
-) -> Result<crate::export::Outcome, ExportError> {
+) -> Result<Outcome, ExportError> {
     let source = Source::connect_lazy(&config.database_url)?;
     source.migrate().await?;
     let sink = Sink::new(&config.vm);
@@ -300,38 +349,90 @@ pub async fn once(
             None => return Err(ExportError::Locked),
         }
     };
+    let delay = config.verify_delay;
     let exporter = Exporter::new(source, sink, config, CancellationToken::new())
         .with_attempt_limit(6)
         .with_progress(display);
     exporter.prepare().await?;
-    let mut total = crate::export::Outcome::default();
+    let mut total = Outcome::default();
+    let mut last: Vec<(Family, Outcome)> = Vec::new();
     for family in Family::ALL {
-        // A pass that leaves series pending (an ambiguous failed batch) is
-        // run again, so that `once` ends with the exact mirror or fails.
-        let mut o = exporter.export(family).await?;
-        for _ in 0..3 {
-            if o.left_pending == 0 {
-                break;
-            }
-            let again = exporter.export(family).await?;
-            o.add(&again);
-            o.left_pending = again.left_pending;
-        }
-        if o.left_pending > 0 {
-            return Err(ExportError::LeftPending(o.left_pending));
-        }
-        tracing::info!(
-            family = family.as_str(),
-            lines = o.lines,
-            appended = o.appended,
-            rewritten = o.rewritten,
-            deleted = o.deleted,
-            skipped = o.skipped,
-            "exported"
-        );
+        let o = export_acked(&exporter, family).await?;
         total.add(&o);
+        last.push((family, o));
     }
+    // Read back what was written once VictoriaMetrics shows it, repair what
+    // differs, and again, waiting longer each round: `once` succeeds only
+    // on a mirror it has verified.
+    for round in 0..=VERIFY_ROUNDS {
+        if last.iter().any(|(_, o)| !o.read_back) {
+            return Err(ExportError::NoReadBack);
+        }
+        let again: Vec<Family> = last
+            .iter()
+            .filter(|(_, o)| !o.verified_clean())
+            .map(|(f, _)| *f)
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        if round == VERIFY_ROUNDS {
+            let differing = last.iter().map(|(_, o)| o.repaired + o.unverified).sum();
+            return Err(ExportError::Unverified(differing));
+        }
+        let wait = (delay + Duration::from_millis(500)).saturating_mul(1 << round);
+        tracing::info!(
+            families = ?again.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+            wait = ?wait,
+            "waiting for VictoriaMetrics to show what was written, to read it back"
+        );
+        tokio::time::sleep(wait).await;
+        last.clear();
+        for family in again {
+            let o = export_acked(&exporter, family).await?;
+            total.add(&o);
+            last.push((family, o));
+        }
+    }
+    tracing::info!(
+        series = total.verified,
+        repaired = total.repaired,
+        "mirror verified: VictoriaMetrics holds what PostgreSQL says"
+    );
     Ok(total)
+}
+
+/// Rounds of read-back and repair `once` runs before it gives up.
+const VERIFY_ROUNDS: u32 = 4;
+
+/// One pass over `family`, run again while it leaves series pending (an
+/// ambiguous failed batch), so that `once` ends with every line
+/// acknowledged or fails.
+async fn export_acked(exporter: &Exporter, family: Family) -> Result<Outcome, ExportError> {
+    let mut o = exporter.export(family).await?;
+    for _ in 0..3 {
+        if o.left_pending == 0 {
+            break;
+        }
+        let again = exporter.export(family).await?;
+        o.add(&again);
+        o.left_pending = again.left_pending;
+    }
+    if o.left_pending > 0 {
+        return Err(ExportError::LeftPending(o.left_pending));
+    }
+    tracing::info!(
+        family = family.as_str(),
+        lines = o.lines,
+        appended = o.appended,
+        rewritten = o.rewritten,
+        deleted = o.deleted,
+        skipped = o.skipped,
+        verified = o.verified,
+        repaired = o.repaired,
+        "exported"
+    );
+    Ok(o)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! inside the future window), or changed anywhere else (VictoriaMetrics
 //! cannot overwrite a sample: delete the series, rewrite it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Datelike;
@@ -115,15 +115,55 @@ pub enum Plan {
     Append(BTreeMap<i32, i64>),
     /// Anything else: delete the series and send every sample.
     Rewrite,
+    /// The read-back found samples VictoriaMetrics acknowledged but does not
+    /// hold, and nothing else wrong: send those again (no delete), and what
+    /// an append would send.
+    Resend {
+        /// Timestamps of the samples to send again.
+        missing: HashSet<i64>,
+        /// As [`Plan::Append`]'s (empty when nothing is new).
+        after: BTreeMap<i32, i64>,
+    },
 }
 
 impl Plan {
-    /// Whether a sample is among those an append sends.
+    /// Whether a sample is among those the plan sends.
     pub fn sends(&self, s: &Sample, tz: Tz) -> bool {
+        let later =
+            |after: &BTreeMap<i32, i64>| after.get(&bucket_of(s.ts, tz)).is_some_and(|t| s.ts > *t);
         match self {
             Plan::Unchanged => false,
             Plan::Rewrite => true,
-            Plan::Append(after) => after.get(&bucket_of(s.ts, tz)).is_some_and(|t| s.ts > *t),
+            Plan::Append(after) => later(after),
+            Plan::Resend { missing, after } => missing.contains(&s.ts) || later(after),
+        }
+    }
+
+    /// The plan that also sends `missing` again.
+    pub fn resending(self, missing: HashSet<i64>) -> Plan {
+        match self {
+            Plan::Unchanged => Plan::Resend {
+                missing,
+                after: BTreeMap::new(),
+            },
+            Plan::Append(after) => Plan::Resend { missing, after },
+            Plan::Resend {
+                missing: mut m,
+                after,
+            } => {
+                m.extend(missing);
+                Plan::Resend { missing: m, after }
+            }
+            Plan::Rewrite => Plan::Rewrite,
+        }
+    }
+
+    /// The buckets whose recorded summary the plan's samples complete (the
+    /// appended ones): samples sent again restore what was recorded.
+    pub fn appended_buckets(&self) -> Option<&BTreeMap<i32, i64>> {
+        match self {
+            Plan::Append(after) | Plan::Resend { after, .. } => Some(after),
+            Plan::Unchanged | Plan::Rewrite => None,
         }
     }
 }
@@ -493,6 +533,17 @@ mod tests {
         let plan = plan(Some(&old), &new, Paris);
         assert!(matches!(plan, Plan::Append(_)));
         assert_eq!(new.iter().filter(|x| plan.sends(x, Paris)).count(), 2);
+    }
+
+    #[test]
+    fn a_resend_sends_the_missing_samples_and_what_is_new() {
+        let day = half_hours(D);
+        let old = state_of(&day[..30]);
+        let plan = plan(Some(&old), &day, Paris).resending(HashSet::from([D, D + 1_800_000]));
+        assert_eq!(day.iter().filter(|x| plan.sends(x, Paris)).count(), 20);
+        let only = Plan::Unchanged.resending(HashSet::from([D]));
+        assert_eq!(day.iter().filter(|x| only.sends(x, Paris)).count(), 1);
+        assert_eq!(Plan::Rewrite.resending(HashSet::from([D])), Plan::Rewrite);
     }
 
     #[test]

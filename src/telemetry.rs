@@ -85,6 +85,8 @@ struct Times {
     in_sync_at: Option<SystemTime>,
     /// Whether the last completed cycle left the mirror complete.
     in_sync: bool,
+    /// When the last full reconciliation verified the whole mirror.
+    verified_at: Option<SystemTime>,
     failing_since: Option<SystemTime>,
     last_error: Option<String>,
 }
@@ -102,6 +104,11 @@ pub struct Telemetry {
     series_appended: AtomicU64,
     series_deleted: AtomicU64,
     series_rejected: AtomicU64,
+    read_backs: AtomicU64,
+    series_verified: AtomicU64,
+    series_repaired: AtomicU64,
+    samples_missing: AtomicU64,
+    samples_extra: AtomicU64,
     cycles_ok: AtomicU64,
     cycles_failed: AtomicU64,
     times: Mutex<Times>,
@@ -143,6 +150,11 @@ impl Telemetry {
             series_appended: AtomicU64::new(0),
             series_deleted: AtomicU64::new(0),
             series_rejected: AtomicU64::new(0),
+            read_backs: AtomicU64::new(0),
+            series_verified: AtomicU64::new(0),
+            series_repaired: AtomicU64::new(0),
+            samples_missing: AtomicU64::new(0),
+            samples_extra: AtomicU64::new(0),
             cycles_ok: AtomicU64::new(0),
             cycles_failed: AtomicU64::new(0),
             times: Mutex::new(Times::default()),
@@ -193,6 +205,17 @@ impl Telemetry {
         self.series_appended.fetch_add(o.appended, Relaxed);
         self.series_deleted.fetch_add(o.deleted, Relaxed);
         self.series_rejected.fetch_add(o.rejected, Relaxed);
+        self.read_backs.fetch_add(u64::from(o.read_back), Relaxed);
+        self.series_verified.fetch_add(o.verified, Relaxed);
+        self.series_repaired.fetch_add(o.repaired, Relaxed);
+        self.samples_missing.fetch_add(o.samples_missing, Relaxed);
+        self.samples_extra.fetch_add(o.samples_extra, Relaxed);
+    }
+
+    /// A full reconciliation read every family back and found VictoriaMetrics
+    /// holding exactly what PostgreSQL says, as of `read_at`.
+    pub fn verified(&self, read_at: SystemTime) {
+        self.times().verified_at = Some(read_at);
     }
 
     /// The daemon's role changed.
@@ -329,6 +352,31 @@ impl Telemetry {
                 "Series whose lines VictoriaMetrics refused for good (a 4xx).",
                 &self.series_rejected,
             ),
+            (
+                "verifications_total",
+                "Passes that read their family back from VictoriaMetrics and compared it with PostgreSQL.",
+                &self.read_backs,
+            ),
+            (
+                "series_verified_total",
+                "Series read back and compared.",
+                &self.series_verified,
+            ),
+            (
+                "series_repaired_total",
+                "Series the read-back found differing from what VictoriaMetrics acknowledged, and repaired.",
+                &self.series_repaired,
+            ),
+            (
+                "samples_missing_total",
+                "Samples VictoriaMetrics acknowledged and did not hold, found by read-backs.",
+                &self.samples_missing,
+            ),
+            (
+                "samples_extra_total",
+                "Samples VictoriaMetrics held and should not have (duplicates, other values, series no row produces), found by read-backs.",
+                &self.samples_extra,
+            ),
         ] {
             one(
                 &format!("myelectricaldata_exporter_{name}"),
@@ -361,9 +409,9 @@ impl Telemetry {
             self.cycles_failed.load(Relaxed)
         );
         let lag = self.lag(now);
-        let (role, last_success) = {
+        let (role, last_success, verified_at) = {
             let t = self.times();
-            (t.role, t.last_success)
+            (t.role, t.last_success, t.verified_at)
         };
         let mut one = |name: &str, help: &str, value: f64| {
             let _ = writeln!(
@@ -375,6 +423,11 @@ impl Telemetry {
             "myelectricaldata_exporter_last_success_timestamp_seconds",
             "When the last export cycle completed, in Unix seconds (0: none yet).",
             last_success.map_or(0.0, unix_seconds),
+        );
+        one(
+            "myelectricaldata_exporter_last_verified_timestamp_seconds",
+            "When PostgreSQL was last read for a full reconciliation that found VictoriaMetrics holding exactly the mirror, in Unix seconds (0: not yet).",
+            verified_at.map_or(0.0, unix_seconds),
         );
         one(
             "myelectricaldata_exporter_lag_seconds",

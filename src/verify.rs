@@ -49,8 +49,10 @@ pub fn metric_names(family: Family) -> &'static [&'static str] {
     }
 }
 
-/// The look-back of the read-back queries: all the history there can be.
-const WINDOW: &str = "36500d";
+/// The earliest instant a read-back covers (Unix ms, excluded): the day
+/// after the Unix epoch. VictoriaMetrics 1.79 answers nothing to a window
+/// that reaches back before the epoch, and stores no sample before it.
+pub const READ_BACK_FROM_MS: i64 = 86_400_000;
 
 /// What VictoriaMetrics reports of one series.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +69,7 @@ pub struct Observed {
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
     /// The instant the queries were evaluated at (Unix ms): samples after it
-    /// are not counted.
+    /// are not counted, nor those at or before [`READ_BACK_FROM_MS`].
     pub at_ms: i64,
     /// The exporter's series found, by key.
     pub series: HashMap<String, Observed>,
@@ -172,15 +174,17 @@ pub async fn observe(
     at_ms: i64,
 ) -> Result<Observation, VerifyError> {
     let selector = family_selector(family, extra);
+    // The whole history: from the day after the epoch to `at_ms`.
+    let window = format!("{}ms", at_ms.saturating_sub(READ_BACK_FROM_MS).max(1));
     let counts = sink
         .query(
-            &format!("count_over_time({selector}[{WINDOW}]) keep_metric_names"),
+            &format!("count_over_time({selector}[{window}]) keep_metric_names"),
             at_ms,
         )
         .await?;
     let sums = sink
         .query(
-            &format!("sum_over_time({selector}[{WINDOW}]) keep_metric_names"),
+            &format!("sum_over_time({selector}[{window}]) keep_metric_names"),
             at_ms,
         )
         .await?;
@@ -224,6 +228,41 @@ pub async fn observe(
     Ok(Observation { at_ms, series })
 }
 
+/// The [`series_key`] of a series from the selector the exporter wrote it
+/// under (`{__name__="m",a="x",b=""}`: labels matched as empty are absent).
+pub fn key_of_selector(selector: &str) -> Option<String> {
+    let mut rest = selector.strip_prefix('{')?.strip_suffix('}')?;
+    let mut name = None;
+    let mut labels: Vec<(String, String)> = Vec::new();
+    while !rest.is_empty() {
+        let (k, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (i, '"') => break i,
+                (_, c) => value.push(c),
+            }
+        };
+        rest = after[end + 1..]
+            .strip_prefix(',')
+            .unwrap_or(&after[end + 1..]);
+        if k == "__name__" {
+            name = Some(value);
+        } else if !value.is_empty() {
+            labels.push((k.to_string(), value));
+        }
+    }
+    Some(series_key(
+        &name?,
+        labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+}
+
 /// What a series should hold as seen at an instant: the samples up to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Expected {
@@ -234,15 +273,20 @@ pub struct Expected {
 }
 
 impl Expected {
-    /// The samples among `samples` dated at or before `at_ms`.
+    /// The samples among `samples` a read-back at `at_ms` covers.
     pub fn of<'a>(samples: impl IntoIterator<Item = &'a Sample>, at_ms: i64) -> Self {
         let mut e = Expected::default();
-        for s in samples.into_iter().filter(|s| s.ts <= at_ms) {
+        for s in samples.into_iter().filter(|s| covered(s.ts, at_ms)) {
             e.count += 1;
             e.sum_milli += i128::from(s.milli);
         }
         e
     }
+}
+
+/// Whether a read-back at `at_ms` covers a sample at `ts`.
+pub fn covered(ts: i64, at_ms: i64) -> bool {
+    ts > READ_BACK_FROM_MS && ts <= at_ms
 }
 
 /// How a series read back compares with what it should hold.
@@ -349,7 +393,7 @@ pub async fn stored_samples(
     let body = sink.export(selector, 0, at_ms.div_euclid(1000) + 1).await?;
     Ok(parse_export(&body)?
         .into_iter()
-        .filter(|(ts, _)| *ts <= at_ms)
+        .filter(|(ts, _)| covered(*ts, at_ms))
         .collect())
 }
 
@@ -439,6 +483,21 @@ mod tests {
             &labels(&[("__name__", "m"), ("pdl", "1")]),
             &extra
         ));
+    }
+
+    #[test]
+    fn a_selector_gives_back_the_key_of_its_series() {
+        let labels = [
+            ("pdl", "1"),
+            ("type", "daily"),
+            ("home", "a\"b\\c\nd,e=\"f"),
+        ];
+        let selector = series_selector("m", &labels, &["pdl", "type", "quality"]);
+        assert_eq!(
+            key_of_selector(&selector).as_deref(),
+            Some(series_key("m", labels).as_str())
+        );
+        assert_eq!(key_of_selector("nonsense"), None);
     }
 
     #[test]

@@ -493,7 +493,14 @@ fn exporter_command(args: &[&str], env: &[(&str, String)]) -> Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         // Tests run daemons side by side: each listens on a port of its own.
-        .env("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "127.0.0.1:0");
+        .env("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "127.0.0.1:0")
+        // The test servers show writes to queries within a second or so
+        // (Debian's 1.79 with no latency offset); a run against a current
+        // release sets MED_TEST_VERIFY_DELAY to what it needs.
+        .env(
+            "VICTORIAMETRICS_VERIFY_DELAY",
+            std::env::var("MED_TEST_VERIFY_DELAY").unwrap_or_else(|_| "2s".into()),
+        );
     for (k, v) in env {
         c.env(k, v);
     }
