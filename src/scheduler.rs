@@ -468,7 +468,7 @@ mod tests {
         let clock = FamilyClock {
             tokens: Some(tokens),
             next_held_back: Some(FUTURE_WINDOW_MS + 10),
-            failed: false,
+            ..Default::default()
         };
         assert!(!clock.is_due(Family::Ecowatt, &tokens, 9));
         assert!(clock.is_due(Family::Ecowatt, &tokens, 10));
@@ -480,9 +480,43 @@ mod tests {
         assert!(FamilyClock::default().is_due(Family::Consumption, &tokens, 0));
         let clock = FamilyClock {
             tokens: Some(tokens),
-            next_held_back: None,
             failed: true,
+            ..Default::default()
         };
         assert!(clock.is_due(Family::Consumption, &tokens, 0));
+    }
+
+    #[test]
+    fn a_family_is_read_back_after_it_wrote_and_later_after_each_repair() {
+        let delay = Duration::from_secs(2);
+        let cap = Duration::from_secs(60);
+        let quiet = Outcome {
+            read_back: true,
+            ..Default::default()
+        };
+        assert_eq!(follow_up(&quiet, 0, delay, cap), None);
+        let wrote = Outcome {
+            lines: 5,
+            ..quiet.clone()
+        };
+        assert_eq!(
+            follow_up(&wrote, 0, delay, cap),
+            Some(Duration::from_millis(2500))
+        );
+        let repaired = Outcome {
+            repaired: 1,
+            ..quiet.clone()
+        };
+        assert_eq!(
+            follow_up(&repaired, 2, delay, cap),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(follow_up(&repaired, 20, delay, cap), Some(cap));
+        let clock = FamilyClock {
+            tokens: Some([None; FAMILIES]),
+            verify_at: Some(Instant::now()),
+            ..Default::default()
+        };
+        assert!(clock.is_due(Family::Ecowatt, &[None; FAMILIES], 0));
     }
 }

@@ -411,13 +411,14 @@ mod tests {
 
     #[test]
     fn count_and_sum_tell_missing_duplicated_and_changed_samples_apart() {
+        const D: i64 = 1_705_273_200_000;
         let samples = [
-            Sample::whole(1, 10),
+            Sample::whole(D, 10),
             Sample {
-                ts: 2,
+                ts: D + 1,
                 milli: 270_500,
             },
-            Sample::whole(3, 7),
+            Sample::whole(D + 2, 7),
         ];
         let e = Expected::of(&samples, i64::MAX);
         assert_eq!(compare(e, Some(&obs(3, 287.5))), Verdict::Same);
@@ -427,8 +428,10 @@ mod tests {
         assert_eq!(compare(e, None), Verdict::Absent);
         assert_eq!(compare(e, Some(&obs(0, 0.0))), Verdict::Absent);
         assert_eq!(compare(Expected::default(), None), Verdict::Same);
-        // Samples after the read-back's instant are not expected yet.
-        assert_eq!(Expected::of(&samples, 2).count, 2);
+        // Samples after the read-back's instant, or before the day after
+        // the epoch, are not expected.
+        assert_eq!(Expected::of(&samples, D + 1).count, 2);
+        assert_eq!(Expected::of(&[Sample::whole(5, 1)], D).count, 0);
     }
 
     #[test]
