@@ -122,6 +122,12 @@ pub struct Outcome {
     /// Samples it held and should not have (duplicates, other values,
     /// series no row produces).
     pub samples_extra: u64,
+    /// What each series the pass wrote should hold once VictoriaMetrics
+    /// shows the writes, by series key, as read back at [`Outcome::expect_at`].
+    pub expect: Vec<(String, Expected)>,
+    /// The instant to read the written series back at (Unix ms): the latest
+    /// sample the pass may have written.
+    pub expect_at: i64,
 }
 
 impl Outcome {
@@ -153,6 +159,8 @@ impl Outcome {
         self.repaired += o.repaired;
         self.samples_missing += o.samples_missing;
         self.samples_extra += o.samples_extra;
+        self.expect.extend(o.expect.iter().cloned());
+        self.expect_at = self.expect_at.max(o.expect_at);
     }
 }
 
@@ -319,7 +327,10 @@ impl Exporter {
             chrono::Utc::now().timestamp_millis(),
         );
         let known = self.state.load(family).await?;
-        let mut outcome = Outcome::default();
+        let mut outcome = Outcome {
+            expect_at: contract.cutoff_ms,
+            ..Outcome::default()
+        };
         let mut report = Report::default();
         let mut seen: HashSet<String> = HashSet::with_capacity(known.len());
         let max_backoff = self
@@ -446,6 +457,32 @@ impl Exporter {
             outcome.deleted += stale.len() as u64;
         }
         Ok(outcome)
+    }
+
+    /// How many of the series a pass wrote VictoriaMetrics does not show as
+    /// written yet (`None`: it refuses read-backs).
+    pub async fn unmatched(
+        &self,
+        family: Family,
+        expect: &[(String, Expected)],
+        at_ms: i64,
+    ) -> Result<Option<usize>, ExportError> {
+        let labels: Vec<(String, String)> = self
+            .config
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        match verify::observe(&self.sink, family, &labels, at_ms).await {
+            Ok(obs) => Ok(Some(
+                expect
+                    .iter()
+                    .filter(|(key, e)| verify::compare(*e, obs.series.get(key)) != Verdict::Same)
+                    .count(),
+            )),
+            Err(e) if e.is_retryable() => Err(e.into()),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Reads the family back from VictoriaMetrics, as of the latest sample
@@ -585,6 +622,12 @@ impl Exporter {
     ) -> Result<Done, ExportError> {
         let tz = self.config.timezone;
         let chunks = chunks_of(&series.samples, tz);
+        if plan != Plan::Unchanged {
+            outcome.expect.push((
+                series.key.clone(),
+                Expected::of(&series.samples, outcome.expect_at),
+            ));
+        }
         let (replace, chunks) = match &plan {
             Plan::Append(after) | Plan::Resend { after, .. } => {
                 let samples = series.samples.iter().copied().filter(|s| plan.sends(s, tz));

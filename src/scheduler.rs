@@ -36,12 +36,24 @@ struct FamilyClock {
     next_held_back: Option<i64>,
     /// The last pass failed.
     failed: bool,
-    /// When to read the family back again: after a pass that wrote, once
-    /// VictoriaMetrics shows the writes.
+    /// When to run a pass to compare series it could not read back yet
+    /// (written too recently by another pass or process).
     verify_at: Option<Instant>,
+    /// What the last pass wrote, read back at each poll until
+    /// VictoriaMetrics shows it.
+    outstanding: Option<Outstanding>,
     /// Consecutive passes that had to repair what VictoriaMetrics held: the
     /// next read-back waits twice as long after each.
     repair_streak: u32,
+}
+
+/// Series a pass wrote, and until when VictoriaMetrics may take to show them
+/// before a pass compares them one by one and repairs.
+#[derive(Debug, Clone)]
+struct Outstanding {
+    expect: Vec<(String, crate::verify::Expected)>,
+    at_ms: i64,
+    deadline: Instant,
 }
 
 /// When to read a family back after a pass: never when the pass proved the
@@ -245,6 +257,7 @@ async fn cycle(
     full: bool,
 ) -> Result<bool, ExportError> {
     let read_at = SystemTime::now();
+    read_back_outstanding(exporter, clocks).await;
     let tokens = exporter.source().change_tokens().await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let due: Vec<usize> = (0..FAMILIES)
@@ -281,12 +294,20 @@ async fn cycle(
                     clocks[i].repair_streak,
                     config.verify_delay,
                     config.reconcile_interval,
-                );
+                )
+                .map(|w| Instant::now() + w);
                 clocks[i] = FamilyClock {
                     tokens: Some(tokens),
                     next_held_back: o.next_held_back,
                     failed: o.left_pending > 0,
-                    verify_at: wait.map(|w| Instant::now() + w),
+                    verify_at: wait.filter(|_| o.unverified > 0),
+                    outstanding: wait.filter(|_| !o.expect.is_empty()).map(|deadline| {
+                        Outstanding {
+                            expect: o.expect.clone(),
+                            at_ms: o.expect_at,
+                            deadline,
+                        }
+                    }),
                     repair_streak: streak,
                 };
                 if o.repaired > 0 {
@@ -328,6 +349,38 @@ async fn cycle(
     first_error.map_or(Ok(clocks.iter().all(|c| !c.failed)), Err)
 }
 
+/// Reads back what the last passes wrote: a family VictoriaMetrics shows as
+/// written is verified; one it does not show by the deadline is due for a
+/// pass that compares each series and repairs.
+async fn read_back_outstanding(exporter: &Exporter, clocks: &mut [FamilyClock; FAMILIES]) {
+    for (family, clock) in Family::ALL.into_iter().zip(clocks.iter_mut()) {
+        let Some(out) = &clock.outstanding else {
+            continue;
+        };
+        match exporter.unmatched(family, &out.expect, out.at_ms).await {
+            Ok(Some(0)) => {
+                tracing::debug!(
+                    family = family.as_str(),
+                    series = out.expect.len(),
+                    "read back: VictoriaMetrics holds what was written"
+                );
+                clock.outstanding = None;
+                clock.repair_streak = 0;
+            }
+            Ok(Some(n)) if Instant::now() >= out.deadline => {
+                tracing::info!(family = family.as_str(), series = n, "read back: VictoriaMetrics does not show all that was written; comparing series one by one");
+                clock.outstanding = None;
+                clock.verify_at = Some(Instant::now());
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => clock.outstanding = None,
+            Err(e) => {
+                tracing::warn!(family = family.as_str(), error = %e, "cannot read VictoriaMetrics back; trying again at the next poll")
+            }
+        }
+    }
+}
+
 /// One full reconciliation of every family, as `once` runs it; long sends
 /// report their progress as `display` says.
 pub async fn once(
@@ -361,33 +414,50 @@ pub async fn once(
         total.add(&o);
         last.push((family, o));
     }
-    // Read back what was written once VictoriaMetrics shows it, repair what
-    // differs, and again, waiting longer each round: `once` succeeds only
-    // on a mirror it has verified.
+    // Read back what was written until VictoriaMetrics shows it; what it
+    // does not show in time is repaired by another pass, and read back
+    // again, waiting longer each round: `once` succeeds only on a mirror it
+    // has verified.
     for round in 0..=VERIFY_ROUNDS {
         if last.iter().any(|(_, o)| !o.read_back) {
             return Err(ExportError::NoReadBack);
         }
-        let again: Vec<Family> = last
-            .iter()
-            .filter(|(_, o)| !o.verified_clean())
-            .map(|(f, _)| *f)
-            .collect();
-        if again.is_empty() {
+        last.retain(|(_, o)| !o.verified_clean());
+        if last.is_empty() {
+            break;
+        }
+        let wait = delay.saturating_mul(1 << round);
+        tracing::info!(
+            families = ?last.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+            within = ?wait,
+            "reading back what was written"
+        );
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut open = Vec::new();
+            for (family, o) in last.drain(..) {
+                if !shown(&exporter, family, &o).await? {
+                    open.push((family, o));
+                }
+            }
+            last = open;
+            if last.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500).min(wait)).await;
+        }
+        if last.is_empty() {
             break;
         }
         if round == VERIFY_ROUNDS {
-            let differing = last.iter().map(|(_, o)| o.repaired + o.unverified).sum();
+            let differing = last
+                .iter()
+                .map(|(_, o)| o.expect.len() as u64 + o.unverified)
+                .sum();
             return Err(ExportError::Unverified(differing));
         }
-        let wait = (delay + Duration::from_millis(500)).saturating_mul(1 << round);
-        tracing::info!(
-            families = ?again.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
-            wait = ?wait,
-            "waiting for VictoriaMetrics to show what was written, to read it back"
-        );
-        tokio::time::sleep(wait).await;
-        last.clear();
+        // Not shown in time: a pass compares every series and repairs.
+        let again: Vec<Family> = last.drain(..).map(|(f, _)| f).collect();
         for family in again {
             let o = export_acked(&exporter, family).await?;
             total.add(&o);
@@ -395,11 +465,24 @@ pub async fn once(
         }
     }
     tracing::info!(
-        series = total.verified,
+        series = total.verified + total.expect.len() as u64,
         repaired = total.repaired,
         "mirror verified: VictoriaMetrics holds what PostgreSQL says"
     );
     Ok(total)
+}
+
+/// Whether VictoriaMetrics shows every series a pass wrote as written, and
+/// the pass left no series unread.
+async fn shown(exporter: &Exporter, family: Family, o: &Outcome) -> Result<bool, ExportError> {
+    if o.unverified > 0 || o.left_pending > 0 {
+        return Ok(false);
+    }
+    match exporter.unmatched(family, &o.expect, o.expect_at).await? {
+        Some(0) => Ok(true),
+        Some(_) => Ok(false),
+        None => Err(ExportError::NoReadBack),
+    }
 }
 
 /// Rounds of read-back and repair `once` runs before it gives up.

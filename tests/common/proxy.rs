@@ -26,6 +26,12 @@ pub enum Fault {
     Delay(Duration),
     /// Read the request and never answer.
     Hang,
+    /// Answer 204 to an import and drop it: the acknowledgement of lines
+    /// VictoriaMetrics never keeps. Anything else passes.
+    Swallow,
+    /// Forward an import without every n-th line, and pass its answer on:
+    /// a batch acknowledged whole and stored in part.
+    DropEveryNthLine(usize),
 }
 
 /// A running proxy.
@@ -91,7 +97,11 @@ fn peek(f: &Mutex<(Fault, Option<u32>)>) -> Fault {
 fn take(f: &Mutex<(Fault, Option<u32>)>, hits: &Mutex<u64>, is_import: bool) -> Fault {
     let mut g = f.lock().unwrap();
     let fault = g.0.clone();
-    if fault == Fault::Pass || (matches!(fault, Fault::ImportStatus(_)) && !is_import) {
+    let imports_only = matches!(
+        fault,
+        Fault::ImportStatus(_) | Fault::Swallow | Fault::DropEveryNthLine(_)
+    );
+    if fault == Fault::Pass || (imports_only && !is_import) {
         return Fault::Pass;
     }
     *hits.lock().unwrap() += 1;
@@ -135,6 +145,22 @@ async fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec
     Ok(Some((buf, body)))
 }
 
+/// The head with its Content-Length set to `len`.
+fn with_length(head: &[u8], len: usize) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(&format!("Content-Length: {len}\r\n"));
+        } else {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
 /// Rewrites the head so that the upstream closes after answering.
 fn close_head(head: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(head);
@@ -175,6 +201,12 @@ async fn serve(
                 client.write_all(answer.as_bytes()).await?;
                 continue;
             }
+            Fault::Swallow => {
+                client
+                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                    .await?;
+                continue;
+            }
             Fault::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return Ok(());
@@ -189,6 +221,19 @@ async fn serve(
             }
             _ => {}
         }
+        let (head, body) = match fault {
+            Fault::DropEveryNthLine(n) => {
+                let kept: Vec<&[u8]> = body
+                    .split_inclusive(|b| *b == b'\n')
+                    .enumerate()
+                    .filter(|(i, _)| (i + 1) % n != 0)
+                    .map(|(_, l)| l)
+                    .collect();
+                let body = kept.concat();
+                (with_length(&head, body.len()), body)
+            }
+            _ => (head, body),
+        };
         let mut up = TcpStream::connect(target).await?;
         up.write_all(&close_head(&head)).await?;
         up.write_all(&body).await?;
