@@ -41,6 +41,7 @@ const CREDENTIALS: &str = "Credentials accepted";
 const READ_BACK: &str = "A sample written and read back";
 const DELETE: &str = "Series deletion allowed (corrections need it)";
 const RETENTION: &str = "Retention covers the history";
+const MIRROR: &str = "Mirror verified (read back and compared)";
 
 fn ok(check: &'static str, found: impl Into<String>) -> Item {
     Item {
@@ -80,7 +81,65 @@ pub async fn run(config: &Config) -> Vec<Item> {
     let mut out = Vec::new();
     let oldest = check_postgres(config, &mut out).await;
     check_victoriametrics(config, oldest, &mut out).await;
+    let reachable = |check: &str| {
+        out.iter()
+            .any(|i| i.check == check && matches!(i.status, Status::Ok | Status::Warn))
+    };
+    if reachable(TABLES) && reachable(READ_BACK) {
+        out.push(check_mirror(config).await);
+    } else {
+        out.push(skip(
+            MIRROR,
+            "PostgreSQL's tables or VictoriaMetrics' read-back failed",
+        ));
+    }
     out
+}
+
+/// Every series computed from PostgreSQL, compared with VictoriaMetrics.
+async fn check_mirror(config: &Config) -> Item {
+    let result = async {
+        let source = Source::connect_lazy(&config.database_url)?;
+        crate::audit::audit(config, &source, &Sink::new(&config.vm)).await
+    }
+    .await;
+    match result {
+        Ok(a) if a.differing == 0 => ok(
+            MIRROR,
+            format!(
+                "{} series and {} samples compared, no difference{}",
+                a.series,
+                a.samples,
+                recent(a.recent)
+            ),
+        ),
+        Ok(a) => bad(
+            Status::Warn,
+            MIRROR,
+            format!(
+                "{} of {} series differ from PostgreSQL ({} samples compared){}",
+                a.differing,
+                a.series,
+                a.samples,
+                recent(a.recent)
+            ),
+            "the daemon repairs them at its next full reconciliation (VICTORIAMETRICS_RECONCILE_INTERVAL); `myelectricaldata-vm-exporter once` repairs them now",
+        ),
+        Err(e) => bad(
+            Status::Fail,
+            MIRROR,
+            e.to_string(),
+            "check that VICTORIAMETRICS_SELECT_URL answers /api/v1/query (a proxy in front must let it through)",
+        ),
+    }
+}
+
+fn recent(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("; {n} series written in the last moments not compared yet")
+    }
 }
 
 /// PostgreSQL, the tables and the lock; the oldest reading's date.

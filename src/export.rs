@@ -69,8 +69,8 @@ pub enum ExportError {
     /// Reading VictoriaMetrics back failed.
     #[error(transparent)]
     Verify(#[from] VerifyError),
-    /// VictoriaMetrics refuses the read-back queries.
-    #[error("the mirror cannot be verified: VictoriaMetrics refuses read-backs (/api/v1/query below the select URL, VICTORIAMETRICS_SELECT_URL in a cluster); see the warning above")]
+    /// VictoriaMetrics did not answer the read-back queries.
+    #[error("the mirror cannot be verified: VictoriaMetrics did not answer the read-back (/api/v1/query below the select URL, VICTORIAMETRICS_SELECT_URL in a cluster); see the warning above")]
     NoReadBack,
     /// Series still differ from what they should hold after repairs.
     #[error("the mirror could not be verified: {0} series still differ from PostgreSQL after repeated repairs; see the warnings above")]
@@ -353,8 +353,12 @@ impl Exporter {
         let _stamp = ImportStamp(&self.last_import);
 
         // What VictoriaMetrics holds now, to compare each series with.
-        let observation = self.observe(family, &contract).await?;
+        let observation = self.observe(family, &contract).await;
         outcome.read_back = observation.is_some();
+        if observation.is_none() {
+            // Counted as not read back, so that a later pass reads back.
+            outcome.unverified += 1;
+        }
         let mut seen_keys: HashSet<String> = HashSet::new();
 
         // One PDL's series at a time (all of them for Tempo and EcoWatt):
@@ -486,14 +490,10 @@ impl Exporter {
     }
 
     /// Reads the family back from VictoriaMetrics, as of the latest sample
-    /// the pass may write. `None` when VictoriaMetrics refuses read-backs
-    /// for good (a proxy that only lets imports through): the pass goes on
-    /// unverified, and says so.
-    async fn observe(
-        &self,
-        family: Family,
-        contract: &Contract,
-    ) -> Result<Option<Observation>, ExportError> {
+    /// the pass may write. `None` when it does not answer: writing may still
+    /// work (a cluster's vmselect down, a proxy that passes imports only),
+    /// so the pass exports unverified, says so, and a later pass reads back.
+    async fn observe(&self, family: Family, contract: &Contract) -> Option<Observation> {
         match verify::observe(
             &self.sink,
             family,
@@ -502,11 +502,10 @@ impl Exporter {
         )
         .await
         {
-            Ok(o) => Ok(Some(o)),
-            Err(e) if e.is_retryable() => Err(e.into()),
+            Ok(o) => Some(o),
             Err(e) => {
-                tracing::warn!(family = family.as_str(), error = %e, "cannot read VictoriaMetrics back: the mirror is exported unverified");
-                Ok(None)
+                tracing::warn!(family = family.as_str(), error = %e, "cannot read VictoriaMetrics back: exporting unverified, reading back later");
+                None
             }
         }
     }

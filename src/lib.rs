@@ -22,8 +22,12 @@
 //! - [`scheduler`]: the daemon's loop: poll, full reconciliation, shutdown.
 //! - [`telemetry`] and [`listener`]: self-monitoring, `/health` and
 //!   `/metrics` on `VICTORIAMETRICS_HTTP_LISTEN_ADDR`.
-//! - [`check`]: the `check` command's checklist.
+//! - [`verify`]: read-back: each family's count and sum per series from
+//!   VictoriaMetrics, compared with what it should hold, and what to repair.
+//! - [`check`]: the `check` command's checklist; [`audit`] compares the
+//!   whole mirror for it.
 
+pub mod audit;
 pub mod batch;
 pub mod calendar;
 pub mod check;

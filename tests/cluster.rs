@@ -628,7 +628,18 @@ async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
         "no big body: {imports:?}"
     );
     let reset_path = RESET_PATH.to_string();
-    let off = off_paths(&seen, &[&import_path, &delete_path, &reset_path]);
+    // The read-backs: count and sum per series, and a series' samples.
+    let query_path = format!("/select/{TENANT}/prometheus/api/v1/query");
+    let off = off_paths(
+        &seen,
+        &[
+            &import_path,
+            &delete_path,
+            &reset_path,
+            &query_path,
+            &export_path,
+        ],
+    );
     assert!(off.is_empty(), "requests off the cluster paths: {off:?}");
     // The chunked probe landed whole (VictoriaMetrics shows a new series
     // to searches a moment after it was written).
@@ -675,7 +686,18 @@ async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
     assert!(deletes > 0, "no delete_series seen: {seen:?}");
     assert!(imports > 0, "no import seen: {seen:?}");
     let reset_path = RESET_PATH.to_string();
-    let off = off_paths(&seen, &[&import_path, &delete_path, &reset_path]);
+    // The read-backs: count and sum per series, and a series' samples.
+    let query_path = format!("/select/{TENANT}/prometheus/api/v1/query");
+    let off = off_paths(
+        &seen,
+        &[
+            &import_path,
+            &delete_path,
+            &reset_path,
+            &query_path,
+            &export_path,
+        ],
+    );
     assert!(off.is_empty(), "requests off the cluster paths: {off:?}");
     cluster.clear();
 
@@ -696,10 +718,13 @@ async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
     ] {
         assert!(count_in(&seen, role, path, status) > 0, "{path}: {seen:?}");
     }
-    // Besides those, only the retention probe of `check` (a GET of
+    // Besides those and the mirror's read-back, only the retention probe of `check` (a GET of
     // `/metrics` below the select base, which a real vmselect refuses with
     // 400 as this stand-in does, so that `check` warns).
-    let off = off_paths(&seen, &[&import_path, &export_path, &delete_path]);
+    let off = off_paths(
+        &seen,
+        &[&import_path, &export_path, &delete_path, &query_path],
+    );
     assert!(
         off.iter()
             .all(|s| s.method == "GET" && s.path().ends_with("/metrics")),

@@ -665,6 +665,14 @@ async fn every_dashboard_query_returns_data_and_the_tempo_cost_is_each_days_kwh_
             .iter()
             .flat_map(|s| s.1.iter().map(|p| p.1))
             .collect();
+        // In the first hour of a Paris day, the day after tomorrow's 00:00
+        // lies beyond VictoriaMetrics' two-day window: not written yet.
+        let paris = Utc::now().with_timezone(&Paris);
+        let held_back = ref_id == "C" && panel.starts_with("EcoWatt") && {
+            use chrono::Timelike;
+            paris.hour() == 0
+        };
+        let want = if held_back { 0.0 } else { want };
         assert_eq!(got, vec![want], "{panel} {ref_id}: {}", a.sent);
     }
 }

@@ -1,0 +1,61 @@
+//! The mirror audited for `check`: every series computed from PostgreSQL
+//! and compared with what VictoriaMetrics holds, as a pass's read-back
+//! does, but nothing written or repaired.
+
+use crate::config::Config;
+use crate::contract::{Contract, Family, Report};
+use crate::export::ExportError;
+use crate::series::SeriesReader;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::state::State;
+use crate::verify::{self, Expected, Verdict};
+
+/// What an audit found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Series compared.
+    pub series: u64,
+    /// Samples they should hold.
+    pub samples: u64,
+    /// Series that differ from what they should hold.
+    pub differing: u64,
+    /// Series not compared: written too recently to be visible, or being
+    /// written by an exporter right now.
+    pub recent: u64,
+}
+
+/// Compares every series of every family with VictoriaMetrics.
+pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audit, ExportError> {
+    let contract = Contract::new(
+        config.timezone,
+        &config.labels,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let state = State::new(source.pool().clone());
+    let mut audit = Audit::default();
+    for family in Family::ALL {
+        let known = state.load(family).await?;
+        let obs = verify::observe(sink, family, &contract.extra_labels, contract.cutoff_ms).await?;
+        let mut report = Report::default();
+        let mut reader = SeriesReader::new(source, family);
+        while let Some(group) = reader.next(&contract, &mut report).await? {
+            for series in group {
+                let recent = known
+                    .get(&series.selector)
+                    .is_some_and(|s| s.pending || s.age < config.verify_delay);
+                if recent {
+                    audit.recent += 1;
+                    continue;
+                }
+                let expected = Expected::of(&series.samples, obs.at_ms);
+                audit.series += 1;
+                audit.samples += expected.count;
+                if verify::compare(expected, obs.series.get(&series.key)) != Verdict::Same {
+                    audit.differing += 1;
+                }
+            }
+        }
+    }
+    Ok(audit)
+}
