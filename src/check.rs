@@ -138,7 +138,7 @@ fn recent(n: u64) -> String {
     if n == 0 {
         String::new()
     } else {
-        format!("; {n} series written in the last moments not compared yet")
+        format!("; {n} series written moments ago not shown yet (not counted)")
     }
 }
 

@@ -513,8 +513,9 @@ impl Exporter {
     /// Compares what VictoriaMetrics holds of a series with what it should
     /// hold before this pass's writes, and turns the plan into a repair
     /// where they differ: samples missing only are sent again, anything else
-    /// rewrites the series. Series written too recently to be visible, and
-    /// those the pass rewrites anyway, are not compared.
+    /// rewrites the series. A series that differs but was written too
+    /// recently to be visible yet is left for a later pass; those the pass
+    /// rewrites anyway are not compared.
     async fn check_read_back(
         &self,
         series: &Series,
@@ -529,11 +530,6 @@ impl Exporter {
         if plan == Plan::Rewrite {
             return Ok(plan);
         }
-        // A sample on its way is not a lost one.
-        if old.age < self.config.verify_delay {
-            outcome.unverified += 1;
-            return Ok(plan);
-        }
         let tz = self.config.timezone;
         let held: Vec<Sample> = series
             .samples
@@ -541,8 +537,13 @@ impl Exporter {
             .filter(|s| !plan.sends(s, tz) && verify::covered(s.ts, obs.at_ms))
             .copied()
             .collect();
-        outcome.verified += 1;
         let verdict = verify::compare(Expected::of(&held, obs.at_ms), obs.series.get(&series.key));
+        if verdict != Verdict::Same && old.age < self.config.verify_delay {
+            // A sample on its way is not a lost one: compared again later.
+            outcome.unverified += 1;
+            return Ok(plan);
+        }
+        outcome.verified += 1;
         let diagnosis = match verdict {
             Verdict::Same => return Ok(plan),
             Verdict::Absent => verify::Diagnosis {
