@@ -433,6 +433,10 @@ pub async fn once(
             "reading back what was written"
         );
         let deadline = Instant::now() + wait;
+        // Asked too soon after the write, v1.150 keeps answering that a new
+        // series does not exist for about 10 s; asked 2 s after, it shows it
+        // at once (measured).
+        tokio::time::sleep(FIRST_READ_BACK.min(wait)).await;
         loop {
             let mut open = Vec::new();
             for (family, o) in last.drain(..) {
@@ -484,6 +488,9 @@ async fn shown(exporter: &Exporter, family: Family, o: &Outcome) -> Result<bool,
         None => Err(ExportError::NoReadBack),
     }
 }
+
+/// How long after its writes `once` first reads them back.
+const FIRST_READ_BACK: Duration = Duration::from_secs(2);
 
 /// Rounds of read-back and repair `once` runs before it gives up.
 const VERIFY_ROUNDS: u32 = 4;
