@@ -33,9 +33,15 @@ pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audi
         chrono::Utc::now().timestamp_millis(),
     );
     let state = State::new(source.pool().clone());
+    // A database the exporter never ran on has no state: nothing was written.
+    let exported = state.exists().await?;
     let mut audit = Audit::default();
     for family in Family::ALL {
-        let known = state.load(family).await?;
+        let known = if exported {
+            state.load(family).await?
+        } else {
+            Default::default()
+        };
         let obs = verify::observe(sink, family, &contract.extra_labels, contract.cutoff_ms).await?;
         let mut report = Report::default();
         let mut reader = SeriesReader::new(source, family);

@@ -125,6 +125,12 @@ async fn check_mirror(config: &Config) -> Item {
             ),
             "the daemon repairs them at its next full reconciliation (VICTORIAMETRICS_RECONCILE_INTERVAL); `myelectricaldata-vm-exporter once` repairs them now",
         ),
+        Err(e @ crate::export::ExportError::Source(_)) => bad(
+            Status::Fail,
+            MIRROR,
+            e.to_string(),
+            "check the database user's rights on the MyElectricalData tables and vm_export_*",
+        ),
         Err(e) => bad(
             Status::Fail,
             MIRROR,

@@ -234,6 +234,15 @@ impl State {
         Self { pool }
     }
 
+    /// Whether the state's tables exist (the exporter ran its migrations
+    /// on this database).
+    pub async fn exists(&self) -> Result<bool, SourceError> {
+        sqlx::query_scalar("SELECT to_regclass('vm_export_series') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(SourceError::query("looking for vm_export_series"))
+    }
+
     /// Everything recorded of a family's series, by selector.
     pub async fn load(&self, family: Family) -> Result<HashMap<String, SeriesState>, SourceError> {
         let mut rows = sqlx::query(
