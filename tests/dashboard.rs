@@ -5,7 +5,9 @@
 //! Zen Flex calendars, today's and tomorrow's colours, the EcoWatt days
 //! ahead, the load curve's power, each day's maximum power and its share of
 //! the subscribed power); and the exporter-health panels show what the
-//! daemon itself reports, scraped by VictoriaMetrics from its `/metrics`.
+//! daemon itself reports, scraped by VictoriaMetrics from its `/metrics`:
+//! its work, and its read-backs of VictoriaMetrics (the repairs of what
+//! VictoriaMetrics lost, the last full reconciliation that verified).
 
 mod common;
 
@@ -898,6 +900,127 @@ async fn the_load_curve_max_power_and_zen_flex_panels_show_what_the_rows_say() {
     assert_eq!(got, want, "Calendrier Zen Flex: {}", a.sent);
 }
 
+/// The panel titled `title`.
+fn panel<'a>(d: &'a Value, title: &str) -> &'a Value {
+    panels(d)
+        .into_iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("the dashboard has no panel {title:?}"))
+}
+
+/// What a stat panel shows for `value`, as Grafana applies its value and
+/// range mappings, then its thresholds: the mapped text, if any, and the
+/// colour.
+fn shown(panel: &Value, value: f64) -> (Option<String>, String) {
+    let defaults = &panel["fieldConfig"]["defaults"];
+    let mut colour = None;
+    for step in defaults["thresholds"]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if step["value"].as_f64().is_none_or(|v| value >= v) {
+            colour = step["color"].as_str();
+        }
+    }
+    for m in defaults["mappings"].as_array().into_iter().flatten() {
+        let result = match m["type"].as_str() {
+            Some("value") => m["options"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| k.parse::<f64>() == Ok(value))
+                .map(|(_, r)| r),
+            Some("range") => {
+                let o = &m["options"];
+                (o["from"].as_f64().is_none_or(|f| value >= f)
+                    && o["to"].as_f64().is_none_or(|t| value <= t))
+                .then_some(&o["result"])
+            }
+            t => panic!("{}: mapping type {t:?}", panel["title"]),
+        };
+        if let Some(r) = result {
+            let colour = r["color"].as_str().or(colour);
+            return (
+                r["text"].as_str().map(str::to_string),
+                colour.expect("a colour").to_string(),
+            );
+        }
+    }
+    (None, colour.expect("thresholds").to_string())
+}
+
+#[test]
+fn the_last_verification_stat_says_never_before_the_first_and_turns_orange_after_two_hours() {
+    let d = dashboard();
+    let p = panel(&d, "Dernière vérification complète");
+    assert_eq!(p["type"], "stat");
+    assert_eq!(p["fieldConfig"]["defaults"]["unit"], "s");
+    let expr = p["targets"][0]["expr"].as_str().unwrap();
+    assert!(
+        expr.starts_with("time() - ")
+            && expr.contains("myelectricaldata_exporter_last_verified_timestamp_seconds"),
+        "{expr}"
+    );
+    // Until a full reconciliation has verified, the gauge is 0: the stat's
+    // value is then time() itself, decades.
+    let now = Utc::now().timestamp() as f64;
+    let never = (Some("jamais".to_string()), "orange".to_string());
+    assert_eq!(shown(p, now), never);
+    assert_eq!(shown(p, now + 86_400.0), never);
+    let green = (None, "green".to_string());
+    assert_eq!(shown(p, 0.0), green);
+    assert_eq!(shown(p, 3_600.0), green, "verified an hour ago");
+    assert_eq!(shown(p, 7_199.0), green);
+    assert_eq!(
+        shown(p, 7_200.0 + 60.0),
+        (None, "orange".to_string()),
+        "two reconciliations missed"
+    );
+    assert_eq!(
+        shown(p, 365.0 * 86_400.0),
+        (None, "red".to_string()),
+        "a year without verification is not never"
+    );
+}
+
+/// The daemon's own `/metrics` on `listen`: each line's value, by its
+/// name and labels.
+async fn daemon_metrics(listen: &str) -> BTreeMap<String, f64> {
+    let body = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .expect("the daemon's /metrics")
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `myelectricaldata_exporter_<name>` in `metrics`.
+fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
+    let name = format!("myelectricaldata_exporter_{name}");
+    *metrics
+        .get(&name)
+        .unwrap_or_else(|| panic!("the daemon's /metrics has no {name}: {metrics:?}"))
+}
+
+/// The one value of an answer to an instant query.
+fn single(a: &Answer) -> f64 {
+    let points: Vec<f64> = a
+        .series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .collect();
+    assert_eq!(points.len(), 1, "one value: {}\n{}", a.sent, a.body);
+    points[0]
+}
+
 /// Waits until VictoriaMetrics holds what the model computes from the
 /// rows, the exporter's own scraped metrics set aside; returns the number
 /// of samples.
@@ -973,10 +1096,18 @@ async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoria
     let vm = servers.vm.url.as_str();
 
     let log = dir.path().join("daemon.log");
+    // A full reconciliation every 5 s, which verifies once the last writes
+    // are older than the verify delay: VictoriaMetrics 1.79 takes up to
+    // about 10 s to show a new series (a shorter delay would take that for
+    // a loss and repair it).
+    let verify_delay = std::env::var("MED_TEST_VERIFY_DELAY").unwrap_or_else(|_| "12s".into());
     let env = servers.env(&[
         ("VICTORIAMETRICS_POLL_INTERVAL", "1s"),
+        ("VICTORIAMETRICS_RECONCILE_INTERVAL", "5s"),
+        ("VICTORIAMETRICS_VERIFY_DELAY", &verify_delay),
         ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", &listen),
     ]);
+    let spawned = Utc::now().timestamp();
     let _daemon = spawn_exporter(&["run"], &env, &log);
 
     // The first export converges and VictoriaMetrics scrapes the daemon...
@@ -995,6 +1126,92 @@ async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoria
     .unwrap();
     converge(&servers, &log, "after the changes").await;
     scraped(&servers, 3.0, &listen, &log).await;
+
+    // ... then VictoriaMetrics loses a series behind the daemon's back
+    // (deleted by hand) and gains a sample no row produces: a full
+    // reconciliation reads them back and repairs them, and a later one
+    // finds VictoriaMetrics holding exactly the mirror.
+    let before = daemon_metrics(&listen).await;
+    let exported = servers.vm.export_all().await;
+    let daily = |l: &BTreeMap<String, String>, pdl: &str| {
+        l["__name__"] == "myelectricaldata_consumption_wh"
+            && l.get("pdl").map(String::as_str) == Some(pdl)
+            && l.get("type").map(String::as_str) == Some("daily")
+    };
+    let lost: Vec<usize> = exported
+        .iter()
+        .filter(|(l, _)| daily(l, PDL) && l.get("quality").is_none_or(|q| q.is_empty()))
+        .map(|(_, samples)| samples.len())
+        .collect();
+    assert!(
+        lost.len() == 1 && lost[0] > 0,
+        "one daily series of {PDL} without quality: {lost:?}"
+    );
+    servers
+        .vm
+        .delete_series(&format!(
+            r#"myelectricaldata_consumption_wh{{pdl="{PDL}",type="daily",quality=""}}"#
+        ))
+        .await;
+    let (labels, points) = exported
+        .iter()
+        .find(|(l, _)| daily(l, PDL_10_MIN))
+        .expect("a daily series of the 10-minute meter");
+    let (t, v) = points[0];
+    let stray = serde_json::json!({"metric": labels, "values": [v], "timestamps": [t + 1000]});
+    let status = reqwest::Client::new()
+        .post(format!("{vm}/api/v1/import"))
+        .body(stray.to_string())
+        .send()
+        .await
+        .expect("import a stray sample")
+        .status();
+    assert!(status.is_success(), "import: {status}");
+    converge(
+        &servers,
+        &log,
+        "after VictoriaMetrics lost a series and gained a sample",
+    )
+    .await;
+    let repaired_at = Utc::now().timestamp_millis() as f64 / 1000.0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let m = daemon_metrics(&listen).await;
+        if metric(&m, "last_verified_timestamp_seconds") > repaired_at {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no full reconciliation verified the repaired mirror: {m:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let counted = |name: &str| metric(&after, name) - metric(&before, name);
+    assert!(
+        counted("series_repaired_total") >= 2.0
+            && counted("samples_missing_total") >= lost[0] as f64
+            && counted("samples_extra_total") >= 1.0,
+        "the daemon's /metrics before the losses: {before:?}\nafter the repairs: {after:?}"
+    );
+    // VictoriaMetrics scrapes that verification.
+    let verified_at = metric(&after, "last_verified_timestamp_seconds");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (scraped, body) = instant(
+            vm,
+            "max(myelectricaldata_exporter_last_verified_timestamp_seconds)",
+        )
+        .await;
+        if scraped.is_some_and(|s| s >= verified_at) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VictoriaMetrics did not scrape the verification at {verified_at}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     let (up, body) = instant(vm, "max(myelectricaldata_exporter_up)").await;
     assert_eq!(up, Some(1.0), "{body}");
@@ -1033,6 +1250,12 @@ async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoria
         "last_success_timestamp_seconds",
         "lag_seconds",
         "up",
+        "verifications_total",
+        "series_verified_total",
+        "series_repaired_total",
+        "samples_missing_total",
+        "samples_extra_total",
+        "last_verified_timestamp_seconds",
     ] {
         let metric = format!("myelectricaldata_exporter_{name}");
         assert!(
@@ -1062,4 +1285,128 @@ async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoria
             a.body
         );
     }
+
+    // Over the daemon's life: the read-backs and what they repaired, per
+    // interval...
+    let life = (spawned - 60, Utc::now().timestamp());
+    for (panel, ref_id) in [
+        ("Vérifications et séries comparées", "A"),
+        ("Vérifications et séries comparées", "B"),
+        (
+            "Réparations : séries réparées, échantillons manquants et en trop",
+            "A",
+        ),
+        (
+            "Réparations : séries réparées, échantillons manquants et en trop",
+            "B",
+        ),
+        (
+            "Réparations : séries réparées, échantillons manquants et en trop",
+            "C",
+        ),
+    ] {
+        let a = run(vm, find(&qs, panel, ref_id), &vars, life.0, life.1).await;
+        let total: f64 = a.series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).sum();
+        assert!(
+            total > 0.0,
+            "{panel} {ref_id} counted nothing: {}\n{}",
+            a.sent,
+            a.body
+        );
+    }
+    // ... and in total: the daemon's own counts. The repairs' have not moved
+    // since its verified reconciliation; the read-backs' still grow (every
+    // reconciliation reads back).
+    let daemon = daemon_metrics(&listen).await;
+    for (panel, name, settled) in [
+        (
+            "Séries réparées sur la période",
+            "series_repaired_total",
+            true,
+        ),
+        (
+            "Échantillons manquants sur la période",
+            "samples_missing_total",
+            true,
+        ),
+        (
+            "Échantillons en trop sur la période",
+            "samples_extra_total",
+            true,
+        ),
+        ("Vérifications sur la période", "verifications_total", false),
+        (
+            "Séries comparées sur la période",
+            "series_verified_total",
+            false,
+        ),
+    ] {
+        let a = run(vm, find(&qs, panel, "A"), &vars, life.0, life.1).await;
+        let got = single(&a);
+        let own = metric(&daemon, name);
+        if settled {
+            assert_eq!(got, own, "{panel} against the daemon's {name} ({})", a.sent);
+        }
+        assert!(
+            got > 0.0 && got <= own,
+            "{panel}: {got}, the daemon's {name}: {own} ({})",
+            a.sent
+        );
+    }
+
+    // The last verification: the one the daemon's /metrics reports, a
+    // moment ago, after the repairs; green. (VictoriaMetrics 1.79 evaluates
+    // an instant query at the current second a second earlier, to the
+    // millisecond, time() included: the stat is asked for a few seconds ago,
+    // when its time() is exactly the instant asked for.)
+    let p = panel(&d, "Dernière vérification complète");
+    let q = find(&qs, "Dernière vérification complète", "A");
+    let end = Utc::now().timestamp() - 3;
+    let own_before = metric(
+        &daemon_metrics(&listen).await,
+        "last_verified_timestamp_seconds",
+    );
+    let a = run(vm, q, &vars, spawned - 60, end).await;
+    let own_after = metric(
+        &daemon_metrics(&listen).await,
+        "last_verified_timestamp_seconds",
+    );
+    let age = single(&a);
+    let at = end as f64 - age;
+    assert!(
+        at > repaired_at && at <= own_after + 1e-3 && at >= own_before - 30.0,
+        "{}: verified at {at} ({age} s before); the daemon says {own_before}, then \
+         {own_after}; repaired at {repaired_at}",
+        a.sent
+    );
+    assert_eq!(shown(p, age), (None, "green".to_string()), "{age} s");
+
+    // At its start the daemon had not verified yet (its first full
+    // reconciliation writes): its first scrapes say 0, which the stat shows
+    // as "jamais".
+    let first = Query {
+        panel: "first scrapes".into(),
+        ref_id: "A".into(),
+        expr: "myelectricaldata_exporter_last_verified_timestamp_seconds".into(),
+        instant: false,
+        min_interval: 1,
+        max_data_points: 100_000,
+        time_from: None,
+    };
+    let a = run(vm, &first, &vars, spawned, end).await;
+    let &(t0, v0) = a
+        .series
+        .iter()
+        .flat_map(|s| s.1.iter())
+        .min_by_key(|p| p.0)
+        .unwrap_or_else(|| panic!("no scrape: {}", a.body));
+    assert_eq!(v0, 0.0, "the first scrape: {}", a.sent);
+    let a = run(vm, q, &vars, t0 - 300, t0).await;
+    let age = single(&a);
+    assert_eq!(
+        shown(p, age),
+        (Some("jamais".to_string()), "orange".to_string()),
+        "{age}: {}",
+        a.sent
+    );
 }
