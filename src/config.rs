@@ -626,6 +626,7 @@ mod tests {
             ("VICTORIAMETRICS_BATCH_SIZE", "ten"),
             ("VICTORIAMETRICS_POLL_INTERVAL", "often"),
             ("VICTORIAMETRICS_RECONCILE_INTERVAL", "0s"),
+            ("VICTORIAMETRICS_VERIFY_DELAY", "soon"),
             ("VICTORIAMETRICS_TIMEOUT", "1y"),
             ("VICTORIAMETRICS_TIMEZONE", "Europe/Pariss"),
             ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "9488"),

@@ -535,19 +535,23 @@ impl Exporter {
             return Ok(plan);
         }
         let tz = self.config.timezone;
-        let held: Vec<Sample> = series
-            .samples
-            .iter()
-            .filter(|s| !plan.sends(s, tz) && verify::covered(s.ts, obs.at_ms))
-            .copied()
-            .collect();
-        let verdict = verify::compare(Expected::of(&held, obs.at_ms), obs.series.get(&series.key));
+        // What VictoriaMetrics should hold already: copied out only when it
+        // differs (the common case costs no allocation per series).
+        let held = || series.samples.iter().filter(|s| !plan.sends(s, tz));
+        let verdict = verify::compare(Expected::of(held(), obs.at_ms), obs.series.get(&series.key));
         if verdict != Verdict::Same && old.age < self.config.verify_delay {
             // A sample on its way is not a lost one: compared again later.
             outcome.unverified += 1;
             return Ok(plan);
         }
         outcome.verified += 1;
+        if verdict == Verdict::Same {
+            return Ok(plan);
+        }
+        let held: Vec<Sample> = held()
+            .filter(|s| verify::covered(s.ts, obs.at_ms))
+            .copied()
+            .collect();
         let diagnosis = match verdict {
             Verdict::Same => return Ok(plan),
             Verdict::Absent => verify::Diagnosis {
