@@ -27,11 +27,7 @@ pub struct Audit {
 
 /// Compares every series of every family with VictoriaMetrics.
 pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audit, ExportError> {
-    let contract = Contract::new(
-        config.timezone,
-        &config.labels,
-        chrono::Utc::now().timestamp_millis(),
-    );
+    let contract = Contract::of_config(config, chrono::Utc::now().timestamp_millis());
     let state = State::new(source.pool().clone());
     // A database the exporter never ran on has no state: nothing was written.
     let exported = state.exists().await?;

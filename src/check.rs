@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::contract::Family;
 use crate::sink::Sink;
-use crate::source::{Source, REQUIRED_TABLES};
+use crate::source::{Source, REQUIRED_TABLES, TABLES as TABLES_READ, TABLE_OPTIONAL};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,18 +211,19 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
 
 /// The tables found: the required ones, then each optional one found or
 /// skipped.
-fn tables_found(present: &[bool; crate::contract::FAMILIES]) -> String {
+fn tables_found(present: &[bool; TABLES_READ.len()]) -> String {
     let mut text = REQUIRED_TABLES.join(", ");
-    let optional: Vec<String> = Family::ALL
+    let optional: Vec<String> = TABLES_READ
         .iter()
+        .zip(TABLE_OPTIONAL)
         .zip(present)
-        .filter(|(f, _)| f.is_optional())
-        .map(|(f, p)| {
-            if *p {
-                format!("{} (found)", f.table())
-            } else {
-                format!("{} (absent, skipped until it appears)", f.table())
+        .filter(|((_, optional), _)| *optional)
+        .map(|((table, _), p)| match (*p, *table) {
+            (true, _) => format!("{table} (found)"),
+            (false, "contract_data" | "pdls") => {
+                format!("{table} (absent: off-peak hours from elsewhere)")
             }
+            (false, _) => format!("{table} (absent, skipped until it appears)"),
         })
         .collect();
     text.push_str("; optional: ");

@@ -10,6 +10,8 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use chrono_tz::Tz;
+
+use crate::tariff::OffPeakHours;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
@@ -60,6 +62,7 @@ struct RawEnv {
     victoriametrics_timeout: Option<String>,
     victoriametrics_timezone: Option<String>,
     victoriametrics_labels: Option<String>,
+    victoriametrics_offpeak_hours: Option<String>,
     victoriametrics_http_listen_addr: Option<String>,
 }
 
@@ -117,6 +120,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Where the daemon serves `/health` and `/metrics`; `None` when `off`.
     pub listen_addr: Option<SocketAddr>,
+    /// Off-peak hours for every PDL, overriding their contracts'.
+    pub offpeak_hours: Option<OffPeakHours>,
 }
 
 impl Config {
@@ -253,6 +258,13 @@ impl Config {
                 .map_err(|reason| ConfigError::new("VICTORIAMETRICS_LABELS", reason))?,
         };
         let listen_addr = listen_addr(raw.victoriametrics_http_listen_addr)?;
+        let offpeak_hours = match nonempty(raw.victoriametrics_offpeak_hours) {
+            None => None,
+            Some(v) => Some(
+                OffPeakHours::parse_setting(&v)
+                    .map_err(|reason| ConfigError::new("VICTORIAMETRICS_OFFPEAK_HOURS", reason))?,
+            ),
+        };
         Ok(Config {
             database_url,
             enabled,
@@ -270,6 +282,7 @@ impl Config {
             timezone,
             labels,
             listen_addr,
+            offpeak_hours,
         })
     }
 }
@@ -627,6 +640,7 @@ mod tests {
             ("VICTORIAMETRICS_POLL_INTERVAL", "often"),
             ("VICTORIAMETRICS_RECONCILE_INTERVAL", "0s"),
             ("VICTORIAMETRICS_VERIFY_DELAY", "soon"),
+            ("VICTORIAMETRICS_OFFPEAK_HOURS", "22h-6h"),
             ("VICTORIAMETRICS_TIMEOUT", "1y"),
             ("VICTORIAMETRICS_TIMEZONE", "Europe/Pariss"),
             ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "9488"),

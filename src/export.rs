@@ -325,11 +325,7 @@ impl Exporter {
     }
 
     async fn pass(&self, family: Family) -> Result<Outcome, ExportError> {
-        let contract = Contract::new(
-            self.config.timezone,
-            &self.config.labels,
-            chrono::Utc::now().timestamp_millis(),
-        );
+        let contract = Contract::of_config(&self.config, chrono::Utc::now().timestamp_millis());
         let known = self.state.load(family).await?;
         let mut outcome = Outcome {
             expect_at: contract.cutoff_ms,

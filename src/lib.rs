@@ -12,6 +12,8 @@
 //! - [`calendar`]: local times (daylight saving, `fold=0`) and Tempo seasons.
 //! - [`contract`]: the metrics of the spec, computed from rows into series,
 //!   and rendered as Prometheus text lines.
+//! - [`tariff`]: tariff periods, each day's load-curve energy split into
+//!   peak and off-peak hours, by calendar day and by Tempo day.
 //! - [`state`]: what VictoriaMetrics holds, summarised per series and day in
 //!   the `vm_export_*` tables, and the plan: unchanged, append or rewrite.
 //! - [`batch`] and [`sink`]: lines in batches, posted to VictoriaMetrics with
@@ -41,5 +43,6 @@ pub mod series;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod tariff;
 pub mod telemetry;
 pub mod verify;

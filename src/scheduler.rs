@@ -24,6 +24,8 @@ fn tables_of(family: Family) -> &'static [usize] {
         Family::Ecowatt => &[3],
         Family::MaxPower => &[4],
         Family::ZenFlex => &[5],
+        // The load curve, the colours, and the contracts' off-peak hours.
+        Family::Tariff => &[0, 2, 6, 7],
     }
 }
 
@@ -538,6 +540,8 @@ mod tests {
             Some((4, 1)),
             None,
             Some((6, 2)),
+            Some((7, 3)),
+            None,
         ];
         let clock = FamilyClock {
             tokens: Some(tokens),
@@ -550,11 +554,22 @@ mod tests {
         assert!(clock.is_due(Family::Tempo, &moved, 0));
         assert!(!clock.is_due(Family::Production, &moved, 0));
         assert!(!clock.is_due(Family::Ecowatt, &moved, 0));
+        assert!(clock.is_due(Family::Tariff, &moved, 0));
+        // A contract changed: only the tariff family reads it.
+        let mut contract = tokens;
+        contract[6] = Some((7, 4));
+        assert!(clock.is_due(Family::Tariff, &contract, 0));
+        assert!(!clock.is_due(Family::Consumption, &contract, 0));
+        // The pdls table appeared.
+        let mut pdls = tokens;
+        pdls[7] = Some((8, 0));
+        assert!(clock.is_due(Family::Tariff, &pdls, 0));
+        assert!(!clock.is_due(Family::Tempo, &pdls, 0));
     }
 
     #[test]
     fn a_held_back_sample_makes_its_family_due_once_inside_the_window() {
-        let tokens: ChangeTokens = [None; FAMILIES];
+        let tokens: ChangeTokens = [None; crate::source::TABLES.len()];
         let clock = FamilyClock {
             tokens: Some(tokens),
             next_held_back: Some(FUTURE_WINDOW_MS + 10),
@@ -566,7 +581,7 @@ mod tests {
 
     #[test]
     fn a_failed_or_never_run_family_is_due() {
-        let tokens: ChangeTokens = [None; FAMILIES];
+        let tokens: ChangeTokens = [None; crate::source::TABLES.len()];
         assert!(FamilyClock::default().is_due(Family::Consumption, &tokens, 0));
         let clock = FamilyClock {
             tokens: Some(tokens),
@@ -603,10 +618,10 @@ mod tests {
         );
         assert_eq!(follow_up(&repaired, 20, delay, cap), Some(cap));
         let clock = FamilyClock {
-            tokens: Some([None; FAMILIES]),
+            tokens: Some([None; crate::source::TABLES.len()]),
             verify_at: Some(Instant::now()),
             ..Default::default()
         };
-        assert!(clock.is_due(Family::Ecowatt, &[None; FAMILIES], 0));
+        assert!(clock.is_due(Family::Ecowatt, &[None; crate::source::TABLES.len()], 0));
     }
 }

@@ -7,13 +7,15 @@ use futures_util::{Stream, TryStreamExt};
 
 use crate::config::Config;
 use crate::contract::ecowatt::ecowatt_series;
+use crate::contract::energy::EnergyRow;
 use crate::contract::energy::PdlEnergy;
 use crate::contract::max_power::max_power_series;
 use crate::contract::render::write_line;
-use crate::contract::tempo::tempo_series;
+use crate::contract::tempo::{tempo_days, tempo_series};
 use crate::contract::zen_flex::zen_flex_series;
 use crate::contract::{is_pdl, Contract, Family, Report, Series};
 use crate::source::{energy_row, Source, SourceError};
+use crate::tariff::{OffPeakBook, PdlTariff, TariffInputs};
 use sqlx::postgres::PgRow;
 
 type EnergyRows<'s> = Pin<Box<dyn Stream<Item = Result<PgRow, SourceError>> + Send + 's>>;
@@ -24,9 +26,60 @@ pub struct SeriesReader<'s> {
     source: &'s Source,
     family: Family,
     rows: Option<EnergyRows<'s>>,
-    current: Option<PdlEnergy>,
+    current: Option<PdlRows>,
+    /// The tariff family's colours and off-peak hours, read before its
+    /// rows (empty for the other families).
+    tariff: TariffInputs,
+    tariff_read: bool,
     done: bool,
     rows_read: u64,
+}
+
+/// One PDL's rows being collected, by an energy family or the tariff one.
+enum PdlRows {
+    Energy(PdlEnergy),
+    Tariff(PdlTariff),
+}
+
+impl PdlRows {
+    fn new(family: Family, pdl: &str) -> Self {
+        match family {
+            Family::Tariff => PdlRows::Tariff(PdlTariff::new(pdl)),
+            _ => PdlRows::Energy(PdlEnergy::new(family, pdl)),
+        }
+    }
+
+    fn pdl(&self) -> &str {
+        match self {
+            PdlRows::Energy(p) => p.pdl(),
+            PdlRows::Tariff(p) => p.pdl(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        contract: &Contract,
+        tariff: &TariffInputs,
+        row: EnergyRow<'_>,
+        report: &mut Report,
+    ) {
+        match self {
+            PdlRows::Energy(p) => p.push(contract, row, report),
+            PdlRows::Tariff(p) => p.push(contract, tariff, &row),
+        }
+    }
+
+    fn finish(
+        self,
+        contract: &Contract,
+        tariff: &TariffInputs,
+        report: &mut Report,
+    ) -> Vec<Series> {
+        match self {
+            PdlRows::Energy(p) => p.finish(contract, report),
+            PdlRows::Tariff(p) => p.finish(contract, tariff, report),
+        }
+    }
 }
 
 impl<'s> SeriesReader<'s> {
@@ -37,6 +90,8 @@ impl<'s> SeriesReader<'s> {
             family,
             rows: None,
             current: None,
+            tariff: TariffInputs::default(),
+            tariff_read: false,
             done: false,
             rows_read: 0,
         }
@@ -57,29 +112,44 @@ impl<'s> SeriesReader<'s> {
             return Ok(None);
         }
         match self.family {
-            Family::Consumption | Family::Production => {
+            Family::Consumption | Family::Production | Family::Tariff => {
                 let (family, source) = (self.family, self.source);
-                let rows = self
-                    .rows
-                    .get_or_insert_with(|| Box::pin(source.energy_rows(family)));
+                if family == Family::Tariff && !self.tariff_read {
+                    self.tariff = self.tariff_inputs(contract, report).await?;
+                    self.tariff_read = true;
+                }
+                let tariff = &self.tariff;
+                let rows = self.rows.get_or_insert_with(|| match family {
+                    Family::Tariff => Box::pin(source.detailed_consumption_rows()),
+                    _ => Box::pin(source.energy_rows(family)),
+                });
+                // The tariff family reads consumption_data's rows.
+                let rows_family = if family == Family::Tariff {
+                    Family::Consumption
+                } else {
+                    family
+                };
                 while let Some(pg) = rows.try_next().await? {
                     self.rows_read += 1;
-                    let row = energy_row(&pg, family)?;
+                    let row = energy_row(&pg, rows_family)?;
                     let finished = match &self.current {
                         Some(p) if p.pdl() != row.pdl => {
-                            self.current.replace(PdlEnergy::new(family, row.pdl))
+                            self.current.replace(PdlRows::new(family, row.pdl))
                         }
                         _ => None,
                     };
                     self.current
-                        .get_or_insert_with(|| PdlEnergy::new(family, row.pdl))
-                        .push(contract, row, report);
+                        .get_or_insert_with(|| PdlRows::new(family, row.pdl))
+                        .push(contract, tariff, row, report);
                     if let Some(done) = finished {
-                        return Ok(Some(done.finish(contract, report)));
+                        return Ok(Some(done.finish(contract, tariff, report)));
                     }
                 }
                 self.done = true;
-                Ok(self.current.take().map(|p| p.finish(contract, report)))
+                Ok(self
+                    .current
+                    .take()
+                    .map(|p| p.finish(contract, tariff, report)))
             }
             Family::Tempo => {
                 self.done = true;
@@ -116,17 +186,31 @@ impl<'s> SeriesReader<'s> {
     }
 }
 
+impl SeriesReader<'_> {
+    /// The colours and off-peak hours a tariff pass needs; what cannot be
+    /// read from them is reported here (the Tempo family reports bad
+    /// colours itself).
+    async fn tariff_inputs(
+        &self,
+        contract: &Contract,
+        report: &mut Report,
+    ) -> Result<TariffInputs, SourceError> {
+        let colours = tempo_days(&self.source.tempo_rows().await?, &mut Report::default());
+        let records = self.source.offpeak_records().await?;
+        Ok(TariffInputs {
+            offpeak: OffPeakBook::new(contract.offpeak_hours.clone(), &records, report),
+            colours,
+        })
+    }
+}
+
 /// Writes every line a full export would send (the `render` command).
 pub async fn render_all(
     source: &Source,
     config: &Config,
     out: &mut (impl std::io::Write + Send),
 ) -> Result<Report, RenderError> {
-    let contract = Contract::new(
-        config.timezone,
-        &config.labels,
-        chrono::Utc::now().timestamp_millis(),
-    );
+    let contract = Contract::of_config(config, chrono::Utc::now().timestamp_millis());
     let mut report = Report::default();
     let mut buf = Vec::with_capacity(64 * 1024);
     for family in Family::ALL {

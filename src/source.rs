@@ -15,18 +15,27 @@ use crate::contract::max_power::MaxPowerRow;
 use crate::contract::tempo::TempoRow;
 use crate::contract::zen_flex::ZenFlexRow;
 use crate::contract::{Family, FAMILIES};
+use crate::tariff::OffPeakRecord;
 
-/// The tables the exporter reads, one per family, in [`Family::ALL`] order:
-/// the first four always exist in a MyElectricalData database, the last two
-/// only from its releases 2.2 and 2.3 on ([`Family::is_optional`]).
-pub const TABLES: [&str; FAMILIES] = [
+/// The tables the exporter reads: first each family's own, in
+/// [`Family::ALL`] order (the first four always exist in a MyElectricalData
+/// database, the next two only from its releases 2.2 and 2.3 on, see
+/// [`Family::is_optional`]), then the two where the client keeps each
+/// PDL's contract, whose off-peak hours the tariff family reads when they
+/// exist.
+pub const TABLES: [&str; 8] = [
     "consumption_data",
     "production_data",
     "tempo_days",
     "ecowatt",
     "max_power_data",
     "zen_flex_days",
+    "contract_data",
+    "pdls",
 ];
+
+/// Whether each of [`TABLES`] may be absent.
+pub const TABLE_OPTIONAL: [bool; 8] = [false, false, false, false, true, true, true, true];
 
 /// The tables every MyElectricalData release has.
 pub const REQUIRED_TABLES: [&str; 4] = [TABLES[0], TABLES[1], TABLES[2], TABLES[3]];
@@ -107,6 +116,9 @@ impl SourceError {
 /// The query of an energy table, as a `&'static str` as sqlx's streams need.
 macro_rules! energy_sql {
     ($table:literal) => {
+        energy_sql!($table, "")
+    };
+    ($table:literal, $filter:literal) => {
         // In the order of the unique constraint's index, so that PostgreSQL
         // streams rows without sorting a million of them; the quality comes
         // as JSON text, told apart from other JSON in Rust (jsonb_typeof
@@ -122,7 +134,9 @@ macro_rules! energy_sql {
                     (t.raw_data -> 'is_placeholder')::text = 'true'
                FROM ",
             $table,
-            " AS t
+            " AS t ",
+            $filter,
+            "
               ORDER BY t.usage_point_id, t.date, t.granularity, t.interval_start"
         )
     };
@@ -160,7 +174,7 @@ pub fn energy_row<'r>(row: &'r PgRow, family: Family) -> Result<EnergyRow<'r>, S
 
 /// A change token per table: when it moves, the table changed; `None` while
 /// the table does not exist.
-pub type ChangeTokens = [Option<(i64, i64)>; FAMILIES];
+pub type ChangeTokens = [Option<(i64, i64)>; TABLES.len()];
 
 /// A pool of connections to the MyElectricalData database.
 #[derive(Debug, Clone)]
@@ -262,7 +276,7 @@ impl Source {
     }
 
     /// Whether each of [`TABLES`] exists.
-    pub async fn tables_present(&self) -> Result<[bool; FAMILIES], SourceError> {
+    pub async fn tables_present(&self) -> Result<[bool; TABLES.len()], SourceError> {
         let present: Vec<bool> =
             sqlx::query_scalar("SELECT to_regclass(t) IS NOT NULL FROM unnest($1::text[]) AS t")
                 .bind(TABLES)
@@ -271,7 +285,7 @@ impl Source {
                 .map_err(SourceError::query(
                     "looking for the MyElectricalData tables",
                 ))?;
-        let mut out = [false; FAMILIES];
+        let mut out = [false; TABLES.len()];
         for (slot, p) in out.iter_mut().zip(present) {
             *slot = p;
         }
@@ -312,7 +326,7 @@ impl Source {
         .fetch_all(&self.pool)
         .await
         .map_err(SourceError::query("reading the tables' change counters"))?;
-        let mut tokens: ChangeTokens = [None; FAMILIES];
+        let mut tokens: ChangeTokens = [None; TABLES.len()];
         for (slot, row) in tokens.iter_mut().zip(rows) {
             let node: Option<i64> = row
                 .try_get(0)
@@ -343,6 +357,55 @@ impl Source {
                 what: format!("reading {table}"),
                 source,
             })
+    }
+
+    /// The load-curve rows of `consumption_data`, in [`Source::energy_rows`]'
+    /// order and form (daily rows left out).
+    pub fn detailed_consumption_rows(&self) -> impl Stream<Item = Result<PgRow, SourceError>> + '_ {
+        sqlx::query(energy_sql!(
+            "consumption_data",
+            "WHERE t.granularity = 'detailed'"
+        ))
+        .fetch(&self.pool)
+        .map_err(|source| SourceError::Query {
+            what: "reading the load curve of consumption_data".into(),
+            source,
+        })
+    }
+
+    /// Every `offpeak_hours` MyElectricalData keeps, in `contract_data` and
+    /// in `pdls`, where the table and its column exist.
+    pub async fn offpeak_records(&self) -> Result<Vec<OffPeakRecord>, SourceError> {
+        let mut out = Vec::new();
+        for table in ["contract_data", "pdls"] {
+            let has_column: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                                 WHERE attrelid = to_regclass($1) AND attname = 'offpeak_hours'
+                                   AND NOT attisdropped)",
+            )
+            .bind(table)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(SourceError::query(format!(
+                "looking for {table}.offpeak_hours"
+            )))?;
+            if !has_column {
+                continue;
+            }
+            let sql = format!(
+                "SELECT usage_point_id::text, offpeak_hours::text FROM {table}
+                  WHERE offpeak_hours IS NOT NULL AND usage_point_id IS NOT NULL"
+            );
+            let rows: Vec<(String, String)> = sqlx::query_as(&sql)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(SourceError::query(format!("reading {table}.offpeak_hours")))?;
+            out.extend(
+                rows.into_iter()
+                    .map(|(pdl, json)| OffPeakRecord { table, pdl, json }),
+            );
+        }
+        Ok(out)
     }
 
     /// PostgreSQL's estimate of the rows a family reads (from the last

@@ -397,7 +397,7 @@ impl Telemetry {
             "myelectricaldata_exporter_rows_skipped_total",
             "Malformed rows skipped, by table.",
             "table",
-            Family::ALL.map(|f| (f.table(), self.rows_skipped[f as usize].load(Relaxed))),
+            Family::ALL.map(|f| (f.skip_table(), self.rows_skipped[f as usize].load(Relaxed))),
         );
         let _ = writeln!(
             out,

@@ -46,6 +46,7 @@ pub fn metric_names(family: Family) -> &'static [&'static str] {
         ],
         Family::MaxPower => &["myelectricaldata_max_power_va"],
         Family::ZenFlex => &["myelectricaldata_zen_flex_day"],
+        Family::Tariff => &[crate::tariff::PERIOD_METRIC, crate::tariff::TEMPO_METRIC],
     }
 }
 

@@ -32,10 +32,14 @@ pub enum Family {
     MaxPower,
     /// `myelectricaldata_zen_flex_day`, from `zen_flex_days` (MyElectricalData 2.3+).
     ZenFlex,
+    /// `myelectricaldata_consumption_period_wh` and
+    /// `myelectricaldata_tempo_consumption_wh`, from the load curve of
+    /// `consumption_data`, `tempo_days` and the contracts' off-peak hours.
+    Tariff,
 }
 
 /// How many families there are.
-pub const FAMILIES: usize = 6;
+pub const FAMILIES: usize = 7;
 
 impl Family {
     /// Every family, in export order; `Family::ALL[f as usize] == f`.
@@ -46,6 +50,7 @@ impl Family {
         Family::Ecowatt,
         Family::MaxPower,
         Family::ZenFlex,
+        Family::Tariff,
     ];
 
     /// The family's name in state tables and logs.
@@ -57,6 +62,7 @@ impl Family {
             Family::Ecowatt => "ecowatt",
             Family::MaxPower => "max_power",
             Family::ZenFlex => "zen_flex",
+            Family::Tariff => "tariff",
         }
     }
 
@@ -69,6 +75,17 @@ impl Family {
             Family::Ecowatt => "ecowatt",
             Family::MaxPower => "max_power_data",
             Family::ZenFlex => "zen_flex_days",
+            Family::Tariff => "consumption_data",
+        }
+    }
+
+    /// The table a family's skipped rows are counted under: its own, but
+    /// for the tariff family, whose only rows of its own are contracts (it
+    /// leaves the load curve's malformed rows to the consumption family).
+    pub fn skip_table(self) -> &'static str {
+        match self {
+            Family::Tariff => "contract_data",
+            f => f.table(),
         }
     }
 
@@ -170,6 +187,8 @@ pub struct Contract {
     pub extra_labels: Vec<(String, String)>,
     /// Samples after this instant (Unix ms) are held back.
     pub cutoff_ms: i64,
+    /// `VICTORIAMETRICS_OFFPEAK_HOURS`, which overrides every contract's.
+    pub offpeak_hours: Option<crate::tariff::OffPeakHours>,
 }
 
 impl Contract {
@@ -183,6 +202,15 @@ impl Contract {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             cutoff_ms: now_ms.saturating_add(FUTURE_WINDOW_MS),
+            offpeak_hours: None,
+        }
+    }
+
+    /// The contract of a configuration, at `now_ms`.
+    pub fn of_config(config: &crate::config::Config, now_ms: i64) -> Self {
+        Self {
+            offpeak_hours: config.offpeak_hours.clone(),
+            ..Self::new(config.timezone, &config.labels, now_ms)
         }
     }
 

@@ -14,14 +14,9 @@ pub struct TempoRow {
     pub color: String,
 }
 
-/// The Tempo series of every PDL: a colour series and a remaining-days
-/// series for each of the three colours.
-pub fn tempo_series(
-    contract: &Contract,
-    rows: &[TempoRow],
-    pdls: &[String],
-    report: &mut Report,
-) -> Vec<Series> {
+/// The days of `tempo_days` and their colours, sorted by date, one per
+/// date; rows that name no date or colour are reported.
+pub fn tempo_days(rows: &[TempoRow], report: &mut Report) -> Vec<(NaiveDate, TempoColor)> {
     let mut days: Vec<(NaiveDate, TempoColor)> = Vec::with_capacity(rows.len());
     for row in rows {
         let date = NaiveDate::parse_from_str(&row.id, "%Y-%m-%d")
@@ -43,6 +38,18 @@ pub fn tempo_series(
     }
     days.sort();
     days.dedup_by_key(|(date, _)| *date);
+    days
+}
+
+/// The Tempo series of every PDL: a colour series and a remaining-days
+/// series for each of the three colours.
+pub fn tempo_series(
+    contract: &Contract,
+    rows: &[TempoRow],
+    pdls: &[String],
+    report: &mut Report,
+) -> Vec<Series> {
+    let days = tempo_days(rows, report);
     let remaining = tempo_remaining(&days);
     let stamps: Vec<i64> = days
         .iter()
