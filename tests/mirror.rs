@@ -18,7 +18,10 @@ fn now_ms() -> i64 {
 /// last week and of the whole Tempo and EcoWatt history with a new
 /// `updated_at` (values unchanged), yesterday's placeholder replaced by the
 /// reading (deleted and inserted again under a new id, as the client does),
-/// a load-curve reading corrected, BRUT→CORRIGE, a max power day added,
+/// a load-curve reading corrected, BRUT→CORRIGE, a max power day added, a
+/// Tempo colour changed after the fact, off-peak hours changed in the
+/// contract (contract_data where it exists, pdls where the client has no
+/// contract record),
 /// deleted rows, new days, and a row committed late with an old `updated_at`.
 const CHANGES: &str = r#"
 UPDATE consumption_data SET updated_at = now() WHERE date >= '2024-11-04';
@@ -47,6 +50,8 @@ INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_st
 VALUES ('late-row', '98765432109876', '2023-08-01', 'daily', NULL, 4242, NULL, '2020-01-01');
 INSERT INTO tempo_days (id, date, color) VALUES ('2024-11-11', '2024-11-11 00:00+00', 'RED');
 UPDATE tempo_days SET color = 'WHITE', updated_at = now() WHERE id = '2024-09-02';
+UPDATE tempo_days SET color = 'RED', updated_at = now() WHERE id = '2024-11-03';
+UPDATE pdls SET offpeak_hours = '{"default": "HC (0H30-8H00)"}', updated_at = now() WHERE usage_point_id = '98765432109876';
 UPDATE ecowatt SET dvalue = 3 WHERE periode = '2024-03-30 00:00';
 DO $$
 BEGIN
@@ -58,6 +63,10 @@ BEGIN
   IF to_regclass('zen_flex_days') IS NOT NULL THEN
     EXECUTE $q$UPDATE zen_flex_days SET updated_at = now() WHERE date >= '2024-11-06'$q$;
     EXECUTE $q$UPDATE zen_flex_days SET day_type = 'SOBRIETE', updated_at = now() WHERE id = '2024-11-12'$q$;
+  END IF;
+  IF to_regclass('contract_data') IS NOT NULL THEN
+    EXECUTE $q$UPDATE contract_data SET offpeak_hours = '{"ranges": ["23:00-07:00"]}', updated_at = now()
+                WHERE usage_point_id = '12345678901234'$q$;
   END IF;
 END
 $$;
@@ -173,7 +182,7 @@ async fn the_daemon_follows_changes_by_polling_and_stops_on_sigterm() {
     // Idle polls write nothing and read no table: PostgreSQL's own counters
     // of scans on the four tables stay still over a dozen polls.
     let scans = "SELECT sum(coalesce(seq_scan, 0) + coalesce(idx_scan, 0))::bigint FROM pg_stat_user_tables
-                  WHERE relname IN ('consumption_data', 'production_data', 'tempo_days', 'ecowatt')";
+                  WHERE relname IN ('consumption_data', 'production_data', 'tempo_days', 'ecowatt', 'contract_data', 'pdls')";
     // Let the statistics of the last writes reach PostgreSQL's counters
     // (a backend publishes them within 10 s) and the daemon follow them.
     tokio::time::sleep(Duration::from_secs(12)).await;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, Duration, NaiveDate, NaiveTime};
+use chrono::{Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timelike};
 use chrono_tz::Europe::Paris;
 use myelectricaldata_vm_exporter::calendar::{day_millis, local_millis};
 use sqlx::{PgPool, Row};
@@ -57,6 +57,9 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
         }
     };
 
+    // The load curve of consumption_data, for the tariff periods:
+    // (pdl, date) → start minute → (length, mWh).
+    let mut curve: BTreeMap<(String, NaiveDate), BTreeMap<i64, (i64, i64)>> = BTreeMap::new();
     for (table, name, power) in [
         (
             "consumption_data",
@@ -114,6 +117,13 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
             let milli = (i64::from(value) * length * 1000 * 2 + 60) / 120;
             add(labels(name, &pairs, extra), ts, milli);
             add(labels(power, &pairs, extra), ts, i64::from(value) * 1000);
+            if table == "consumption_data" {
+                let minute = i64::from(t.hour() * 60 + t.minute());
+                curve
+                    .entry((pdl.clone(), date))
+                    .or_default()
+                    .insert(minute, (length, milli));
+            }
         }
         let mut months: BTreeMap<(String, i64), i64> = BTreeMap::new();
         for ((pdl, date), (quality, value)) in daily {
@@ -184,6 +194,11 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
                 );
             }
         }
+    }
+
+    for (l, ts, milli) in tariff(pool, &curve).await {
+        let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        add(labels(l[0].1.as_str(), &pairs[1..], extra), ts, milli);
     }
 
     let pdls: Vec<String> =
@@ -358,4 +373,157 @@ pub async fn assert_exported(
     }
     let now = chrono::Utc::now().timestamp_millis();
     assert_same(actual, &expected(pool, extra, now).await, when);
+}
+
+/// Off-peak ranges (start, end) in minutes found in the client's
+/// `offpeak_hours` JSON text: `H:MM-H:MM` once every `h`/`H` is read as `:`,
+/// and `{"start", "end"}` objects.
+fn ranges_in(json: &str) -> Vec<(i64, i64)> {
+    let objects = json
+        .replace(char::is_whitespace, "")
+        .replace(r#"{"start":""#, "")
+        .replace(r#"","end":""#, "-");
+    let text = objects.replace(['h', 'H'], ":");
+    let clock = |s: &str| -> Option<i64> {
+        let (h, m) = s.split_once(':')?;
+        let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+        (h <= 24 && m < 60).then_some(h * 60 + m)
+    };
+    text.split(|c: char| !(c.is_ascii_digit() || c == ':' || c == '-'))
+        .filter_map(|token| {
+            let (a, b) = token.split_once('-')?;
+            Some((clock(a)?, clock(b)?))
+        })
+        .collect()
+}
+
+/// The samples of the tariff-period series (SPEC §3, "Tariff periods"):
+/// (labels with the name first, timestamp, mWh).
+async fn tariff(
+    pool: &PgPool,
+    curve: &BTreeMap<(String, NaiveDate), BTreeMap<i64, (i64, i64)>>,
+) -> Vec<(Vec<(&'static str, String)>, i64, i64)> {
+    // Off-peak hours: contract_data, then pdls, then 22:00-06:00.
+    let mut offpeak: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for table in ["contract_data", "pdls"] {
+        if !exists(pool, table).await {
+            continue;
+        }
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
+            "SELECT usage_point_id, offpeak_hours::text FROM {table}"
+        ))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        for (pdl, json) in rows {
+            let ranges = ranges_in(json.as_deref().unwrap_or(""));
+            if !ranges.is_empty() {
+                offpeak.entry(pdl).or_insert(ranges);
+            }
+        }
+    }
+    let colours: BTreeMap<NaiveDate, String> =
+        sqlx::query_as::<_, (String, String)>("SELECT id::text, color::text FROM tempo_days")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, c)| (id.parse().unwrap(), c))
+            .collect();
+    let in_range = |m: i64, (a, b): (i64, i64)| {
+        if a < b {
+            a <= m && m < b
+        } else {
+            m >= a || m < b
+        }
+    };
+    // The rows of (pdl, date) in [from, to) when there is one for each start
+    // time the wall clock shows there, at one length.
+    let part = |pdl: &str, date: NaiveDate, from: i64, to: i64| -> Option<(i64, Vec<(i64, i64)>)> {
+        let rows = curve.get(&(pdl.to_string(), date))?;
+        let length = rows.values().next()?.0;
+        if rows.values().any(|(l, _)| *l != length) || rows.keys().any(|m| m % length != 0) {
+            return None;
+        }
+        let shown = (0..1440)
+            .step_by(length as usize)
+            .filter(|m| (from..to).contains(m))
+            .filter(|m| {
+                let t = date
+                    .and_hms_opt((m / 60) as u32, (m % 60) as u32, 0)
+                    .unwrap();
+                !matches!(Paris.from_local_datetime(&t), chrono::LocalResult::None)
+            })
+            .count();
+        let got: Vec<(i64, i64)> = rows
+            .iter()
+            .filter(|(m, _)| (from..to).contains(*m))
+            .map(|(m, (_, e))| (*m, *e))
+            .collect();
+        (got.len() == shown).then_some((length, got))
+    };
+    let mut out = Vec::new();
+    for (pdl, date) in curve.keys() {
+        let ts = day_millis(Paris, *date);
+        if let Some((_, rows)) = part(pdl, *date, 0, 1440) {
+            let ranges = offpeak.get(pdl).cloned().unwrap_or(vec![(1320, 360)]);
+            let hc: i64 = rows
+                .iter()
+                .filter(|(m, _)| ranges.iter().any(|r| in_range(*m, *r)))
+                .map(|(_, e)| e)
+                .sum();
+            let all: i64 = rows.iter().map(|(_, e)| e).sum();
+            for (period, v) in [("HP", all - hc), ("HC", hc)] {
+                out.push((
+                    vec![
+                        (
+                            "__name__",
+                            "myelectricaldata_consumption_period_wh".to_string(),
+                        ),
+                        ("pdl", pdl.clone()),
+                        ("period", period.to_string()),
+                    ],
+                    ts,
+                    v,
+                ));
+            }
+        }
+        let colour = match colours.get(date).map(String::as_str) {
+            Some("BLUE") => "BLEU",
+            Some("WHITE") => "BLANC",
+            Some("RED") => "ROUGE",
+            _ => continue,
+        };
+        let (Some((la, evening)), Some((lb, morning))) = (
+            part(pdl, *date, 360, 1440),
+            part(pdl, *date + Duration::days(1), 0, 360),
+        ) else {
+            continue;
+        };
+        if la != lb {
+            continue;
+        }
+        let hp: i64 = evening
+            .iter()
+            .filter(|(m, _)| *m < 1320)
+            .map(|(_, e)| e)
+            .sum();
+        let hc: i64 = evening.iter().chain(&morning).map(|(_, e)| e).sum::<i64>() - hp;
+        for (period, v) in [("HP", hp), ("HC", hc)] {
+            out.push((
+                vec![
+                    (
+                        "__name__",
+                        "myelectricaldata_tempo_consumption_wh".to_string(),
+                    ),
+                    ("pdl", pdl.clone()),
+                    ("color", colour.to_string()),
+                    ("period", period.to_string()),
+                ],
+                ts,
+                v,
+            ));
+        }
+    }
+    out
 }
