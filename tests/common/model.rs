@@ -14,6 +14,9 @@ use sqlx::{PgPool, Row};
 /// thousandths) sorted by timestamp.
 pub type Mirror = BTreeMap<BTreeMap<String, String>, Vec<(i64, i64)>>;
 
+/// The load curve by (pdl, date), then start minute: (length, mWh).
+type Curve = BTreeMap<(String, NaiveDate), BTreeMap<i64, (i64, i64)>>;
+
 /// Minutes in an ISO 8601 duration of the forms the client writes.
 fn minutes(text: &str) -> Option<i64> {
     let rest = text.strip_prefix("PT")?;
@@ -59,7 +62,7 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
 
     // The load curve of consumption_data, for the tariff periods:
     // (pdl, date) → start minute → (length, mWh).
-    let mut curve: BTreeMap<(String, NaiveDate), BTreeMap<i64, (i64, i64)>> = BTreeMap::new();
+    let mut curve: Curve = BTreeMap::new();
     for (table, name, power) in [
         (
             "consumption_data",
@@ -401,7 +404,7 @@ fn ranges_in(json: &str) -> Vec<(i64, i64)> {
 /// (labels with the name first, timestamp, mWh).
 async fn tariff(
     pool: &PgPool,
-    curve: &BTreeMap<(String, NaiveDate), BTreeMap<i64, (i64, i64)>>,
+    curve: &Curve,
 ) -> Vec<(Vec<(&'static str, String)>, i64, i64)> {
     // Off-peak hours: contract_data, then pdls, then 22:00-06:00.
     let mut offpeak: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
