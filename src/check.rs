@@ -35,6 +35,7 @@ pub struct Item {
 const PG: &str = "PostgreSQL reachable";
 const TABLES: &str = "MyElectricalData tables present";
 const LOCK: &str = "Export lock";
+const OFFPEAK: &str = "Off-peak hours of each PDL (tariff periods)";
 const VM: &str = "VictoriaMetrics reachable";
 const CREDENTIALS: &str = "Credentials accepted";
 const READ_BACK: &str = "A sample written and read back";
@@ -180,6 +181,7 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
         Ok(present) if present[..REQUIRED_TABLES.len()].iter().all(|p| *p) => {
             out.push(ok(TABLES, tables_found(&present)));
             oldest = source.oldest_date().await.ok().flatten();
+            out.push(check_offpeak(config, &source).await);
         }
         Ok(present) => out.push(bad(
             Status::Fail,
@@ -207,6 +209,45 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
         Err(e) => out.push(bad(Status::Warn, LOCK, e.to_string(), "check the database user may read pg_locks")),
     }
     oldest
+}
+
+/// Each PDL's off-peak hours and where they come from; a contract record
+/// that names no range is a warning.
+async fn check_offpeak(config: &Config, source: &Source) -> Item {
+    let read = async {
+        Ok::<_, crate::source::SourceError>((
+            source.consumption_pdls().await?,
+            source.offpeak_records().await?,
+        ))
+    };
+    let (pdls, records) = match read.await {
+        Ok(r) => r,
+        Err(e) => {
+            return bad(
+                Status::Warn,
+                OFFPEAK,
+                e.to_string(),
+                "check the database user may read contract_data and pdls",
+            )
+        }
+    };
+    let mut report = crate::contract::Report::default();
+    let book = crate::tariff::OffPeakBook::new(config.offpeak_hours.clone(), &records, &mut report);
+    let found = crate::tariff::describe_offpeak(&book, &pdls);
+    if report.skipped.is_empty() {
+        return ok(OFFPEAK, found);
+    }
+    let unread: Vec<String> = report
+        .skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.row, s.reason))
+        .collect();
+    bad(
+        Status::Warn,
+        OFFPEAK,
+        format!("{found}; unreadable: {}", unread.join("; ")),
+        "set VICTORIAMETRICS_OFFPEAK_HOURS to the contract's off-peak hours (on the bill, or in the Enedis customer area), such as 22:00-06:00",
+    )
 }
 
 /// The tables found: the required ones, then each optional one found or

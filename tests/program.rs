@@ -25,6 +25,7 @@ fn a_bad_variable_stops_the_program_with_one_line_naming_it_and_exit_code_2() {
         ("VICTORIAMETRICS_LABELS", r#"{"pdl": "x"}"#),
         ("VICTORIAMETRICS_TIMEZONE", "Mars/Olympus"),
         ("VICTORIAMETRICS_ENABLED", "perhaps"),
+        ("VICTORIAMETRICS_OFFPEAK_HOURS", "22h00-06h00"),
     ];
     for (var, value) in cases {
         for command in ["run", "once", "check"] {
@@ -232,6 +233,8 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
     for (labels, samples) in &want {
         let name = labels["__name__"].as_str();
         let family = [
+            "consumption_period",
+            "tempo_consumption",
             "consumption",
             "production",
             "tempo",
@@ -241,6 +244,10 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
         ]
         .into_iter()
         .find(|f| name.contains(f))
+        .map(|f| match f {
+            "consumption_period" | "tempo_consumption" => "tariff",
+            f => f,
+        })
         .unwrap();
         *per_family.entry(family).or_default() += samples.len();
     }
@@ -251,6 +258,68 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
     assert_eq!(
         imports as usize, batches,
         "lines per family: {per_family:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_offpeak_setting_overrides_every_contract_in_render_and_check() {
+    let servers = Servers::start().await;
+    let env = servers.env(&[("VICTORIAMETRICS_OFFPEAK_HOURS", "12:00-14:00")]);
+    let out = exporter(&["render"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut hc: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (labels, value, ts) = parse_line(line);
+        if labels["__name__"] == "myelectricaldata_consumption_period_wh"
+            && labels["period"] == "HC"
+        {
+            hc.insert((labels["pdl"].clone(), ts), value);
+        }
+    }
+    // The load curve's energy from 12:00 to 14:00 of each day, in mWh:
+    // W × minutes / 60, each interval rounded as the load curve is.
+    let want: Vec<(String, chrono::NaiveDate, i64)> = sqlx::query_as(
+        r"SELECT usage_point_id, date,
+                sum(round(value * coalesce(substring(raw_data::jsonb ->> 'p' from 'PT(\d+)M'),
+                                           substring(raw_data::jsonb ->> 'interval_length' from 'PT(\d+)M'), '30')::int
+                          * 1000 / 60.0))::bigint
+           FROM consumption_data
+          WHERE granularity = 'detailed' AND interval_start >= '12:00' AND interval_start < '14:00'
+          GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&servers.pool)
+    .await
+    .unwrap();
+    assert_eq!(hc.len(), want.len(), "{hc:?}");
+    for (pdl, date, milli) in want {
+        let ts = myelectricaldata_vm_exporter::calendar::day_millis(chrono_tz::Europe::Paris, date);
+        assert_eq!(hc.get(&(pdl.clone(), ts)), Some(&milli), "{pdl} {date}");
+    }
+
+    // check names the hours and where they come from, on one line.
+    let offpeak_line = |env: &[(&str, String)]| {
+        let out = exporter(&["check"], env);
+        let report = String::from_utf8_lossy(&out.stdout).to_string();
+        report
+            .lines()
+            .find(|l| l.starts_with("[ OK ] Off-peak hours of each PDL (tariff periods)"))
+            .unwrap_or_else(|| panic!("no off-peak line: {report}"))
+            .to_string()
+    };
+    let line = offpeak_line(&env);
+    assert!(
+        line.ends_with("12:00-14:00 for every PDL (VICTORIAMETRICS_OFFPEAK_HOURS)"),
+        "{line}"
+    );
+    // Without the setting, each PDL's contract as the client records it.
+    let line = offpeak_line(&servers.env(&[]));
+    assert!(
+        line.ends_with("12345678901234 22:00-06:00 (contract_data.offpeak_hours); 98765432109876 02:30-06:30,13:00-15:00 (contract_data.offpeak_hours)"),
+        "{line}"
     );
 }
 

@@ -165,6 +165,24 @@ impl OffPeakBook {
     }
 }
 
+/// Each PDL's off-peak hours and their origin, for `check`.
+pub fn describe_offpeak(book: &OffPeakBook, pdls: &[String]) -> String {
+    if let Some(setting) = &book.setting {
+        return format!("{setting} for every PDL ({})", Origin::Setting.describe());
+    }
+    if pdls.is_empty() {
+        return "no PDL in consumption_data yet".into();
+    }
+    let each: Vec<String> = pdls
+        .iter()
+        .map(|pdl| {
+            let (hours, origin) = book.for_pdl(pdl);
+            format!("{pdl} {hours} ({})", origin.describe())
+        })
+        .collect();
+    each.join("; ")
+}
+
 /// What a tariff pass needs besides the load curve.
 #[derive(Debug, Clone, Default)]
 pub struct TariffInputs {

@@ -402,10 +402,7 @@ fn ranges_in(json: &str) -> Vec<(i64, i64)> {
 
 /// The samples of the tariff-period series (SPEC §3, "Tariff periods"):
 /// (labels with the name first, timestamp, mWh).
-async fn tariff(
-    pool: &PgPool,
-    curve: &Curve,
-) -> Vec<(Vec<(&'static str, String)>, i64, i64)> {
+async fn tariff(pool: &PgPool, curve: &Curve) -> Vec<(Vec<(&'static str, String)>, i64, i64)> {
     // Off-peak hours: contract_data, then pdls, then 22:00-06:00.
     let mut offpeak: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
     for table in ["contract_data", "pdls"] {
