@@ -117,6 +117,7 @@ async fn migrate_creates_missing_tables_and_changes_nothing_in_an_existing_datab
             "contract_data",
             "ecowatt",
             "max_power_data",
+            "pdls",
             "production_data",
             "tempo_days",
             "zen_flex_days"
