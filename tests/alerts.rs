@@ -112,6 +112,10 @@ impl Vmalert {
                 .arg(format!("-rule={RULES}"))
                 .arg(format!("-datasource.url={datasource}"))
                 .arg(format!("-notifier.url={notifier}"))
+                // The recording rule's series go back to VictoriaMetrics, as
+                // deployed (vmalert refuses recording rules without it).
+                .arg(format!("-remoteWrite.url={datasource}"))
+                .arg("-remoteWrite.flushInterval=1s")
                 .arg("-evaluationInterval=1s")
                 .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
                 .stdout(Stdio::null())
@@ -203,6 +207,16 @@ fn day(today: NaiveDate, k: i64) -> String {
 /// `-search.latencyOffset` (30 s), as deployed; the rows exported by
 /// `once`.
 async fn servers_with(tempo: &[(i64, &str)], ecowatt: &[(i64, i32)]) -> Servers {
+    servers_with_curve(tempo, ecowatt, &[]).await
+}
+
+/// As [`servers_with`], plus a whole 30-minute load curve at a constant
+/// power (W) on each day of `curve`, given by day offset from today.
+async fn servers_with_curve(
+    tempo: &[(i64, &str)],
+    ecowatt: &[(i64, i32)],
+    curve: &[(i64, i32)],
+) -> Servers {
     let today = paris_today().await;
     let pg = Postgres::start();
     let vm = Victoria::start_with(&["-search.latencyOffset=30s"]);
@@ -213,6 +227,18 @@ async fn servers_with(tempo: &[(i64, &str)], ecowatt: &[(i64, i32)]) -> Servers 
          VALUES ('alerts-1', '{PDL}', '{}', 'daily', 10000);\n",
         day(today, -1)
     );
+    for (k, watts) in curve {
+        let d = day(today, *k);
+        for i in 0..48 {
+            sql += &format!(
+                "INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data)
+                 VALUES ('alerts-curve-{k}-{i}', '{PDL}', '{d}', 'detailed', '{:02}:{:02}', {watts},
+                         '{{\"p\": \"PT30M\"}}');\n",
+                i / 2,
+                (i % 2) * 30
+            );
+        }
+    }
     for (k, colour) in tempo {
         let d = day(today, *k);
         sql += &format!(
@@ -426,4 +452,211 @@ async fn a_blue_day_tomorrow_and_a_green_ecowatt_day_today_fire_nothing_even_bes
         "{}",
         vmalert.log()
     );
+}
+
+/// The energy of a day's Tempo peak hours (06:00-22:00, 32 half-hours) at
+/// a constant power, Wh.
+fn peak_hours_wh(watts: i32) -> f64 {
+    32.0 * f64::from(watts) * 30.0 / 60.0
+}
+
+/// The regulated Tempo price of a red day's peak hours since 1 February
+/// 2026, EUR per kWh (the rules file's).
+const RED_PEAK_PRICE: f64 = 0.7060;
+
+/// Waits until vmalert fires `name`.
+async fn wait_firing(vmalert: &Vmalert, name: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let alerts = vmalert.alerts().await;
+        if let Some(a) = firing(&alerts, name) {
+            return a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not fire: {alerts:#?}\n{}",
+            vmalert.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The recording rule's series for the PDL, as VictoriaMetrics holds it
+/// once vmalert wrote it back: (basis label, value).
+async fn typical(vm: &str, within: Duration) -> (String, f64) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (body, v) = common::instant_query(
+            vm,
+            "last_over_time(myelectricaldata:tempo_red_peak_typical_wh[5m])",
+        )
+        .await;
+        if let Some(r) = v["data"]["result"].as_array().and_then(|r| r.first()) {
+            assert_eq!(r["metric"]["pdl"], PDL, "{body}");
+            let value: f64 = r["value"][1].as_str().unwrap().parse().unwrap();
+            return (r["metric"]["basis"].as_str().unwrap().to_string(), value);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no myelectricaldata:tempo_red_peak_typical_wh in VictoriaMetrics: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Asserts the red-day cost alert: its value, the typical energy and the
+/// cost at the red peak-hours price in its annotations, humanized.
+fn assert_cost_alert(alert: &Value, want_wh: f64, basis_text: &str) {
+    assert_eq!(alert["labels"]["pdl"], PDL, "{alert:#}");
+    assert_eq!(alert["labels"]["severity"], "info", "{alert:#}");
+    let value: f64 = alert["value"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (value - want_wh).abs() <= 1e-6 * want_wh,
+        "value {value}, want {want_wh} Wh: {alert:#}"
+    );
+    // Prometheus' humanize: 4 significant digits and an SI prefix; the
+    // energies here are whole kWh.
+    assert_eq!(want_wh % 1000.0, 0.0);
+    let energy = format!("{}kWh", want_wh / 1000.0);
+    let cost = format!("{:.2} €", want_wh / 1000.0 * RED_PEAK_PRICE);
+    assert_eq!(
+        alert["annotations"]["summary"],
+        format!("Jour Tempo ROUGE demain : environ {energy} en heures pleines")
+    );
+    let description = alert["annotations"]["description"].as_str().unwrap();
+    for part in [
+        PDL,
+        &format!("d'habitude {energy}"),
+        basis_text,
+        "0,7060 €",
+        &format!("soit environ {cost}."),
+    ] {
+        assert!(
+            description.contains(part),
+            "{part:?} not in {description:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_red_day_tomorrow_warns_of_the_pdls_usual_red_peak_hours_energy_and_its_cost() {
+    // Two red days in the past year, at 1000 W and 1500 W all day: 16 and
+    // 24 kWh in peak hours, 20 kWh on average; the blue days between them
+    // (500 W, 8 kWh) do not count.
+    let curve = [(-10, 1000), (-9, 500), (-8, 1500), (-7, 500)];
+    let servers = servers_with_curve(
+        &[
+            (-10, "RED"),
+            (-9, "BLUE"),
+            (-8, "RED"),
+            (-7, "BLUE"),
+            (0, "BLUE"),
+            (1, "RED"),
+        ],
+        &[],
+        &curve,
+    )
+    .await;
+    let vm = servers.vm.url.as_str();
+    // The exporter wrote the red days' peak-hours energy.
+    wait_for(
+        vm,
+        "sum(count_over_time(myelectricaldata_tempo_consumption_wh{color=\"ROUGE\",period=\"HP\"}[365d]))",
+        &[2.0],
+    )
+    .await;
+    let am = Alertmanager::start();
+    let vmalert = Vmalert::start(vm, &am.url).await;
+    let want = (peak_hours_wh(1000) + peak_hours_wh(1500)) / 2.0;
+    assert_eq!(want, 20_000.0);
+
+    // The recording rule, written back to VictoriaMetrics.
+    let (basis, value) = typical(vm, Duration::from_secs(60)).await;
+    assert_eq!(basis, "ROUGE");
+    assert!((value - want).abs() <= 1e-6 * want, "{value}, want {want}");
+
+    let alert = wait_firing(&vmalert, "TempoRougeCoutEstime", Duration::from_secs(90)).await;
+    assert_cost_alert(&alert, want, "(moyenne de ses jours rouges de l'année)");
+    // TempoRouge still fires beside it.
+    assert!(firing(&vmalert.alerts().await, "TempoRouge").is_some());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !am.received().contains("TempoRougeCoutEstime") {
+        assert!(
+            Instant::now() < deadline,
+            "the Alertmanager got {}",
+            am.received()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(vmalert.metric("vmalert_execution_errors_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn without_a_red_day_in_the_year_the_red_day_alert_uses_the_peak_hours_of_every_colour() {
+    // Blue and white days only, at 1000 W and 2000 W: 16 and 32 kWh in
+    // peak hours, 24 kWh on average.
+    let servers = servers_with_curve(
+        &[
+            (-6, "BLUE"),
+            (-5, "WHITE"),
+            (-4, "BLUE"),
+            (0, "WHITE"),
+            (1, "RED"),
+        ],
+        &[],
+        &[(-6, 1000), (-5, 2000), (-4, 700)],
+    )
+    .await;
+    let vm = servers.vm.url.as_str();
+    wait_for(
+        vm,
+        "sum(count_over_time(myelectricaldata_tempo_consumption_wh{period=\"HP\"}[365d]))",
+        &[2.0],
+    )
+    .await;
+    let am = Alertmanager::start();
+    let vmalert = Vmalert::start(vm, &am.url).await;
+    let want = (peak_hours_wh(1000) + peak_hours_wh(2000)) / 2.0;
+    let (basis, value) = typical(vm, Duration::from_secs(60)).await;
+    assert_eq!(basis, "toutes_couleurs");
+    assert!((value - want).abs() <= 1e-6 * want, "{value}, want {want}");
+    let alert = wait_firing(&vmalert, "TempoRougeCoutEstime", Duration::from_secs(90)).await;
+    assert_cost_alert(
+        &alert,
+        want,
+        "(moyenne de ses jours Tempo de l'année, faute de jour rouge)",
+    );
+}
+
+#[tokio::test]
+async fn a_blue_day_tomorrow_after_red_days_fires_no_red_day_cost_alert() {
+    let servers = servers_with_curve(
+        &[(-3, "RED"), (-2, "BLUE"), (0, "RED"), (1, "BLUE")],
+        &[],
+        &[(-3, 1000), (-2, 1000)],
+    )
+    .await;
+    let vm = servers.vm.url.as_str();
+    wait_for(
+        vm,
+        "first_over_time(myelectricaldata_tempo_color{color=\"BLEU\"}[25h] offset -25h)",
+        &[1.0],
+    )
+    .await;
+    let am = Alertmanager::start();
+    let vmalert = Vmalert::start(vm, &am.url).await;
+    // The typical red-day energy is there, written back and readable...
+    let (basis, value) = typical(vm, Duration::from_secs(60)).await;
+    assert_eq!((basis.as_str(), value), ("ROUGE", peak_hours_wh(1000)));
+    // ... and the rules read it for a few more evaluations: nothing fires.
+    let iterations = vmalert.metric("vmalert_iteration_total").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while vmalert.metric("vmalert_iteration_total").await < iterations + 8.0 {
+        assert!(Instant::now() < deadline, "{}", vmalert.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let alerts = vmalert.alerts().await;
+    assert!(alerts.is_empty(), "no alert should be active: {alerts:#?}");
+    assert_eq!(am.received(), "", "nothing should be notified");
+    assert_eq!(vmalert.metric("vmalert_execution_errors_total").await, 0.0);
 }

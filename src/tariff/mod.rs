@@ -228,16 +228,17 @@ impl Day {
         }
     }
 
-    /// Adds an interval starting at `start` of `length` minutes; a second
-    /// row for one start time replaces the first, as the later row wins in
-    /// the load curve.
+    /// Adds an interval starting at `start` of `length` minutes. Rows come
+    /// by start time, one per start (the unique constraint): a second row
+    /// for the start just added replaces it, as the later row wins in the
+    /// load curve; one out of order makes the day too long to be complete.
     fn push(&mut self, start: u16, length: u16, milli: i64) {
         if self.length != Length::One(length) || start % length != 0 {
             self.length = Length::Mixed;
         }
-        match self.slots.iter_mut().rev().find(|(s, _)| *s == start) {
-            Some(slot) => slot.1 = milli,
-            None => self.slots.push((start, milli)),
+        match self.slots.last_mut() {
+            Some(last) if last.0 == start => last.1 = milli,
+            _ => self.slots.push((start, milli)),
         }
     }
 
