@@ -45,6 +45,24 @@ fn demo_range() -> (i64, i64) {
     )
 }
 
+/// The tariff variables and their defaults: the regulated prices in force
+/// since 1 February 2026 (EUR/kWh incl. taxes) and the subscriptions of a
+/// 9 kVA meter (EUR a month incl. taxes).
+const TARIFF_DEFAULTS: &[(&str, &str)] = &[
+    ("price_tempo_bleu_hp", "0.1612"),
+    ("price_tempo_bleu_hc", "0.1325"),
+    ("price_tempo_blanc_hp", "0.1871"),
+    ("price_tempo_blanc_hc", "0.1499"),
+    ("price_tempo_rouge_hp", "0.7060"),
+    ("price_tempo_rouge_hc", "0.1575"),
+    ("price_hp", "0.2065"),
+    ("price_hc", "0.1579"),
+    ("price_base", "0.1927"),
+    ("subscription_base", "19.88"),
+    ("subscription_hphc", "19.88"),
+    ("subscription_tempo", "19.84"),
+];
+
 fn dashboard() -> Value {
     serde_json::from_str(DASHBOARD).expect("the dashboard is JSON")
 }
@@ -466,12 +484,33 @@ fn the_dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
         "label_values(myelectricaldata_consumption_wh, pdl)"
     );
     assert_eq!(pdl["datasource"]["uid"], "${datasource}");
-    for price in ["price_bleu", "price_blanc", "price_rouge"] {
-        let v = var(price);
-        assert_eq!(v["type"], "textbox", "{price}");
-        let value: f64 = v["query"].as_str().unwrap().parse().unwrap();
-        assert!(value > 0.05 && value < 1.0, "{price} = {value} €/kWh");
-        assert_eq!(v["current"]["value"], v["query"], "{price}");
+    // The prices (EUR/kWh) and the monthly subscriptions (EUR) of the three
+    // options, textboxes defaulting to the regulated tariff, each saying
+    // where its default comes from and when it changes.
+    assert!(
+        vars.iter()
+            .all(|v| !["price_bleu", "price_blanc", "price_rouge"]
+                .contains(&v["name"].as_str().unwrap())),
+        "the blended Tempo prices are gone"
+    );
+    for (name, default) in TARIFF_DEFAULTS {
+        let v = var(name);
+        assert_eq!(v["type"], "textbox", "{name}");
+        assert_eq!(v["query"], *default, "{name}");
+        assert_eq!(v["current"]["value"], v["query"], "{name}");
+        let value: f64 = default.parse().unwrap();
+        let range = if name.starts_with("subscription_") {
+            5.0..60.0
+        } else {
+            0.05..1.0
+        };
+        assert!(range.contains(&value), "{name} = {value}");
+        let description = v["description"].as_str().unwrap();
+        assert!(
+            description.contains("1er février et le 1er août")
+                && description.contains("Par défaut"),
+            "{name}: {description}"
+        );
     }
     // The subscribed power, in kVA: the standard Linky powers, 9 by default.
     let kva = var("subscribed_kva");
@@ -538,8 +577,7 @@ fn the_dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
 }
 
 #[tokio::test]
-async fn every_dashboard_query_returns_data_and_the_tempo_cost_is_each_days_kwh_times_its_colours_price(
-) {
+async fn every_dashboard_query_returns_data_and_the_calendar_shows_each_days_colour() {
     common::away_from_paris_midnight().await;
     let servers = Servers::start().await;
     add_tempo_days_around_today(&servers.pool).await;
@@ -553,76 +591,42 @@ async fn every_dashboard_query_returns_data_and_the_tempo_cost_is_each_days_kwh_
     let data: Vec<&Query> = qs.iter().filter(|q| !q.is_health()).collect();
     assert_all_return_data(vm, &data, &vars).await;
 
-    // The estimated Tempo cost of each day: that day's consumption (kWh)
-    // times the price of that day's colour, over days with red and white.
-    let price = |name: &str| -> f64 {
-        vars.iter()
-            .find(|(n, _)| n == name)
-            .unwrap()
-            .1
-            .parse()
-            .unwrap()
-    };
-    let rows = sqlx::query(
-        "SELECT c.date, sum(c.value)::float8 / 1000, t.color::text
-           FROM consumption_data c JOIN tempo_days t ON t.id = to_char(c.date, 'YYYY-MM-DD')
-          WHERE c.usage_point_id = $1 AND c.granularity = 'daily'
-            AND c.date BETWEEN '2024-01-01' AND '2024-01-20'
-          GROUP BY c.date, t.color ORDER BY c.date",
+    // The Tempo calendar: 1 BLEU, 2 BLANC, 3 ROUGE, each day at 00:00 UTC
+    // of its date (a 1-day step there reads the day that began just
+    // before, at local midnight), over days with red and white.
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, color::text FROM tempo_days
+          WHERE id BETWEEN '2024-01-01' AND '2024-01-20' ORDER BY id",
     )
-    .bind(PDL)
     .fetch_all(&servers.pool)
     .await
     .unwrap();
-    let mut want_cost = BTreeMap::new();
     let mut want_colour = BTreeMap::new();
-    for r in &rows {
-        let date: NaiveDate = r.get(0);
-        let kwh: f64 = r.get(1);
-        let colour: String = r.get(2);
-        let (p, code) = match colour.as_str() {
-            "BLUE" => (price("price_bleu"), 1.0),
-            "WHITE" => (price("price_blanc"), 2.0),
-            "RED" => (price("price_rouge"), 3.0),
+    for (id, colour) in &rows {
+        let code = match colour.as_str() {
+            "BLUE" => 1.0,
+            "WHITE" => 2.0,
+            "RED" => 3.0,
             c => panic!("colour {c}"),
         };
-        // A day's samples are at its local midnight; a 1-day step at 00:00
-        // UTC of that date reads the day that began just before.
-        let t = date.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
-        want_cost.insert(t, kwh * p);
-        want_colour.insert(t, code);
+        let date = NaiveDate::parse_from_str(id, "%Y-%m-%d").unwrap();
+        want_colour.insert(
+            date.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
+            code,
+        );
     }
     assert!(
         want_colour.values().any(|&c| c == 3.0) && want_colour.values().any(|&c| c == 2.0),
         "the checked days hold red and white days: {want_colour:?}"
     );
     let (start, end) = (
-        *want_cost.keys().next().unwrap(),
-        *want_cost.keys().last().unwrap(),
+        *want_colour.keys().next().unwrap(),
+        *want_colour.keys().last().unwrap(),
     );
-    for (panel, want) in [
-        ("Coût Tempo estimé par jour", &want_cost),
-        ("Calendrier Tempo", &want_colour),
-    ] {
-        let q = find(&qs, panel, "A");
-        let a = run(vm, q, &vars, start, end).await;
-        assert_eq!(a.series.len(), 1, "{panel}: {}", a.body);
-        let got: BTreeMap<i64, f64> = a.series[0].1.iter().copied().collect();
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            want.keys().collect::<Vec<_>>(),
-            "{panel}: {}",
-            a.sent
-        );
-        for (t, w) in want {
-            assert!(
-                (got[t] - w).abs() < 1e-9,
-                "{panel} at {t}: got {}, want {w} ({})",
-                got[t],
-                a.sent
-            );
-        }
-    }
+    let a = run(vm, find(&qs, "Calendrier Tempo", "A"), &vars, start, end).await;
+    assert_eq!(a.series.len(), 1, "Calendrier Tempo: {}", a.body);
+    let got: BTreeMap<i64, f64> = a.series[0].1.iter().copied().collect();
+    assert_eq!(got, want_colour, "Calendrier Tempo: {}", a.sent);
 
     // The total over the range counts each day once, whatever its quality.
     let total: f64 = sqlx::query_scalar(
