@@ -1,7 +1,7 @@
 //! Configuration: the environment, read once at start and validated.
 //!
 //! The variables are read with `envy` into a flat struct of optional strings,
-//! then each is turned into a typed value ([`values`] holds the parsers), so
+//! then each is turned into a typed value (`values` holds the parsers), so
 //! that every error names the variable it comes from (envy's own errors name
 //! the lowercase field).
 
