@@ -320,7 +320,7 @@ impl Exporter {
     /// One pass over `family`.
     pub async fn export(&self, family: Family) -> Result<Outcome, ExportError> {
         let outcome = self.pass(family).await?;
-        crate::telemetry::global().pass(family, &outcome);
+        crate::telemetry::global().pass(&outcome);
         Ok(outcome)
     }
 
@@ -406,6 +406,7 @@ impl Exporter {
         outcome.skipped = report.skipped.len() as u64;
         outcome.next_held_back = report.next_held_back;
         for skip in &report.skipped {
+            crate::telemetry::global().row_skipped(family, skip.table);
             tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
         }
 

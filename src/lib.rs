@@ -13,7 +13,8 @@
 //! - [`contract`]: the metrics of the spec, computed from rows into series,
 //!   and rendered as Prometheus text lines.
 //! - [`tariff`]: tariff periods, each day's load-curve energy split into
-//!   peak and off-peak hours, by calendar day and by Tempo day.
+//!   peak and off-peak hours, by calendar day and by Tempo day; computed
+//!   from the consumption family's rows as they stream by.
 //! - [`state`]: what VictoriaMetrics holds, summarised per series and day in
 //!   the `vm_export_*` tables, and the plan: unchanged, append or rewrite.
 //! - [`batch`] and [`sink`]: lines in batches, posted to VictoriaMetrics with

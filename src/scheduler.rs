@@ -17,15 +17,15 @@ use crate::telemetry::{self, ErrorKind, Role};
 /// The tables (indexes in [`crate::source::TABLES`]) a family is computed from.
 fn tables_of(family: Family) -> &'static [usize] {
     match family {
-        Family::Consumption => &[0],
+        // With the tariff periods of its load curve: the colours, and the
+        // contracts' off-peak hours.
+        Family::Consumption => &[0, 2, 6, 7],
         Family::Production => &[1],
         // Tempo series exist for each PDL of consumption_data.
         Family::Tempo => &[2, 0],
         Family::Ecowatt => &[3],
         Family::MaxPower => &[4],
         Family::ZenFlex => &[5],
-        // The load curve, the colours, and the contracts' off-peak hours.
-        Family::Tariff => &[0, 2, 6, 7],
     }
 }
 
@@ -554,17 +554,20 @@ mod tests {
         assert!(clock.is_due(Family::Tempo, &moved, 0));
         assert!(!clock.is_due(Family::Production, &moved, 0));
         assert!(!clock.is_due(Family::Ecowatt, &moved, 0));
-        assert!(clock.is_due(Family::Tariff, &moved, 0));
-        // A contract changed: only the tariff family reads it.
+        // A colour or a contract changed: the consumption family's tariff
+        // periods read them.
+        let mut colour = tokens;
+        colour[2] = Some((3, 6));
+        assert!(clock.is_due(Family::Consumption, &colour, 0));
+        assert!(!clock.is_due(Family::Production, &colour, 0));
         let mut contract = tokens;
         contract[6] = Some((7, 4));
-        assert!(clock.is_due(Family::Tariff, &contract, 0));
-        assert!(!clock.is_due(Family::Consumption, &contract, 0));
+        assert!(clock.is_due(Family::Consumption, &contract, 0));
+        assert!(!clock.is_due(Family::Tempo, &contract, 0));
         // The pdls table appeared.
         let mut pdls = tokens;
         pdls[7] = Some((8, 0));
-        assert!(clock.is_due(Family::Tariff, &pdls, 0));
-        assert!(!clock.is_due(Family::Tempo, &pdls, 0));
+        assert!(clock.is_due(Family::Consumption, &pdls, 0));
     }
 
     #[test]

@@ -27,32 +27,27 @@ pub struct SeriesReader<'s> {
     family: Family,
     rows: Option<EnergyRows<'s>>,
     current: Option<PdlRows>,
-    /// The tariff family's colours and off-peak hours, read before its
-    /// rows (empty for the other families).
+    /// The colours and off-peak hours the consumption family's tariff
+    /// periods need, read before its rows.
     tariff: TariffInputs,
     tariff_read: bool,
     done: bool,
     rows_read: u64,
 }
 
-/// One PDL's rows being collected, by an energy family or the tariff one.
-enum PdlRows {
-    Energy(PdlEnergy),
-    Tariff(PdlTariff),
+/// One PDL's rows being collected: its energy series, and for consumption
+/// the tariff periods of its load curve, from the same rows (one read of
+/// the table for both).
+struct PdlRows {
+    energy: PdlEnergy,
+    tariff: Option<PdlTariff>,
 }
 
 impl PdlRows {
     fn new(family: Family, pdl: &str) -> Self {
-        match family {
-            Family::Tariff => PdlRows::Tariff(PdlTariff::new(pdl)),
-            _ => PdlRows::Energy(PdlEnergy::new(family, pdl)),
-        }
-    }
-
-    fn pdl(&self) -> &str {
-        match self {
-            PdlRows::Energy(p) => p.pdl(),
-            PdlRows::Tariff(p) => p.pdl(),
+        Self {
+            energy: PdlEnergy::new(family, pdl),
+            tariff: (family == Family::Consumption).then(|| PdlTariff::new(pdl)),
         }
     }
 
@@ -63,10 +58,10 @@ impl PdlRows {
         row: EnergyRow<'_>,
         report: &mut Report,
     ) {
-        match self {
-            PdlRows::Energy(p) => p.push(contract, row, report),
-            PdlRows::Tariff(p) => p.push(contract, tariff, &row),
+        if let Some(t) = self.tariff.as_mut() {
+            t.push(contract, tariff, &row);
         }
+        self.energy.push(contract, row, report);
     }
 
     fn finish(
@@ -75,10 +70,11 @@ impl PdlRows {
         tariff: &TariffInputs,
         report: &mut Report,
     ) -> Vec<Series> {
-        match self {
-            PdlRows::Energy(p) => p.finish(contract, report),
-            PdlRows::Tariff(p) => p.finish(contract, tariff, report),
+        let mut out = self.energy.finish(contract, report);
+        if let Some(t) = self.tariff {
+            out.extend(t.finish(contract, tariff, report));
         }
+        out
     }
 }
 
@@ -112,28 +108,21 @@ impl<'s> SeriesReader<'s> {
             return Ok(None);
         }
         match self.family {
-            Family::Consumption | Family::Production | Family::Tariff => {
+            Family::Consumption | Family::Production => {
                 let (family, source) = (self.family, self.source);
-                if family == Family::Tariff && !self.tariff_read {
+                if family == Family::Consumption && !self.tariff_read {
                     self.tariff = self.tariff_inputs(contract, report).await?;
                     self.tariff_read = true;
                 }
                 let tariff = &self.tariff;
-                let rows = self.rows.get_or_insert_with(|| match family {
-                    Family::Tariff => Box::pin(source.detailed_consumption_rows()),
-                    _ => Box::pin(source.energy_rows(family)),
-                });
-                // The tariff family reads consumption_data's rows.
-                let rows_family = if family == Family::Tariff {
-                    Family::Consumption
-                } else {
-                    family
-                };
+                let rows = self
+                    .rows
+                    .get_or_insert_with(|| Box::pin(source.energy_rows(family)));
                 while let Some(pg) = rows.try_next().await? {
                     self.rows_read += 1;
-                    let row = energy_row(&pg, rows_family)?;
+                    let row = energy_row(&pg, family)?;
                     let finished = match &self.current {
-                        Some(p) if p.pdl() != row.pdl => {
+                        Some(p) if p.energy.pdl() != row.pdl => {
                             self.current.replace(PdlRows::new(family, row.pdl))
                         }
                         _ => None,

@@ -116,9 +116,6 @@ impl SourceError {
 /// The query of an energy table, as a `&'static str` as sqlx's streams need.
 macro_rules! energy_sql {
     ($table:literal) => {
-        energy_sql!($table, "")
-    };
-    ($table:literal, $filter:literal) => {
         // In the order of the unique constraint's index, so that PostgreSQL
         // streams rows without sorting a million of them; the quality comes
         // as JSON text, told apart from other JSON in Rust (jsonb_typeof
@@ -134,9 +131,7 @@ macro_rules! energy_sql {
                     (t.raw_data -> 'is_placeholder')::text = 'true'
                FROM ",
             $table,
-            " AS t ",
-            $filter,
-            "
+            " AS t
               ORDER BY t.usage_point_id, t.date, t.granularity, t.interval_start"
         )
     };
@@ -357,20 +352,6 @@ impl Source {
                 what: format!("reading {table}"),
                 source,
             })
-    }
-
-    /// The load-curve rows of `consumption_data`, in [`Source::energy_rows`]'
-    /// order and form (daily rows left out).
-    pub fn detailed_consumption_rows(&self) -> impl Stream<Item = Result<PgRow, SourceError>> + '_ {
-        sqlx::query(energy_sql!(
-            "consumption_data",
-            "WHERE t.granularity = 'detailed'"
-        ))
-        .fetch(&self.pool)
-        .map_err(|source| SourceError::Query {
-            what: "reading the load curve of consumption_data".into(),
-            source,
-        })
     }
 
     /// Every `offpeak_hours` MyElectricalData keeps, in `contract_data` and

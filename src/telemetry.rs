@@ -99,7 +99,8 @@ pub struct Telemetry {
     batches_sent: AtomicU64,
     retries: AtomicU64,
     errors: [AtomicU64; 8],
-    rows_skipped: [AtomicU64; crate::contract::FAMILIES],
+    /// By table, in [`crate::source::TABLES`] order.
+    rows_skipped: [AtomicU64; crate::source::TABLES.len()],
     series_rewritten: AtomicU64,
     series_appended: AtomicU64,
     series_deleted: AtomicU64,
@@ -198,9 +199,21 @@ impl Telemetry {
         t.last_error = None;
     }
 
+    /// A row of `table` was skipped as malformed (another name, such as
+    /// the several rows behind one timestamp, counts for `family`'s table).
+    pub fn row_skipped(&self, family: Family, table: &str) {
+        let tables = crate::source::TABLES;
+        let i = tables
+            .iter()
+            .position(|t| *t == table)
+            .or_else(|| tables.iter().position(|t| *t == family.table()));
+        if let Some(i) = i {
+            self.rows_skipped[i].fetch_add(1, Relaxed);
+        }
+    }
+
     /// A pass over `family` ended.
-    pub fn pass(&self, family: Family, o: &Outcome) {
-        self.rows_skipped[family as usize].fetch_add(o.skipped, Relaxed);
+    pub fn pass(&self, o: &Outcome) {
         self.series_rewritten.fetch_add(o.rewritten, Relaxed);
         self.series_appended.fetch_add(o.appended, Relaxed);
         self.series_deleted.fetch_add(o.deleted, Relaxed);
@@ -397,7 +410,10 @@ impl Telemetry {
             "myelectricaldata_exporter_rows_skipped_total",
             "Malformed rows skipped, by table.",
             "table",
-            Family::ALL.map(|f| (f.skip_table(), self.rows_skipped[f as usize].load(Relaxed))),
+            crate::source::TABLES
+                .iter()
+                .zip(&self.rows_skipped)
+                .map(|(t, n)| (*t, n.load(Relaxed))),
         );
         let _ = writeln!(
             out,

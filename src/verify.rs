@@ -31,6 +31,8 @@ pub fn metric_names(family: Family) -> &'static [&'static str] {
         Family::Consumption => &[
             "myelectricaldata_consumption_wh",
             "myelectricaldata_consumption_power_w",
+            crate::tariff::PERIOD_METRIC,
+            crate::tariff::TEMPO_METRIC,
         ],
         Family::Production => &[
             "myelectricaldata_production_wh",
@@ -46,7 +48,6 @@ pub fn metric_names(family: Family) -> &'static [&'static str] {
         ],
         Family::MaxPower => &["myelectricaldata_max_power_va"],
         Family::ZenFlex => &["myelectricaldata_zen_flex_day"],
-        Family::Tariff => &[crate::tariff::PERIOD_METRIC, crate::tariff::TEMPO_METRIC],
     }
 }
 

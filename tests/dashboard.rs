@@ -1414,3 +1414,432 @@ async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoria
         a.sent
     );
 }
+
+/// One interval of the load curve, from its row: PDL, local date, start
+/// (minutes after 00:00 local) and energy (Wh: the average power times the
+/// interval's length).
+struct Interval {
+    pdl: String,
+    date: NaiveDate,
+    minute: u32,
+    wh: f64,
+}
+
+/// Every detailed consumption row that is a reading, as an [`Interval`].
+async fn intervals(pool: &sqlx::PgPool) -> Vec<Interval> {
+    let rows = sqlx::query(
+        "SELECT usage_point_id, date, interval_start, value,
+                coalesce(raw_data->>'p', raw_data->>'interval_length', 'PT30M')
+           FROM consumption_data
+          WHERE granularity = 'detailed'
+            AND coalesce(raw_data->>'is_placeholder', 'false') <> 'true'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|r| {
+            let start: String = r.get(2);
+            let t = NaiveTime::parse_from_str(&start, "%H:%M").unwrap();
+            let length: String = r.get(4);
+            let minutes: f64 = match length.strip_prefix("PT") {
+                Some(m) if m.ends_with('M') => m.trim_end_matches('M').parse().unwrap(),
+                Some(h) if h.ends_with('H') => {
+                    h.trim_end_matches('H').parse::<f64>().unwrap() * 60.0
+                }
+                _ => panic!("interval length {length:?}"),
+            };
+            use chrono::Timelike;
+            Interval {
+                pdl: r.get(0),
+                date: r.get(1),
+                minute: t.hour() * 60 + t.minute(),
+                wh: f64::from(r.get::<i32, _>(3)) * minutes / 60.0,
+            }
+        })
+        .collect()
+}
+
+/// Unix seconds of 00:00 UTC on `date`: where a 1-day step reads the day
+/// whose samples lie at its local midnight, just before.
+fn utc_midnight(date: NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp()
+}
+
+/// An answer's points keyed by the values of `labels`, joined by spaces.
+fn keyed(a: &Answer, labels: &[&str]) -> BTreeMap<String, BTreeMap<i64, f64>> {
+    let mut out: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    for (l, points) in &a.series {
+        let key = labels
+            .iter()
+            .map(|n| l.get(*n).cloned().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let s = out.entry(key).or_default();
+        for &(t, v) in points {
+            assert!(s.insert(t, v).is_none(), "two points at {t}: {}", a.body);
+        }
+    }
+    out
+}
+
+/// Asserts that `got` holds the keys and instants of `want`, each value
+/// within 1e-6 of it, relatively.
+fn assert_close(
+    what: &str,
+    got: &BTreeMap<String, BTreeMap<i64, f64>>,
+    want: &BTreeMap<String, BTreeMap<i64, f64>>,
+    sent: &str,
+) {
+    let instants = |m: &BTreeMap<String, BTreeMap<i64, f64>>| {
+        m.iter()
+            .map(|(k, s)| (k.clone(), s.keys().copied().collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        instants(got),
+        instants(want),
+        "{what}: the series and instants of {sent}"
+    );
+    for (k, points) in want {
+        for (t, w) in points {
+            let g = got[k][t];
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1e-9),
+                "{what}, {k} at {t}: got {g}, want {w} ({sent})"
+            );
+        }
+    }
+}
+
+/// Sums `per_day` (key → day → EUR) by calendar month, each month at 00:00
+/// UTC of its last day.
+fn by_month(
+    per_day: &BTreeMap<String, BTreeMap<NaiveDate, f64>>,
+) -> BTreeMap<String, BTreeMap<i64, f64>> {
+    use chrono::Datelike;
+    let mut out: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    for (k, days) in per_day {
+        for (d, v) in days {
+            let next = if d.month() == 12 {
+                NaiveDate::from_ymd_opt(d.year() + 1, 1, 1)
+            } else {
+                NaiveDate::from_ymd_opt(d.year(), d.month() + 1, 1)
+            }
+            .unwrap();
+            let last = next.pred_opt().unwrap();
+            *out.entry(k.clone())
+                .or_default()
+                .entry(utc_midnight(last))
+                .or_default() += v;
+        }
+    }
+    out
+}
+
+fn at_utc_midnights(
+    per_day: &BTreeMap<String, BTreeMap<NaiveDate, f64>>,
+) -> BTreeMap<String, BTreeMap<i64, f64>> {
+    per_day
+        .iter()
+        .map(|(k, days)| {
+            (
+                k.clone(),
+                days.iter().map(|(d, v)| (utc_midnight(*d), *v)).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_cost_panels_price_each_tempo_day_and_each_period_of_the_load_curve_as_the_rows_say() {
+    let servers = Servers::start().await;
+    let pool = &servers.pool;
+    // The load-curve days are all blue in the demo data: one red and one
+    // white Tempo day among them, as RTE would have published them.
+    sqlx::raw_sql(
+        "UPDATE tempo_days SET color = 'RED' WHERE id = '2024-11-03';
+         UPDATE tempo_days SET color = 'WHITE' WHERE id = '2024-10-26';",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    export_demo_data(&servers).await;
+    let vm = servers.vm.url.as_str();
+    let d = dashboard();
+    let qs = queries(&d);
+    let vars = with_var(&variables(&d), "pdl", &format!("({PDL}|{PDL_10_MIN})"));
+    for (name, default) in TARIFF_DEFAULTS {
+        assert_eq!(
+            number(&vars, name),
+            default.parse::<f64>().unwrap(),
+            "{name}"
+        );
+    }
+    let colour_name = |c: &str| match c {
+        "BLUE" => "bleu",
+        "WHITE" => "blanc",
+        "RED" => "rouge",
+        c => panic!("colour {c}"),
+    };
+    let label = |c: &str| match c {
+        "BLUE" => "BLEU",
+        "WHITE" => "BLANC",
+        "RED" => "ROUGE",
+        c => panic!("colour {c}"),
+    };
+
+    // The Tempo cost, from the rows alone: each interval belongs to the
+    // Tempo day that began at the last 06:00 before its start, in peak
+    // hours from 06:00 to 22:00; a Tempo day counts when its colour is
+    // known and the load curve covers it (its date and the next).
+    let rows = intervals(pool).await;
+    let colours: BTreeMap<NaiveDate, String> =
+        sqlx::query_as::<_, (String, String)>("SELECT id, color::text FROM tempo_days")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, c)| (NaiveDate::parse_from_str(&id, "%Y-%m-%d").unwrap(), c))
+            .collect();
+    let curve_days: std::collections::BTreeSet<(String, NaiveDate)> =
+        rows.iter().map(|i| (i.pdl.clone(), i.date)).collect();
+    // (pdl, Tempo day, period) → Wh
+    let mut tempo_wh: BTreeMap<(String, NaiveDate, &str), f64> = BTreeMap::new();
+    for i in &rows {
+        let (day, period) = if i.minute >= 6 * 60 {
+            (i.date, if i.minute < 22 * 60 { "HP" } else { "HC" })
+        } else {
+            (i.date.pred_opt().unwrap(), "HC")
+        };
+        let covered = curve_days.contains(&(i.pdl.clone(), day))
+            && curve_days.contains(&(i.pdl.clone(), day.succ_opt().unwrap()));
+        if covered && colours.contains_key(&day) {
+            *tempo_wh.entry((i.pdl.clone(), day, period)).or_default() += i.wh;
+        }
+    }
+    let mut tempo_day: BTreeMap<String, BTreeMap<NaiveDate, f64>> = BTreeMap::new();
+    let mut tempo_by_colour: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut red_hp_wh, mut tempo_all_wh) = (BTreeMap::new(), BTreeMap::<String, f64>::new());
+    for ((pdl, day, period), wh) in &tempo_wh {
+        let c = &colours[day];
+        let price = number(
+            &vars,
+            &format!("price_tempo_{}_{}", colour_name(c), period.to_lowercase()),
+        );
+        *tempo_day
+            .entry(pdl.clone())
+            .or_default()
+            .entry(*day)
+            .or_default() += wh * price / 1000.0;
+        *tempo_by_colour
+            .entry(format!("{} {period}", label(c)))
+            .or_default() += wh * price / 1000.0;
+        *tempo_all_wh.entry(pdl.clone()).or_default() += wh;
+        let red = red_hp_wh.entry(pdl.clone()).or_insert(0.0);
+        if c == "RED" && *period == "HP" {
+            *red += wh;
+        }
+    }
+    let tempo_days: Vec<NaiveDate> = tempo_day[PDL].keys().copied().collect();
+    assert_eq!(
+        tempo_days.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        ["2024-03-30", "2024-10-26", "2024-11-03", "2024-11-04"],
+        "the Tempo days the load curve covers"
+    );
+    assert_eq!(tempo_day.len(), 2, "both meters");
+    assert!(
+        ["BLEU HP", "BLANC HC", "ROUGE HP", "ROUGE HC"]
+            .iter()
+            .all(|k| tempo_by_colour.contains_key(*k)),
+        "{tempo_by_colour:?}"
+    );
+
+    // HP/HC and Base: the energy of each complete calendar day in each
+    // period of the PDL's contract, as the model computes it from the rows
+    // and the contracts; Base's is also the whole day's rows.
+    let now = Utc::now().timestamp_millis();
+    let mirror = expected(pool, &BTreeMap::new(), now).await;
+    let mut period_wh: BTreeMap<(String, NaiveDate), BTreeMap<String, f64>> = BTreeMap::new();
+    for (l, samples) in &mirror {
+        if l["__name__"] != "myelectricaldata_consumption_period_wh" {
+            continue;
+        }
+        for (ts, mwh) in samples {
+            let day = Utc
+                .timestamp_millis_opt(*ts)
+                .unwrap()
+                .with_timezone(&Paris)
+                .date_naive();
+            period_wh
+                .entry((l["pdl"].clone(), day))
+                .or_default()
+                .insert(l["period"].clone(), *mwh as f64 / 1000.0);
+        }
+    }
+    assert_eq!(
+        period_wh.len(),
+        14,
+        "7 load-curve days of 2 meters: {period_wh:?}"
+    );
+    let (hp, hc, base) = (
+        number(&vars, "price_hp"),
+        number(&vars, "price_hc"),
+        number(&vars, "price_base"),
+    );
+    let mut hphc_day: BTreeMap<String, BTreeMap<NaiveDate, f64>> = BTreeMap::new();
+    let mut base_day: BTreeMap<String, BTreeMap<NaiveDate, f64>> = BTreeMap::new();
+    for ((pdl, day), periods) in &period_wh {
+        let whole: f64 = rows
+            .iter()
+            .filter(|i| &i.pdl == pdl && i.date == *day)
+            .map(|i| i.wh)
+            .sum();
+        let total = periods["HP"] + periods["HC"];
+        assert!(
+            (total - whole).abs() <= 1e-6 * whole,
+            "{pdl} on {day}: HP + HC = {total} Wh, the rows {whole} Wh"
+        );
+        hphc_day
+            .entry(pdl.clone())
+            .or_default()
+            .insert(*day, (periods["HP"] * hp + periods["HC"] * hc) / 1000.0);
+        base_day
+            .entry(pdl.clone())
+            .or_default()
+            .insert(*day, total * base / 1000.0);
+    }
+
+    // Per day and per month, each option.
+    let (start, end) = (
+        utc_midnight(NaiveDate::from_ymd_opt(2024, 3, 1).unwrap()),
+        utc_midnight(NaiveDate::from_ymd_opt(2024, 11, 30).unwrap()),
+    );
+    for (panel, monthly) in [
+        ("Coût par jour : Base, HP/HC et Tempo", false),
+        ("Coût par mois : Base, HP/HC et Tempo", true),
+    ] {
+        for (ref_id, per_day) in [("A", &tempo_day), ("B", &hphc_day), ("C", &base_day)] {
+            let q = find(&qs, panel, ref_id);
+            assert_eq!(q.interval(start, end), 86_400, "{panel}: a 1-day step");
+            let a = run(vm, q, &vars, start, end).await;
+            let want = if monthly {
+                by_month(per_day)
+            } else {
+                at_utc_midnights(per_day)
+            };
+            assert_close(
+                &format!("{panel} {ref_id}"),
+                &keyed(&a, &["pdl"]),
+                &want,
+                &a.sent,
+            );
+        }
+    }
+
+    // Over the whole period: the Tempo cost, by colour and period, and the
+    // share of red peak hours.
+    let end = utc_midnight(NaiveDate::from_ymd_opt(2024, 12, 1).unwrap());
+    let total = |m: &BTreeMap<String, BTreeMap<NaiveDate, f64>>, days: Option<&[NaiveDate]>| {
+        m.iter()
+            .map(|(pdl, per_day)| {
+                let sum: f64 = per_day
+                    .iter()
+                    .filter(|(d, _)| days.is_none_or(|days| days.contains(d)))
+                    .map(|(_, v)| v)
+                    .sum();
+                (pdl.clone(), BTreeMap::from([(end, sum)]))
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let a = run(
+        vm,
+        find(&qs, "Coût Tempo sur la période", "A"),
+        &vars,
+        start,
+        end,
+    )
+    .await;
+    assert_close(
+        "Tempo over the period",
+        &keyed(&a, &["pdl"]),
+        &total(&tempo_day, None),
+        &a.sent,
+    );
+    let a = run(
+        vm,
+        find(&qs, "Coût Tempo par couleur et période", "A"),
+        &vars,
+        start,
+        end,
+    )
+    .await;
+    let want: BTreeMap<String, BTreeMap<i64, f64>> = tempo_by_colour
+        .iter()
+        .map(|(k, v)| (k.clone(), BTreeMap::from([(end, *v)])))
+        .collect();
+    assert_close(
+        "Tempo by colour and period",
+        &keyed(&a, &["color", "period"]),
+        &want,
+        &a.sent,
+    );
+    let a = run(
+        vm,
+        find(&qs, "Part de l'énergie en heures pleines rouges", "A"),
+        &vars,
+        start,
+        end,
+    )
+    .await;
+    let want: BTreeMap<String, BTreeMap<i64, f64>> = tempo_all_wh
+        .iter()
+        .map(|(pdl, all)| {
+            (
+                pdl.clone(),
+                BTreeMap::from([(end, red_hp_wh[pdl] / all * 100.0)]),
+            )
+        })
+        .collect();
+    assert!(want.values().all(|s| s[&end] > 0.0), "{want:?}");
+    assert_close(
+        "share of red peak hours",
+        &keyed(&a, &["pdl"]),
+        &want,
+        &a.sent,
+    );
+
+    // The comparison: the three options over the same days (those with
+    // both a complete calendar day and a complete Tempo day), energy plus
+    // the monthly subscription x 12 / 365 a day.
+    for (ref_id, per_day, subscription) in [
+        ("A", &base_day, "subscription_base"),
+        ("B", &hphc_day, "subscription_hphc"),
+        ("C", &tempo_day, "subscription_tempo"),
+    ] {
+        let mut want = BTreeMap::new();
+        for (pdl, days) in &tempo_day {
+            let common: Vec<NaiveDate> = days
+                .keys()
+                .filter(|d| period_wh.contains_key(&(pdl.clone(), **d)))
+                .copied()
+                .collect();
+            assert_eq!(common.len(), 4, "{pdl}");
+            let energy = total(per_day, Some(&common))[pdl][&end];
+            let fixed = number(&vars, subscription) * 12.0 / 365.0 * common.len() as f64;
+            want.insert(pdl.clone(), BTreeMap::from([(end, energy + fixed)]));
+        }
+        let q = find(
+            &qs,
+            "Comparaison Base, HP/HC et Tempo sur la période",
+            ref_id,
+        );
+        let a = run(vm, q, &vars, start, end).await;
+        assert_close(
+            &format!("comparison {ref_id}"),
+            &keyed(&a, &["pdl"]),
+            &want,
+            &a.sent,
+        );
+    }
+}

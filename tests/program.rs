@@ -246,7 +246,7 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
         .into_iter()
         .find(|f| name.contains(f))
         .map(|f| match f {
-            "consumption_period" | "tempo_consumption" => "tariff",
+            "consumption_period" | "tempo_consumption" => "consumption",
             f => f,
         })
         .unwrap();

@@ -20,7 +20,11 @@ use crate::config::OWN_LABELS;
 /// A group of series reconciled together, from one source table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
-    /// `myelectricaldata_consumption_wh`, from `consumption_data`.
+    /// `myelectricaldata_consumption_wh` and `..._power_w` from
+    /// `consumption_data`, and the tariff periods of its load curve
+    /// (`myelectricaldata_consumption_period_wh` and
+    /// `myelectricaldata_tempo_consumption_wh`, with `tempo_days` and the
+    /// contracts' off-peak hours): one read of the table for both.
     Consumption,
     /// `myelectricaldata_production_wh`, from `production_data`.
     Production,
@@ -32,14 +36,10 @@ pub enum Family {
     MaxPower,
     /// `myelectricaldata_zen_flex_day`, from `zen_flex_days` (MyElectricalData 2.3+).
     ZenFlex,
-    /// `myelectricaldata_consumption_period_wh` and
-    /// `myelectricaldata_tempo_consumption_wh`, from the load curve of
-    /// `consumption_data`, `tempo_days` and the contracts' off-peak hours.
-    Tariff,
 }
 
 /// How many families there are.
-pub const FAMILIES: usize = 7;
+pub const FAMILIES: usize = 6;
 
 impl Family {
     /// Every family, in export order; `Family::ALL[f as usize] == f`.
@@ -50,7 +50,6 @@ impl Family {
         Family::Ecowatt,
         Family::MaxPower,
         Family::ZenFlex,
-        Family::Tariff,
     ];
 
     /// The family's name in state tables and logs.
@@ -62,7 +61,6 @@ impl Family {
             Family::Ecowatt => "ecowatt",
             Family::MaxPower => "max_power",
             Family::ZenFlex => "zen_flex",
-            Family::Tariff => "tariff",
         }
     }
 
@@ -75,17 +73,6 @@ impl Family {
             Family::Ecowatt => "ecowatt",
             Family::MaxPower => "max_power_data",
             Family::ZenFlex => "zen_flex_days",
-            Family::Tariff => "consumption_data",
-        }
-    }
-
-    /// The table a family's skipped rows are counted under: its own, but
-    /// for the tariff family, whose only rows of its own are contracts (it
-    /// leaves the load curve's malformed rows to the consumption family).
-    pub fn skip_table(self) -> &'static str {
-        match self {
-            Family::Tariff => "contract_data",
-            f => f.table(),
         }
     }
 

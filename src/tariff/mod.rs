@@ -16,6 +16,9 @@
 //!
 //! Nothing is exported for an incomplete day, so that a sample changes only
 //! when a reading or a colour does, never because more of the day arrived.
+//!
+//! The series belong to the consumption family: its rows are read once for
+//! both, and its pass runs again when a colour or a contract changes.
 
 pub mod offpeak;
 
