@@ -17,6 +17,10 @@
 //!    exact again after any interruption.
 //!
 //! Series no row produces any more (stale) are deleted at the end.
+//!
+//! Before its writes, a pass reads the family back from VictoriaMetrics and
+//! compares it series by series (`read_back`); what a pass reports, or why
+//! it did not complete, is in `outcome`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -24,15 +28,20 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{backoff, BatchError, Batcher};
+use crate::batch::{backoff, Batcher};
 use crate::config::Config;
-use crate::contract::{Contract, Family, Report, Sample, Series};
+use crate::contract::{Contract, Family, Report, Series};
 use crate::progress::{Display, Progress};
 use crate::series::SeriesReader;
-use crate::sink::{Sink, SinkError};
-use crate::source::{Source, SourceError};
+use crate::sink::Sink;
+use crate::source::Source;
 use crate::state::{self, chunks_of, Done, Plan, SeriesState, State};
-use crate::verify::{self, Expected, Observation, Verdict, VerifyError};
+use crate::verify::{self, Expected};
+
+mod outcome;
+mod read_back;
+
+pub use outcome::{ExportError, Outcome};
 
 /// How long VictoriaMetrics may take to make a newly written series visible
 /// to `delete_series`: a delete issued sooner after the series' last write
@@ -43,130 +52,6 @@ use crate::verify::{self, Expected, Observation, Verdict, VerifyError};
 /// vmstorage, replication 2, vminsert buffering) 9 times in 30 at 2000 ms,
 /// never from 2500 ms. 5 s keeps a margin over the cluster.
 pub const DELETE_SETTLE: Duration = Duration::from_secs(5);
-
-/// Why a pass did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    /// PostgreSQL failed.
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// VictoriaMetrics failed.
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    /// Shutdown interrupted the pass.
-    #[error("stopped before the pass completed")]
-    Cancelled,
-    /// Series are still pending after repeated passes.
-    #[error(
-        "{0} series could not be written completely; run again when VictoriaMetrics is healthy"
-    )]
-    LeftPending(u64),
-    /// The self-monitoring listener could not start.
-    #[error(transparent)]
-    Listen(#[from] crate::listener::ListenError),
-    /// The export lock's connection dropped during the pass.
-    #[error("lost the export lock during the pass; another exporter may have taken over")]
-    LostLock,
-    /// Another exporter holds the export lock on this database.
-    #[error("another exporter is exporting this database (it holds the export lock); stop it or let it do the work")]
-    Locked,
-    /// Reading VictoriaMetrics back failed.
-    #[error(transparent)]
-    Verify(#[from] VerifyError),
-    /// VictoriaMetrics did not answer the read-back queries.
-    #[error("the mirror cannot be verified: VictoriaMetrics did not answer the read-back (/api/v1/query below the select URL, VICTORIAMETRICS_SELECT_URL in a cluster); see the warning above")]
-    NoReadBack,
-    /// Series still differ from what they should hold after repairs.
-    #[error("the mirror could not be verified: {0} series still differ from PostgreSQL after repeated repairs; see the warnings above")]
-    Unverified(u64),
-}
-
-impl From<BatchError> for ExportError {
-    fn from(e: BatchError) -> Self {
-        match e {
-            BatchError::Sink(e) => ExportError::Sink(e),
-            BatchError::Cancelled => ExportError::Cancelled,
-        }
-    }
-}
-
-/// What a pass did.
-#[derive(Debug, Default, Clone)]
-pub struct Outcome {
-    /// Lines sent.
-    pub lines: u64,
-    /// Batches sent.
-    pub batches: u64,
-    /// Series appended to.
-    pub appended: u64,
-    /// Series deleted and rewritten.
-    pub rewritten: u64,
-    /// Series deleted because nothing produces them any more.
-    pub deleted: u64,
-    /// Rows skipped as malformed.
-    pub skipped: u64,
-    /// Earliest sample held back as too far ahead.
-    pub next_held_back: Option<i64>,
-    /// Series whose lines VictoriaMetrics rejected for good (a 4xx).
-    pub rejected: u64,
-    /// Series left pending (a batch failed after VictoriaMetrics may have
-    /// stored part of it, or rows changed during the pass): the next pass
-    /// must run soon to rewrite them.
-    pub left_pending: u64,
-    /// Whether the pass read VictoriaMetrics back.
-    pub read_back: bool,
-    /// Series read back and compared.
-    pub verified: u64,
-    /// Series written too recently to be read back yet.
-    pub unverified: u64,
-    /// Series the read-back found differing, and repaired.
-    pub repaired: u64,
-    /// Samples VictoriaMetrics should have held and did not.
-    pub samples_missing: u64,
-    /// Samples it held and should not have (duplicates, other values,
-    /// series no row produces).
-    pub samples_extra: u64,
-    /// What each series the pass wrote should hold once VictoriaMetrics
-    /// shows the writes, by series key, as read back at [`Outcome::expect_at`].
-    pub expect: Vec<(String, Expected)>,
-    /// The instant to read the written series back at (Unix ms): the latest
-    /// sample the pass may have written.
-    pub expect_at: i64,
-}
-
-impl Outcome {
-    /// Whether the pass wrote or deleted anything.
-    pub fn wrote(&self) -> bool {
-        self.lines > 0 || self.deleted > 0 || self.rewritten > 0
-    }
-
-    /// Whether the pass proved, by reading back, that VictoriaMetrics holds
-    /// what it should: nothing written, nothing repaired, nothing left to
-    /// read back.
-    pub fn verified_clean(&self) -> bool {
-        self.read_back && !self.wrote() && self.repaired == 0 && self.unverified == 0
-    }
-
-    /// Adds another pass's counts to these.
-    pub fn add(&mut self, o: &Outcome) {
-        self.lines += o.lines;
-        self.batches += o.batches;
-        self.appended += o.appended;
-        self.rewritten += o.rewritten;
-        self.deleted += o.deleted;
-        self.skipped += o.skipped;
-        self.left_pending += o.left_pending;
-        self.rejected += o.rejected;
-        self.read_back |= o.read_back;
-        self.verified += o.verified;
-        self.unverified += o.unverified;
-        self.repaired += o.repaired;
-        self.samples_missing += o.samples_missing;
-        self.samples_extra += o.samples_extra;
-        self.expect.extend(o.expect.iter().cloned());
-        self.expect_at = self.expect_at.max(o.expect_at);
-    }
-}
 
 /// Reads the source and keeps VictoriaMetrics equal to it.
 pub struct Exporter {
@@ -462,123 +347,6 @@ impl Exporter {
             outcome.deleted += stale.len() as u64;
         }
         Ok(outcome)
-    }
-
-    /// How many of the series a pass wrote VictoriaMetrics does not show as
-    /// written yet (`None`: it refuses read-backs).
-    pub async fn unmatched(
-        &self,
-        family: Family,
-        expect: &[(String, Expected)],
-        at_ms: i64,
-    ) -> Result<Option<usize>, ExportError> {
-        let labels: Vec<(String, String)> = self
-            .config
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        match verify::observe(&self.sink, family, &labels, at_ms).await {
-            Ok(obs) => Ok(Some(
-                expect
-                    .iter()
-                    .filter(|(key, e)| verify::compare(*e, obs.series.get(key)) != Verdict::Same)
-                    .count(),
-            )),
-            Err(e) if e.is_retryable() => Err(e.into()),
-            Err(_) => Ok(None),
-        }
-    }
-
-    /// Reads the family back from VictoriaMetrics, as of the latest sample
-    /// the pass may write. `None` when it does not answer: writing may still
-    /// work (a cluster's vmselect down, a proxy that passes imports only),
-    /// so the pass exports unverified, says so, and a later pass reads back.
-    async fn observe(&self, family: Family, contract: &Contract) -> Option<Observation> {
-        match verify::observe(
-            &self.sink,
-            family,
-            &contract.extra_labels,
-            contract.cutoff_ms,
-        )
-        .await
-        {
-            Ok(o) => Some(o),
-            Err(e) => {
-                tracing::warn!(family = family.as_str(), error = %e, "cannot read VictoriaMetrics back: exporting unverified, reading back later");
-                None
-            }
-        }
-    }
-
-    /// Compares what VictoriaMetrics holds of a series with what it should
-    /// hold before this pass's writes, and turns the plan into a repair
-    /// where they differ: samples missing only are sent again, anything else
-    /// rewrites the series. A series that differs but was written too
-    /// recently to be visible yet is left for a later pass; those the pass
-    /// rewrites anyway are not compared.
-    async fn check_read_back(
-        &self,
-        series: &Series,
-        old: Option<&SeriesState>,
-        plan: Plan,
-        obs: &Observation,
-        outcome: &mut Outcome,
-    ) -> Result<Plan, ExportError> {
-        let Some(old) = old.filter(|o| !o.pending && !o.rejected) else {
-            return Ok(plan);
-        };
-        if plan == Plan::Rewrite {
-            return Ok(plan);
-        }
-        let tz = self.config.timezone;
-        // What VictoriaMetrics should hold already: copied out only when it
-        // differs (the common case costs no allocation per series).
-        let held = || series.samples.iter().filter(|s| !plan.sends(s, tz));
-        let verdict = verify::compare(Expected::of(held(), obs.at_ms), obs.series.get(&series.key));
-        if verdict != Verdict::Same && old.age < self.config.verify_delay {
-            // A sample on its way is not a lost one: compared again later.
-            outcome.unverified += 1;
-            return Ok(plan);
-        }
-        outcome.verified += 1;
-        if verdict == Verdict::Same {
-            return Ok(plan);
-        }
-        let held: Vec<Sample> = held()
-            .filter(|s| verify::covered(s.ts, obs.at_ms))
-            .copied()
-            .collect();
-        let diagnosis = match verdict {
-            Verdict::Same => return Ok(plan),
-            Verdict::Absent => verify::Diagnosis {
-                missing: held.iter().map(|s| s.ts).collect(),
-                extra: 0,
-            },
-            Verdict::Fewer | Verdict::Differs => {
-                let stored =
-                    verify::stored_samples(&self.sink, &series.selector, obs.at_ms).await?;
-                verify::diagnose(&held, &stored)
-            }
-        };
-        if diagnosis.missing.is_empty() && diagnosis.extra == 0 {
-            return Ok(plan);
-        }
-        outcome.repaired += 1;
-        outcome.samples_missing += diagnosis.missing.len() as u64;
-        outcome.samples_extra += diagnosis.extra;
-        tracing::warn!(
-            series = %series.head,
-            ?verdict,
-            missing = diagnosis.missing.len(),
-            extra = diagnosis.extra,
-            "read-back: VictoriaMetrics does not hold what it acknowledged; repairing"
-        );
-        Ok(if diagnosis.only_missing() {
-            plan.resending(diagnosis.missing.into_iter().collect())
-        } else {
-            Plan::Rewrite
-        })
     }
 
     /// Writes a group's changed series: marks them pending, deletes those
