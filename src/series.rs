@@ -28,9 +28,8 @@ pub struct SeriesReader<'s> {
     rows: Option<EnergyRows<'s>>,
     current: Option<PdlRows>,
     /// The colours and off-peak hours the consumption family's tariff
-    /// periods need, read before its rows.
-    tariff: TariffInputs,
-    tariff_read: bool,
+    /// periods need, read before its rows (`None` for production).
+    tariff: Option<TariffInputs>,
     done: bool,
     rows_read: u64,
 }
@@ -51,28 +50,30 @@ impl PdlRows {
         }
     }
 
+    /// Adds a row; the load-curve intervals the energy series accept feed
+    /// the tariff periods, so that both judge a row alike.
     fn push(
         &mut self,
         contract: &Contract,
-        tariff: &TariffInputs,
+        inputs: Option<&TariffInputs>,
         row: EnergyRow<'_>,
         report: &mut Report,
     ) {
-        if let Some(t) = self.tariff.as_mut() {
-            t.push(contract, tariff, &row);
+        let interval = self.energy.push(contract, row, report);
+        if let (Some(t), Some(inputs), Some(interval)) = (self.tariff.as_mut(), inputs, interval) {
+            t.push(contract, inputs, &interval);
         }
-        self.energy.push(contract, row, report);
     }
 
     fn finish(
         self,
         contract: &Contract,
-        tariff: &TariffInputs,
+        inputs: Option<&TariffInputs>,
         report: &mut Report,
     ) -> Vec<Series> {
         let mut out = self.energy.finish(contract, report);
-        if let Some(t) = self.tariff {
-            out.extend(t.finish(contract, tariff, report));
+        if let (Some(t), Some(inputs)) = (self.tariff, inputs) {
+            out.extend(t.finish(contract, inputs, report));
         }
         out
     }
@@ -86,8 +87,7 @@ impl<'s> SeriesReader<'s> {
             family,
             rows: None,
             current: None,
-            tariff: TariffInputs::default(),
-            tariff_read: false,
+            tariff: None,
             done: false,
             rows_read: 0,
         }
@@ -110,11 +110,10 @@ impl<'s> SeriesReader<'s> {
         match self.family {
             Family::Consumption | Family::Production => {
                 let (family, source) = (self.family, self.source);
-                if family == Family::Consumption && !self.tariff_read {
-                    self.tariff = self.tariff_inputs(contract, report).await?;
-                    self.tariff_read = true;
+                if family == Family::Consumption && self.tariff.is_none() {
+                    self.tariff = Some(self.tariff_inputs(contract, report).await?);
                 }
-                let tariff = &self.tariff;
+                let tariff = self.tariff.as_ref();
                 let rows = self
                     .rows
                     .get_or_insert_with(|| Box::pin(source.energy_rows(family)));

@@ -519,6 +519,30 @@ mod tests {
     }
 
     #[test]
+    fn skipped_rows_count_under_their_own_table_or_their_familys() {
+        let t = Telemetry::new();
+        t.row_skipped(Family::Consumption, "contract_data");
+        t.row_skipped(Family::Consumption, "pdls");
+        t.row_skipped(Family::Consumption, "consumption_data");
+        t.row_skipped(Family::Tempo, "(several rows)");
+        let text = t.render(SystemTime::now());
+        for (table, n) in [
+            ("consumption_data", 1),
+            ("contract_data", 1),
+            ("pdls", 1),
+            ("tempo_days", 1),
+            ("production_data", 0),
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "myelectricaldata_exporter_rows_skipped_total{{table=\"{table}\"}} {n}\n"
+                )),
+                "{table}: {text}"
+            );
+        }
+    }
+
+    #[test]
     fn lag_is_zero_in_sync_and_grows_from_the_last_sync_otherwise() {
         let t = Telemetry::new();
         let read = SystemTime::now();

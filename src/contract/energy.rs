@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use std::borrow::Cow;
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Timelike};
 
 use super::{is_pdl, Contract, Family, Report, Sample, Series};
 use crate::calendar::{day_millis, local_millis, month_millis, parse_interval_start};
@@ -105,6 +105,20 @@ pub fn quality_from_json(text: &str) -> Option<Cow<'_, str>> {
     }
 }
 
+/// A load-curve interval as the contract accepted it: the row's date, its
+/// start by the wall clock, its length and its energy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    /// The row's local date.
+    pub date: NaiveDate,
+    /// `interval_start` in minutes after midnight.
+    pub start_minute: u16,
+    /// The interval's length in minutes (1 to 1440).
+    pub minutes: u16,
+    /// Its energy in thousandths of a Wh.
+    pub milli: i64,
+}
+
 /// A daily row kept for its date.
 #[derive(Debug)]
 struct Daily {
@@ -176,11 +190,18 @@ impl PdlEnergy {
         &self.pdl
     }
 
-    /// Adds one row of this PDL, or records why it is skipped.
-    pub fn push(&mut self, contract: &Contract, row: EnergyRow<'_>, report: &mut Report) {
+    /// Adds one row of this PDL, or records why it is skipped; a load-curve
+    /// row it accepts is also returned as an [`Interval`], for the tariff
+    /// periods.
+    pub fn push(
+        &mut self,
+        contract: &Contract,
+        row: EnergyRow<'_>,
+        report: &mut Report,
+    ) -> Option<Interval> {
         let table = self.family.energy_table();
         if row.placeholder {
-            return;
+            return None;
         }
         if !is_pdl(row.pdl) {
             report.skip(
@@ -188,7 +209,7 @@ impl PdlEnergy {
                 row.id,
                 format!("usage_point_id {:?} is not 14 digits", row.pdl),
             );
-            return;
+            return None;
         }
         if !(0..=MAX_WH).contains(&row.value) {
             report.skip(
@@ -204,11 +225,11 @@ impl PdlEnergy {
                     }
                 ),
             );
-            return;
+            return None;
         }
         let Some(date) = row.date else {
             report.skip(table, row.id, "date is outside years 1 to 9999");
-            return;
+            return None;
         };
         let quality = row.quality.as_deref().filter(|q| !q.is_empty());
         match row.granularity {
@@ -220,6 +241,7 @@ impl PdlEnergy {
                     id: row.id.to_string(),
                 };
                 self.push_daily(date, daily, report);
+                None
             }
             "detailed" => {
                 let Some(time) = row.interval_start.and_then(parse_interval_start) else {
@@ -228,7 +250,7 @@ impl PdlEnergy {
                         row.id,
                         format!("interval_start {:?} is not HH:MM", row.interval_start),
                     );
-                    return;
+                    return None;
                 };
                 let minutes = match row.interval {
                     None => DEFAULT_INTERVAL_MINUTES,
@@ -240,7 +262,7 @@ impl PdlEnergy {
                                 row.id,
                                 format!("interval length {text:?} in raw_data is not a duration such as PT30M"),
                             );
-                            return;
+                            return None;
                         }
                     },
                 };
@@ -258,17 +280,25 @@ impl PdlEnergy {
                     }
                 };
                 let curve = &mut self.detailed[slot].1;
-                curve.energy.push(Sample {
-                    ts,
-                    milli: interval_energy_milli(row.value, minutes),
-                });
+                let milli = interval_energy_milli(row.value, minutes);
+                curve.energy.push(Sample { ts, milli });
                 curve.power.push(Sample::whole(ts, row.value));
+                Some(Interval {
+                    date,
+                    // At most 23 × 60 + 59 and 1440: both were checked above.
+                    start_minute: (time.hour() * 60 + time.minute()) as u16,
+                    minutes: minutes as u16,
+                    milli,
+                })
             }
-            other => report.skip(
-                table,
-                row.id,
-                format!("granularity {other:?} is neither daily nor detailed"),
-            ),
+            other => {
+                report.skip(
+                    table,
+                    row.id,
+                    format!("granularity {other:?} is neither daily nor detailed"),
+                );
+                None
+            }
         }
     }
 
@@ -384,6 +414,35 @@ mod tests {
             &BTreeMap::new(),
             1_800_000_000_000,
         )
+    }
+
+    #[test]
+    fn a_load_curve_row_it_accepts_is_handed_on_as_an_interval_and_no_other() {
+        let c = contract();
+        let mut r = Report::default();
+        let mut p = PdlEnergy::new(Family::Consumption, "12345678901234");
+        let mut detailed = row("a", "2024-01-15", "detailed", Some("13:30"), 541, None);
+        detailed.interval = Some("PT15M");
+        assert_eq!(
+            p.push(&c, detailed, &mut r),
+            Some(Interval {
+                date: "2024-01-15".parse().unwrap(),
+                start_minute: 13 * 60 + 30,
+                minutes: 15,
+                milli: 135_250,
+            })
+        );
+        assert_eq!(
+            p.push(&c, row("b", "2024-01-15", "daily", None, 9, None), &mut r),
+            None
+        );
+        let mut bad = row("c", "2024-01-15", "detailed", Some("14:00"), 5, None);
+        bad.interval = Some("P1D");
+        assert_eq!(p.push(&c, bad, &mut r), None);
+        let mut placeholder = row("d", "2024-01-15", "detailed", Some("14:30"), 0, None);
+        placeholder.placeholder = true;
+        assert_eq!(p.push(&c, placeholder, &mut r), None);
+        assert_eq!(r.skipped.len(), 1);
     }
 
     #[test]

@@ -24,17 +24,15 @@ pub mod offpeak;
 
 use std::collections::HashMap;
 
-use chrono::{Days, NaiveDate, TimeZone, Timelike};
+use chrono::{Days, NaiveDate, TimeZone};
 use chrono_tz::Tz;
 use serde_json::Value;
 
 pub use offpeak::OffPeakHours;
 
-use crate::calendar::{day_millis, parse_interval_start, TempoColor};
-use crate::contract::energy::{
-    interval_energy_milli, interval_minutes, EnergyRow, DEFAULT_INTERVAL_MINUTES, MAX_WH,
-};
-use crate::contract::{is_pdl, Contract, Report, Sample, Series};
+use crate::calendar::{day_millis, TempoColor};
+use crate::contract::energy::Interval;
+use crate::contract::{Contract, Report, Sample, Series};
 
 /// `myelectricaldata_consumption_period_wh`.
 pub const PERIOD_METRIC: &str = "myelectricaldata_consumption_period_wh";
@@ -343,40 +341,21 @@ impl PdlTariff {
         &self.pdl
     }
 
-    /// Adds one row of this PDL, in the source's order (by date). Daily
-    /// rows, placeholders and rows the load curve skips (and reports) are
-    /// left out here without a second report.
-    pub fn push(&mut self, contract: &Contract, inputs: &TariffInputs, row: &EnergyRow<'_>) {
-        if row.granularity != "detailed"
-            || row.placeholder
-            || !is_pdl(row.pdl)
-            || !(0..=MAX_WH).contains(&row.value)
-        {
-            return;
-        }
-        let (Some(date), Some(start)) =
-            (row.date, row.interval_start.and_then(parse_interval_start))
-        else {
-            return;
-        };
-        let minutes = match row.interval {
-            None => DEFAULT_INTERVAL_MINUTES,
-            Some(text) => match interval_minutes(text) {
-                Some(m) => m,
-                None => return,
-            },
-        };
-        let Ok(length) = u16::try_from(minutes) else {
-            return;
-        };
-        // At most 23 × 60 + 59: parse_interval_start checked it.
-        let start = (start.hour() * 60 + start.minute()) as u16;
+    /// Adds one load-curve interval of this PDL, as the consumption
+    /// family accepted it, in the source's order (by date, then start).
+    pub fn push(&mut self, contract: &Contract, inputs: &TariffInputs, interval: &Interval) {
+        let Interval {
+            date,
+            start_minute,
+            minutes,
+            milli,
+        } = *interval;
         if self.current.as_ref().is_none_or(|d| d.date != date) {
             self.close_current(contract, inputs);
-            self.current = Some(Day::new(date, length));
+            self.current = Some(Day::new(date, minutes));
         }
         if let Some(day) = self.current.as_mut() {
-            day.push(start, length, interval_energy_milli(row.value, minutes));
+            day.push(start_minute, minutes, milli);
         }
     }
 

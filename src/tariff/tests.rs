@@ -4,6 +4,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::contract::energy::{interval_energy_milli, EnergyRow, PdlEnergy};
+use crate::contract::Family;
 
 const PARIS: Tz = chrono_tz::Europe::Paris;
 
@@ -184,18 +186,26 @@ fn series_of(colours: &[(&str, TempoColor)], offpeak: Option<&str>) -> Vec<Serie
         colours: colours.iter().map(|(d, c)| (date(d), *c)).collect(),
     };
     let starts: Vec<String> = full(30).map(hhmm).collect();
-    let mut t = PdlTariff::new("12345678901234");
+    let mut rows = Vec::new();
     for d in ["2024-01-14", "2024-01-15", "2024-01-16"] {
         for s in &starts {
-            t.push(&contract, &inputs, &row(d, s, 1000, Some("PT30M")));
+            rows.push(row(d, s, 1000, Some("PT30M")));
         }
     }
-    // A daily row and the 17th's morning, incomplete, change nothing.
+    // A daily row, and the 17th's morning (incomplete), change nothing.
     let mut daily = row("2024-01-16", "00:00", 15_000, None);
     daily.granularity = "daily";
-    t.push(&contract, &inputs, &daily);
+    rows.push(daily);
     for s in &starts[..4] {
-        t.push(&contract, &inputs, &row("2024-01-17", s, 1000, None));
+        rows.push(row("2024-01-17", s, 1000, None));
+    }
+    // Through the load curve's own checks, as the consumption family feeds them.
+    let mut energy = PdlEnergy::new(Family::Consumption, "12345678901234");
+    let mut t = PdlTariff::new("12345678901234");
+    for r in rows {
+        if let Some(interval) = energy.push(&contract, r, &mut Report::default()) {
+            t.push(&contract, &inputs, &interval);
+        }
     }
     let mut r = Report::default();
     let out = t.finish(&contract, &inputs, &mut r);
