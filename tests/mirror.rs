@@ -217,6 +217,34 @@ async fn the_daemon_follows_changes_by_polling_and_stops_on_sigterm() {
         .converge(&labels, within, &log, "after TRUNCATE production_data")
         .await;
 
+    // The tariff periods follow a contract's off-peak hours and a Tempo
+    // colour changed on their own, with no new reading to wake the
+    // consumption family.
+    sqlx::query(
+        r#"UPDATE contract_data SET offpeak_hours = '{"default": "HC (1H00-7H00)"}', updated_at = now()
+            WHERE usage_point_id = '98765432109876'"#,
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    servers
+        .converge(
+            &labels,
+            within,
+            &log,
+            "after a contract's off-peak hours changed",
+        )
+        .await;
+    sqlx::query(
+        "UPDATE tempo_days SET color = 'WHITE', updated_at = now() WHERE id = '2024-11-04'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    servers
+        .converge(&labels, within, &log, "after a Tempo colour changed")
+        .await;
+
     let started = Instant::now();
     signal(&child, "-TERM");
     let status = child.wait().unwrap();

@@ -322,6 +322,31 @@ async fn the_offpeak_setting_overrides_every_contract_in_render_and_check() {
         line.ends_with("12345678901234 22:00-06:00 (contract_data.offpeak_hours); 98765432109876 02:30-06:30,13:00-15:00 (contract_data.offpeak_hours)"),
         "{line}"
     );
+    // A contract record with no range in it: a warning naming it, and the
+    // PDL falls back to the default.
+    sqlx::query(
+        r#"UPDATE contract_data SET offpeak_hours = '{"default": "heures creuses"}'
+            WHERE usage_point_id = '98765432109876'"#,
+    )
+    .execute(&servers.pool)
+    .await
+    .unwrap();
+    let out = exporter(&["check"], &servers.env(&[]));
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("[WARN] Off-peak hours of each PDL (tariff periods)"))
+        .unwrap_or_else(|| panic!("no warning: {report}"));
+    assert!(
+        line.contains("98765432109876 22:00-06:00 (the default, no contract recorded)")
+            && line.contains("unreadable: 98765432109876: offpeak_hours")
+            && line.contains("heures creuses"),
+        "{line}"
+    );
+    assert!(
+        report.contains("what to do: set VICTORIAMETRICS_OFFPEAK_HOURS"),
+        "{report}"
+    );
 }
 
 #[tokio::test]
