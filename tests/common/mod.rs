@@ -573,8 +573,21 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// The exporter binary with `args` and exactly the environment `env`.
+///
+/// `MED_TEST_EXPORTER`, when set, replaces the program: a command line split
+/// on whitespace, the binary's path last, e.g. `qemu-aarch64-static -L
+/// /usr/aarch64-linux-gnu target/cross/aarch64-unknown-linux-gnu/ci-cross/myelectricaldata-vm-exporter`
+/// (scripts/test-cross runs the ARM builds so, under qemu-user).
 fn exporter_command(args: &[&str], env: &[(&str, String)]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_myelectricaldata-vm-exporter"));
+    let mut c = match std::env::var("MED_TEST_EXPORTER") {
+        Ok(line) if !line.trim().is_empty() => {
+            let mut words = line.split_whitespace();
+            let mut c = Command::new(words.next().unwrap());
+            c.args(words);
+            c
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_myelectricaldata-vm-exporter")),
+    };
     c.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
