@@ -1,6 +1,11 @@
 //! Local time: the timestamps of SPEC §2 and the Tempo seasons of §3.
+//!
+//! Two readings of a wall-clock time: [`local_millis`] (Python's `fold=0`)
+//! for days, months and real times such as a peak's, and
+//! [`detailed_start`] for a load-curve row, whose `interval_start` is a label
+//! the client derived from Enedis's end-of-interval time (`fold=1`).
 
-use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 
 /// Unix milliseconds of a local wall-clock time, read with Python's `fold=0`
@@ -24,6 +29,62 @@ pub fn local_millis(tz: Tz, local: NaiveDateTime) -> i64 {
         }
     };
     (local.and_utc().timestamp() - i64::from(offset_seconds)) * 1000
+}
+
+/// Unix milliseconds of a local wall-clock time read with Python's `fold=1`
+/// rules: a time that occurs twice is its later occurrence, and one skipped
+/// by spring-forward takes the UTC offset in force after the change.
+pub fn local_millis_later(tz: Tz, local: NaiveDateTime) -> i64 {
+    let offset_seconds = match tz.offset_from_local_datetime(&local) {
+        chrono::LocalResult::Single(o) => o.fix().local_minus_utc(),
+        chrono::LocalResult::Ambiguous(_, later) => later.fix().local_minus_utc(),
+        chrono::LocalResult::None => {
+            // In a gap: the offset after it is the one of a wall time a few
+            // hours later.
+            let after = local + Duration::hours(3);
+            match tz.offset_from_local_datetime(&after) {
+                chrono::LocalResult::Single(o) | chrono::LocalResult::Ambiguous(_, o) => {
+                    o.fix().local_minus_utc()
+                }
+                chrono::LocalResult::None => 0,
+            }
+        }
+    };
+    (local.and_utc().timestamp() - i64::from(offset_seconds)) * 1000
+}
+
+/// A load-curve row's interval, placed in time (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrueStart {
+    /// The interval's start, Unix milliseconds.
+    pub ts: i64,
+    /// Its local date.
+    pub date: NaiveDate,
+    /// Its local start time, in minutes after midnight (on the day clocks
+    /// go back, the repeated hour's minutes occur twice).
+    pub minute: u16,
+}
+
+/// Where a load-curve row's interval really starts. The client stores
+/// Enedis's end-of-interval label shifted back by the length `minutes` as a
+/// naive wall-clock time, and keeps the later interval of two that share a
+/// label: so the label plus the length is the end Enedis sent, read at its
+/// later occurrence (`fold=1`), and the start is that instant less the
+/// length. On ordinary days this is `date` at `label`; on the day clocks go
+/// forward the label `02:30` of a 30-minute meter is 01:30 local time.
+pub fn detailed_start(tz: Tz, date: NaiveDate, label: NaiveTime, minutes: u32) -> TrueStart {
+    let length = Duration::minutes(i64::from(minutes));
+    let end = date.and_time(label) + length;
+    let ts = local_millis_later(tz, end) - length.num_milliseconds();
+    let local = chrono::DateTime::from_timestamp_millis(ts)
+        .map(|t| t.with_timezone(&tz).naive_local())
+        .unwrap_or_else(|| date.and_time(label));
+    TrueStart {
+        ts,
+        date: local.date(),
+        // At most 23 × 60 + 59.
+        minute: (local.hour() * 60 + local.minute()) as u16,
+    }
 }
 
 /// Unix milliseconds of 00:00 local on `date`.
@@ -178,6 +239,106 @@ mod tests {
         assert_eq!(at(day, "02:00"), 1_729_987_200_000); // 00:00 UTC, CEST
         assert_eq!(at(day, "02:30"), 1_729_989_000_000); // 00:30 UTC, CEST
         assert_eq!(at(day, "03:00"), 1_729_994_400_000); // 02:00 UTC, CET
+    }
+
+    fn start(date: NaiveDate, hhmm: &str, minutes: u32) -> (i64, String) {
+        let t = detailed_start(Paris, date, parse_interval_start(hhmm).unwrap(), minutes);
+        let h = t.minute / 60;
+        let m = t.minute % 60;
+        (t.ts, format!("{} {h:02}:{m:02}", t.date))
+    }
+
+    #[test]
+    fn on_ordinary_days_a_load_curve_label_is_its_local_start() {
+        let day = d(2024, 1, 15);
+        assert_eq!(
+            start(day, "00:00", 30),
+            (1_705_273_200_000, "2024-01-15 00:00".into())
+        );
+        assert_eq!(start(day, "23:30", 30).1, "2024-01-15 23:30");
+        assert_eq!(start(day, "23:50", 10).1, "2024-01-15 23:50");
+        assert_eq!(start(day, "23:00", 60).1, "2024-01-15 23:00");
+    }
+
+    #[test]
+    fn on_the_spring_day_the_label_after_the_gap_is_the_interval_before_it() {
+        let day = d(2024, 3, 31);
+        const UTC_0030: i64 = 1_711_845_000_000;
+        // 30 minutes: 01:00 is 00:00 UTC, 02:30 is 00:30 UTC (01:30 CET), 03:00 is 01:00 UTC.
+        assert_eq!(
+            start(day, "01:00", 30),
+            (UTC_0030 - 1_800_000, "2024-03-31 01:00".into())
+        );
+        assert_eq!(
+            start(day, "02:30", 30),
+            (UTC_0030, "2024-03-31 01:30".into())
+        );
+        assert_eq!(
+            start(day, "03:00", 30),
+            (UTC_0030 + 1_800_000, "2024-03-31 03:00".into())
+        );
+        // 10 minutes: 02:50 is 01:50 CET; 60 minutes: 02:00 is 01:00 CET.
+        assert_eq!(
+            start(day, "02:50", 10),
+            (UTC_0030 + 1_200_000, "2024-03-31 01:50".into())
+        );
+        assert_eq!(
+            start(day, "02:00", 60),
+            (UTC_0030 - 1_800_000, "2024-03-31 01:00".into())
+        );
+        assert_eq!(
+            start(day, "03:00", 60),
+            (UTC_0030 + 1_800_000, "2024-03-31 03:00".into())
+        );
+    }
+
+    #[test]
+    fn on_the_autumn_day_labels_of_the_repeated_hour_are_its_later_intervals() {
+        let day = d(2024, 10, 27);
+        const UTC_0030: i64 = 1_729_989_000_000;
+        assert_eq!(
+            start(day, "01:00", 30),
+            (UTC_0030 - 5_400_000, "2024-10-27 01:00".into())
+        );
+        assert_eq!(
+            start(day, "01:30", 30),
+            (UTC_0030, "2024-10-27 02:30".into())
+        ); // CEST
+        assert_eq!(
+            start(day, "02:00", 30),
+            (UTC_0030 + 1_800_000, "2024-10-27 02:00".into())
+        ); // CET
+        assert_eq!(
+            start(day, "02:30", 30),
+            (UTC_0030 + 3_600_000, "2024-10-27 02:30".into())
+        );
+        assert_eq!(
+            start(day, "03:00", 30),
+            (UTC_0030 + 5_400_000, "2024-10-27 03:00".into())
+        );
+        // 60 minutes: 01:00 ends at 02:00, later occurrence: 01:00 UTC, so 00:00 UTC (02:00 CEST).
+        assert_eq!(
+            start(day, "01:00", 60),
+            (UTC_0030 - 1_800_000, "2024-10-27 02:00".into())
+        );
+        assert_eq!(
+            start(day, "02:00", 60),
+            (UTC_0030 + 1_800_000, "2024-10-27 02:00".into())
+        );
+    }
+
+    #[test]
+    fn a_real_time_keeps_fold_0_where_a_label_takes_fold_1() {
+        let t = d(2024, 10, 27).and_hms_opt(2, 30, 0).unwrap();
+        assert_eq!(
+            local_millis_later(Paris, t) - local_millis(Paris, t),
+            3_600_000
+        );
+        let gap = d(2024, 3, 31).and_hms_opt(2, 30, 0).unwrap();
+        assert_eq!(
+            local_millis(Paris, gap) - local_millis_later(Paris, gap),
+            3_600_000
+        );
     }
 
     #[test]

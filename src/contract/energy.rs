@@ -10,10 +10,12 @@ use std::collections::BTreeMap;
 
 use std::borrow::Cow;
 
-use chrono::{NaiveDate, Timelike};
+use chrono::NaiveDate;
 
 use super::{is_pdl, Contract, Family, Report, Sample, Series};
-use crate::calendar::{day_millis, local_millis, month_millis, parse_interval_start};
+use crate::calendar::{
+    day_millis, detailed_start, local_millis, month_millis, parse_interval_start, TrueStart,
+};
 
 /// Readings above this many Wh (or W on detailed rows) are taken for
 /// corrupt rows: it is more than a large industrial site draws in a day.
@@ -105,18 +107,31 @@ pub fn quality_from_json(text: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// A load-curve interval as the contract accepted it: the row's date, its
-/// start by the wall clock, its length and its energy.
+/// A load-curve interval as the contract accepted it: where it really
+/// starts (SPEC §2), its length and its average power.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interval {
-    /// The row's local date.
-    pub date: NaiveDate,
-    /// `interval_start` in minutes after midnight.
-    pub start_minute: u16,
+    /// Its true start: instant, local date and local minute.
+    pub start: TrueStart,
     /// The interval's length in minutes (1 to 1440).
     pub minutes: u16,
-    /// Its energy in thousandths of a Wh.
-    pub milli: i64,
+    /// Its average power in W (0 to [`MAX_WH`]).
+    pub watts: i64,
+}
+
+impl Interval {
+    /// W × minutes: what a sum of energies adds before it is divided by 60
+    /// and rounded once.
+    pub fn watt_minutes(&self) -> i64 {
+        self.watts * i64::from(self.minutes)
+    }
+}
+
+/// The energy in thousandths of a Wh of `watt_minutes` (W × minutes),
+/// rounded half up to the nearest thousandth: a sum of intervals is rounded
+/// once, not interval by interval.
+pub fn watt_minutes_milli(watt_minutes: i64) -> i64 {
+    interval_energy_milli(watt_minutes, 1)
 }
 
 /// A daily row kept for its date.
@@ -266,7 +281,12 @@ impl PdlEnergy {
                         }
                     },
                 };
-                let ts = local_millis(contract.tz, date.and_time(time));
+                let start = detailed_start(contract.tz, date, time, minutes);
+                let ts = if contract.legacy_label_times {
+                    local_millis(contract.tz, date.and_time(time))
+                } else {
+                    start.ts
+                };
                 let slot = match self
                     .detailed
                     .iter()
@@ -284,11 +304,10 @@ impl PdlEnergy {
                 curve.energy.push(Sample { ts, milli });
                 curve.power.push(Sample::whole(ts, row.value));
                 Some(Interval {
-                    date,
-                    // At most 23 × 60 + 59 and 1440: both were checked above.
-                    start_minute: (time.hour() * 60 + time.minute()) as u16,
+                    start,
+                    // At most 1440: checked above.
                     minutes: minutes as u16,
-                    milli,
+                    watts: row.value,
                 })
             }
             other => {
@@ -426,10 +445,13 @@ mod tests {
         assert_eq!(
             p.push(&c, detailed, &mut r),
             Some(Interval {
-                date: "2024-01-15".parse().unwrap(),
-                start_minute: 13 * 60 + 30,
+                start: TrueStart {
+                    ts: 1_705_321_800_000,
+                    date: "2024-01-15".parse().unwrap(),
+                    minute: 13 * 60 + 30,
+                },
                 minutes: 15,
-                milli: 135_250,
+                watts: 541,
             })
         );
         assert_eq!(

@@ -176,7 +176,16 @@ pub struct Contract {
     pub cutoff_ms: i64,
     /// `VICTORIAMETRICS_OFFPEAK_HOURS`, which overrides every contract's.
     pub offpeak_hours: Option<crate::tariff::OffPeakHours>,
+    /// Stamp load-curve samples at their label read with `fold=0`, as
+    /// releases before the daylight-saving fix did. Only the upgrade test
+    /// sets it (through [`LEGACY_LABEL_TIMES_VAR`]), to build the mirror an
+    /// older release left.
+    pub legacy_label_times: bool,
 }
+
+/// The environment variable that sets [`Contract::legacy_label_times`]: a
+/// test hook, not a setting.
+pub const LEGACY_LABEL_TIMES_VAR: &str = "MYELECTRICALDATA_EXPORTER_TEST_LEGACY_DST";
 
 impl Contract {
     /// A contract for the given zone and labels, holding back what lies
@@ -190,6 +199,7 @@ impl Contract {
                 .collect(),
             cutoff_ms: now_ms.saturating_add(FUTURE_WINDOW_MS),
             offpeak_hours: None,
+            legacy_label_times: false,
         }
     }
 
@@ -197,6 +207,7 @@ impl Contract {
     pub fn of_config(config: &crate::config::Config, now_ms: i64) -> Self {
         Self {
             offpeak_hours: config.offpeak_hours.clone(),
+            legacy_label_times: std::env::var_os(LEGACY_LABEL_TIMES_VAR).is_some_and(|v| v == "1"),
             ..Self::new(config.timezone, &config.labels, now_ms)
         }
     }

@@ -4,15 +4,14 @@
 //! `myelectricaldata_tempo_consumption_wh` per Tempo day (06:00 to 06:00 in
 //! that day's colour, off-peak 22:00-06:00).
 //!
-//! Days are judged by the rows MyElectricalData keeps: one per wall-clock
-//! start time (`interval_start`) and date. A day is complete when it holds a
-//! row for as many start times as the day has at the meter's interval length:
-//! 48 on a 30-minute meter, 46 on the March change day, whose clock skips an
-//! hour, and 48 on the October one, where the client keeps one reading per
-//! start time and so one of the repeated hour. Counting rather than naming
-//! the start times accepts the March day as the client writes it (its
-//! 02:30 row stands for the 01:30 interval). An interval's period is that of
-//! its start time.
+//! An interval belongs to the day and the period of its true local start
+//! (SPEC §2): on the day clocks go forward a 30-minute meter's row `02:30`
+//! is the interval of 01:30. A day is complete when it holds exactly the
+//! intervals the client can hold for it: 48 on a 30-minute meter, 46 on the
+//! day clocks go forward, and 48 of the 50 on the day they go back (the
+//! first copy of the repeated hour lost its label to the second, and is in
+//! no sum). Sums add W × minutes and round once, so that a day of 10-minute
+//! intervals does not drift by a thousandth of a Wh per interval.
 //!
 //! Nothing is exported for an incomplete day, so that a sample changes only
 //! when a reading or a colour does, never because more of the day arrived.
@@ -22,16 +21,16 @@
 
 pub mod offpeak;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use chrono::{Days, NaiveDate, TimeZone};
+use chrono::{Days, NaiveDate, NaiveDateTime, Timelike};
 use chrono_tz::Tz;
 use serde_json::Value;
 
 pub use offpeak::OffPeakHours;
 
-use crate::calendar::{day_millis, TempoColor};
-use crate::contract::energy::Interval;
+use crate::calendar::{day_millis, TempoColor, TrueStart};
+use crate::contract::energy::{watt_minutes_milli, Interval};
 use crate::contract::{Contract, Report, Sample, Series};
 
 /// `myelectricaldata_consumption_period_wh`.
@@ -206,18 +205,17 @@ impl TariffInputs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Length {
     One(u16),
-    /// Rows of several lengths, or not aligned on it: the day cannot be
-    /// judged complete.
+    /// Rows of several lengths: the day cannot be judged complete.
     Mixed,
 }
 
-/// One date's load-curve rows: start (minutes after midnight, wall clock)
-/// and energy (mWh).
+/// One local date's load-curve intervals, by true start (SPEC §2).
 #[derive(Debug, Clone)]
 pub struct Day {
     date: NaiveDate,
     length: Length,
-    slots: Vec<(u16, i64)>,
+    /// Start (Unix ms) → (local start minute, W × minutes).
+    slots: BTreeMap<i64, (u16, i64)>,
 }
 
 impl Day {
@@ -225,69 +223,95 @@ impl Day {
         Self {
             date,
             length: Length::One(length),
-            slots: Vec::new(),
+            slots: BTreeMap::new(),
         }
     }
 
-    /// Adds an interval starting at `start` of `length` minutes. Rows come
-    /// by start time, one per start (the unique constraint): a second row
-    /// for the start just added replaces it, as the later row wins in the
-    /// load curve; one out of order makes the day too long to be complete.
-    fn push(&mut self, start: u16, length: u16, milli: i64) {
-        if self.length != Length::One(length) || start % length != 0 {
+    /// Adds an interval of `length` minutes starting at `start`. A second
+    /// one at the same instant replaces the first, as the later row wins in
+    /// the load curve.
+    fn push(&mut self, start: TrueStart, length: u16, watt_minutes: i64) {
+        if self.length != Length::One(length) {
             self.length = Length::Mixed;
         }
-        match self.slots.last_mut() {
-            Some(last) if last.0 == start => last.1 = milli,
-            _ => self.slots.push((start, milli)),
-        }
+        self.slots.insert(start.ts, (start.minute, watt_minutes));
     }
 
-    /// The rows starting in `[from, to)` when every start time of that part
-    /// of the day is there at the day's interval length, else `None`.
-    fn part(&self, tz: Tz, from: u16, to: u16) -> Option<(u16, impl Iterator<Item = &(u16, i64)>)> {
+    /// The intervals whose local start is in `[from, to)` (minutes), when
+    /// they are exactly those the client can hold for that part of the day
+    /// at the day's interval length; else `None`.
+    fn part(&self, tz: Tz, from: u16, to: u16) -> Option<(u16, Vec<(u16, i64)>)> {
         let Length::One(length) = self.length else {
             return None;
         };
-        if length == 0 || DAY % length != 0 {
+        let inside = |m: &u16| (from..to).contains(m);
+        let want = holdable(tz, self.date, length)?;
+        let want = want.iter().filter(|(_, m)| inside(m)).map(|(ts, _)| *ts);
+        let got = self.slots.iter().filter(|(_, (m, _))| inside(m));
+        if !want.eq(got.clone().map(|(ts, _)| *ts)) {
             return None;
         }
-        let rows = || {
-            self.slots
-                .iter()
-                .filter(move |(s, _)| (from..to).contains(s))
-        };
-        (rows().count() == start_times(tz, self.date, length, from, to)).then(|| (length, rows()))
+        Some((length, got.map(|(_, v)| *v).collect()))
     }
 }
 
-/// How many start times `k × length` in `[from, to)` the wall clock shows on
-/// `date`: fewer on the day the clock skips an hour.
-fn start_times(tz: Tz, date: NaiveDate, length: u16, from: u16, to: u16) -> usize {
-    let all = (0..DAY)
-        .step_by(usize::from(length))
-        .filter(|m| (from..to).contains(m));
-    let Some(next) = date.checked_add_days(Days::new(1)) else {
-        return all.count();
+/// The true starts (Unix ms, local minute) of the intervals of `date` that
+/// the client can hold at `length` minutes, in order: every interval of the
+/// day but those whose label a later interval took (the first hour of the
+/// repeated hour on the day clocks go back). `None` for a length that does
+/// not divide the day.
+fn holdable(tz: Tz, date: NaiveDate, length: u16) -> Option<Vec<(i64, u16)>> {
+    if length == 0 || DAY % length != 0 {
+        return None;
+    }
+    let step = i64::from(length) * 60_000;
+    let day = |n: i64| {
+        date.checked_add_signed(chrono::Duration::days(n))
+            .map(|d| day_millis(tz, d))
     };
-    if day_millis(tz, next) - day_millis(tz, date) >= 86_400_000 {
-        return all.count();
+    let (before, start, end, after) = (day(-1)?, day(0)?, day(1)?, day(2)?);
+    if end - start == 86_400_000 && start - before == 86_400_000 && after - end == 86_400_000 {
+        // No change of offset near: the wall clock's own start times.
+        return Some(
+            (0..DAY)
+                .step_by(usize::from(length))
+                .map(|m| (start + i64::from(m) * 60_000, m))
+                .collect(),
+        );
     }
-    all.filter(|m| {
-        let local = date.and_hms_opt(u32::from(m / 60), u32::from(m % 60), 0);
-        local.is_some_and(|t| !matches!(tz.from_local_datetime(&t), chrono::LocalResult::None))
-    })
-    .count()
+    // Label every interval from the day before to the day after as the
+    // client does (its end's wall-clock time, less the length, naively) and
+    // keep the later interval of each label.
+    let local = |ts: i64| {
+        chrono::DateTime::from_timestamp_millis(ts).map(|t| t.with_timezone(&tz).naive_local())
+    };
+    let length_naive = chrono::Duration::minutes(i64::from(length));
+    let mut by_label: HashMap<NaiveDateTime, i64> = HashMap::new();
+    let mut ts = before;
+    while ts < after {
+        by_label.insert(local(ts + step)? - length_naive, ts);
+        ts += step;
+    }
+    let mut kept: Vec<(i64, u16)> = by_label
+        .into_values()
+        .filter_map(|ts| {
+            let t = local(ts)?;
+            (t.date() == date).then(|| (ts, (t.hour() * 60 + t.minute()) as u16))
+        })
+        .collect();
+    kept.sort_unstable();
+    Some(kept)
 }
 
-/// The energy (mWh) of a complete calendar day by period, peak first.
+/// The energy (mWh) of a complete calendar day by period, peak first:
+/// W × minutes summed, then rounded once.
 pub fn calendar_day(tz: Tz, day: &Day, offpeak: &OffPeakHours) -> Option<[i64; 2]> {
     let (_, rows) = day.part(tz, 0, DAY)?;
     let mut sums = [0i64; 2];
-    for &(start, milli) in rows {
-        sums[usize::from(offpeak.contains(start))] += milli;
+    for (start, watt_minutes) in rows {
+        sums[usize::from(offpeak.contains(start))] += watt_minutes;
     }
-    Some(sums)
+    Some(sums.map(watt_minutes_milli))
 }
 
 /// The energy (mWh) of the Tempo day of `day` (06:00 on it to 06:00 on
@@ -303,11 +327,11 @@ pub fn tempo_day(tz: Tz, day: &Day, next: &Day) -> Option<[i64; 2]> {
         return None;
     }
     let mut sums = [0i64; 2];
-    for &(start, milli) in evening {
-        sums[usize::from(start >= TEMPO_PEAK_END)] += milli;
+    for (start, watt_minutes) in evening {
+        sums[usize::from(start >= TEMPO_PEAK_END)] += watt_minutes;
     }
-    sums[1] += morning.map(|(_, m)| m).sum::<i64>();
-    Some(sums)
+    sums[1] += morning.iter().map(|(_, wm)| wm).sum::<i64>();
+    Some(sums.map(watt_minutes_milli))
 }
 
 /// Collects one PDL's load-curve rows, a date at a time, into its tariff
@@ -315,9 +339,10 @@ pub fn tempo_day(tz: Tz, day: &Day, next: &Day) -> Option<[i64; 2]> {
 #[derive(Debug)]
 pub struct PdlTariff {
     pdl: String,
-    /// The date before the current one, kept for its Tempo day.
+    /// The last day closed, kept for its Tempo day.
     previous: Option<Day>,
-    current: Option<Day>,
+    /// The days still open, by local date of their intervals' true start.
+    open: BTreeMap<NaiveDate, Day>,
     /// Calendar-day samples, peak then off-peak.
     periods: [Vec<Sample>; 2],
     /// Tempo-day samples by colour, peak then off-peak.
@@ -330,7 +355,7 @@ impl PdlTariff {
         Self {
             pdl: pdl.to_string(),
             previous: None,
-            current: None,
+            open: BTreeMap::new(),
             periods: Default::default(),
             tempo: Default::default(),
         }
@@ -342,29 +367,31 @@ impl PdlTariff {
     }
 
     /// Adds one load-curve interval of this PDL, as the consumption
-    /// family accepted it, in the source's order (by date, then start).
+    /// family accepted it, in the source's order (by date, then label).
     pub fn push(&mut self, contract: &Contract, inputs: &TariffInputs, interval: &Interval) {
-        let Interval {
-            date,
-            start_minute,
-            minutes,
-            milli,
-        } = *interval;
-        if self.current.as_ref().is_none_or(|d| d.date != date) {
-            self.close_current(contract, inputs);
-            self.current = Some(Day::new(date, minutes));
+        let date = interval.start.date;
+        // A row's true start is on its date or next to it: days two before
+        // get no more rows.
+        while let Some(first) = self.open.first_entry() {
+            if first
+                .key()
+                .checked_add_days(Days::new(1))
+                .is_some_and(|d| d >= date)
+            {
+                break;
+            }
+            let day = first.remove();
+            self.close(contract, inputs, day);
         }
-        if let Some(day) = self.current.as_mut() {
-            day.push(start_minute, minutes, milli);
-        }
+        self.open
+            .entry(date)
+            .or_insert_with(|| Day::new(date, interval.minutes))
+            .push(interval.start, interval.minutes, interval.watt_minutes());
     }
 
-    /// The current date gets no more rows: its calendar day, and the Tempo
-    /// day of the date before, are complete or never will be.
-    fn close_current(&mut self, contract: &Contract, inputs: &TariffInputs) {
-        let Some(day) = self.current.take() else {
-            return;
-        };
+    /// A day gets no more rows: its calendar day, and the Tempo day of the
+    /// date before, are complete or never will be.
+    fn close(&mut self, contract: &Contract, inputs: &TariffInputs, day: Day) {
         let tz = contract.tz;
         let ts = day_millis(tz, day.date);
         let (offpeak, _) = inputs.offpeak.for_pdl(&self.pdl);
@@ -393,7 +420,9 @@ impl PdlTariff {
         inputs: &TariffInputs,
         report: &mut Report,
     ) -> Vec<Series> {
-        self.close_current(contract, inputs);
+        for day in std::mem::take(&mut self.open).into_values() {
+            self.close(contract, inputs, day);
+        }
         let pdl = self.pdl.as_str();
         let mut out = Vec::with_capacity(8);
         for (period, samples) in Period::ALL.into_iter().zip(self.periods) {

@@ -3,7 +3,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use chrono::NaiveTime;
+
 use super::*;
+use crate::calendar::detailed_start;
 use crate::contract::energy::{interval_energy_milli, EnergyRow, PdlEnergy};
 use crate::contract::Family;
 
@@ -17,11 +20,17 @@ fn hhmm(m: u16) -> String {
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
-/// A day of `length`-minute rows at `watts`, at the start times given.
-fn day_of(d: &str, length: u16, starts: impl IntoIterator<Item = u16>, watts: i64) -> Day {
+/// Where the client's label `label` (minutes) of `d` really starts.
+fn at(d: &str, label: u16, length: u16) -> TrueStart {
+    let t = NaiveTime::from_hms_opt(u32::from(label / 60), u32::from(label % 60), 0).unwrap();
+    detailed_start(PARIS, date(d), t, u32::from(length))
+}
+
+/// A day of `length`-minute rows at `watts`, at the client's labels given.
+fn day_of(d: &str, length: u16, labels: impl IntoIterator<Item = u16>, watts: i64) -> Day {
     let mut day = Day::new(date(d), length);
-    for s in starts {
-        day.push(s, length, interval_energy_milli(watts, u32::from(length)));
+    for l in labels {
+        day.push(at(d, l, length), length, watts * i64::from(length));
     }
     day
 }
@@ -31,9 +40,9 @@ fn full(length: u16) -> impl Iterator<Item = u16> {
     (0..DAY).step_by(usize::from(length))
 }
 
-/// The start times MyElectricalData stores on the March change day: it
-/// shifts Enedis's end-of-interval labels back by the length as a naive
-/// time, so no start in [02:00 - length, 03:00 - length) is there.
+/// The labels MyElectricalData stores on the March change day: it shifts
+/// Enedis's end-of-interval labels back by the length as a naive time, so
+/// no label in [02:00 - length, 03:00 - length) is there.
 fn march(length: u16) -> impl Iterator<Item = u16> {
     full(length).filter(move |s| !(120 - length..180 - length).contains(s))
 }
@@ -53,31 +62,51 @@ fn a_tempo_day_runs_from_six_to_six_across_midnight() {
 #[test]
 fn the_tempo_day_before_spring_forward_lasts_23_hours() {
     let d = day_of("2024-03-30", 30, full(30), 1000);
-    // 00:00, 00:30, 01:00, 02:30, 03:00, ... 05:30: ten rows, five hours.
+    // Labels 00:00, 00:30, 01:00, 02:30, 03:00, ... 05:30: ten rows, five hours.
     let next = day_of("2024-03-31", 30, march(30), 1000);
-    assert_eq!(next.slots.iter().filter(|(s, _)| *s < 360).count(), 10);
+    assert_eq!(next.slots.values().filter(|(m, _)| *m < 360).count(), 10);
     // HP 32 × 500; HC (4 + 10) × 500: 23 hours in all.
     assert_eq!(tempo_day(PARIS, &d, &next), Some([16_000_000, 7_000_000]));
     // The calendar day has 46 intervals, which is complete.
     let sums = calendar_day(PARIS, &next, &OffPeakHours::default()).unwrap();
     assert_eq!(sums[0] + sums[1], 46 * 500_000);
-    // As are the true start times, had the client kept them.
-    let true_starts = day_of(
+    // One row fewer is not.
+    let short = day_of("2024-03-31", 30, march(30).filter(|s| *s != 300), 1000);
+    assert_eq!(tempo_day(PARIS, &d, &short), None);
+    assert_eq!(calendar_day(PARIS, &short, &OffPeakHours::default()), None);
+    // Nor is a day whose labels are wall-clock starts (01:30 for the
+    // interval the client labels 02:30): 01:30's end, 02:00, does not
+    // exist and lands on 00:30's instant.
+    let naive = day_of(
         "2024-03-31",
         30,
         full(30).filter(|s| !(120..180).contains(s)),
         1000,
     );
-    assert!(calendar_day(PARIS, &true_starts, &OffPeakHours::default()).is_some());
-    // One row fewer is not.
-    let short = day_of("2024-03-31", 30, march(30).filter(|s| *s != 300), 1000);
-    assert_eq!(tempo_day(PARIS, &d, &short), None);
-    assert_eq!(calendar_day(PARIS, &short, &OffPeakHours::default()), None);
+    assert_eq!(calendar_day(PARIS, &naive, &OffPeakHours::default()), None);
+}
+
+#[test]
+fn on_the_spring_day_the_row_02_30_is_peak_under_off_peak_hours_from_02_00() {
+    // The row labelled 02:30 is 01:30-02:00 local: before 02:00, so peak.
+    let mut day = Day::new(date("2024-03-31"), 30);
+    for l in march(30) {
+        let watts = if l == 150 { 7000 } else { 1000 };
+        day.push(at("2024-03-31", l, 30), 30, watts * 30);
+    }
+    let hours = OffPeakHours::parse_setting("02:00-07:00").unwrap();
+    // HC 03:00-07:00 by the clock: 8 intervals of 500 Wh. HP: the 37 other
+    // intervals of 500 Wh and the 01:30 one of 3500 Wh.
+    assert_eq!(
+        calendar_day(PARIS, &day, &hours),
+        Some([37 * 500_000 + 3_500_000, 8 * 500_000])
+    );
 }
 
 #[test]
 fn the_tempo_day_before_fall_back_is_complete_with_the_rows_the_client_keeps() {
-    // 25 hours, but the client keeps one row per start time: 36 + 12 rows.
+    // 25 hours, but the client keeps one row per label: 36 + 12 rows, the
+    // labels 01:30 and 02:00 standing for 02:30 CEST and 02:00 CET.
     let d = day_of("2024-10-26", 30, full(30), 1000);
     let next = day_of("2024-10-27", 30, full(30), 3000);
     // HP 32 × 500; HC 4 × 500 + 12 × 1500.
@@ -92,18 +121,24 @@ fn a_ten_minute_meter_sums_its_rounded_intervals() {
     // 100 W for 10 minutes is 16.667 Wh once rounded, as the load curve shows it.
     let d = day_of("2024-11-04", 10, full(10), 100);
     let sums = calendar_day(PARIS, &d, &OffPeakHours::default()).unwrap();
-    // HC: 12 starts from 22:00, 36 before 06:00; HP: the other 96.
-    assert_eq!(sums, [96 * 16_667, 48 * 16_667]);
+    // HC: 12 starts from 22:00, 36 before 06:00; HP: the other 96. Each
+    // interval is 16.666… Wh: summed exactly, 1600 Wh and 800 Wh, where
+    // adding the load curve's rounded 16.667 would give 1600.032.
+    assert_eq!(sums, [1_600_000, 800_000]);
+    assert_ne!(sums[0], 96 * interval_energy_milli(100, 10));
     // The March day of a 10-minute meter: 138 starts, complete.
     let m = day_of("2024-03-31", 10, march(10), 100);
     assert_eq!(m.slots.len(), 138);
     assert!(calendar_day(PARIS, &m, &OffPeakHours::default()).is_some());
-    // Its Tempo day before: 108 + 30 intervals.
+    // Its Tempo day before: 96 peak and 12 + 30 off-peak intervals of
+    // 1000 W × min: 96000 / 60 and 42000 / 60 Wh.
     let before = day_of("2024-03-30", 10, full(10), 100);
-    assert_eq!(
-        tempo_day(PARIS, &before, &m),
-        Some([96 * 16_667, (12 + 30) * 16_667])
-    );
+    assert_eq!(tempo_day(PARIS, &before, &m), Some([1_600_000, 700_000]));
+    // Its autumn day: 144 labels, of which the six of 01:50-02:50 stand for
+    // 02:00-03:00 CET and those of 01:00-01:50 for 02:00-03:00 CEST.
+    let autumn = day_of("2024-10-27", 10, full(10), 100);
+    assert_eq!(autumn.slots.len(), 144);
+    assert!(calendar_day(PARIS, &autumn, &OffPeakHours::default()).is_some());
 }
 
 #[test]
@@ -124,7 +159,7 @@ fn off_peak_ranges_split_the_calendar_day() {
     // Varying power: the interval belongs to the period at its start.
     let mut v = Day::new(date("2024-11-04"), 30);
     for s in full(30) {
-        v.push(s, 30, interval_energy_milli(i64::from(s), 30));
+        v.push(at("2024-11-04", s, 30), 30, i64::from(s) * 30);
     }
     let hc: i64 = full(30)
         .filter(|s| *s >= 1380 || *s < 420)
@@ -152,11 +187,11 @@ fn a_day_missing_one_interval_gives_nothing_and_spares_the_other_tempo_day() {
 fn a_day_of_mixed_or_misaligned_intervals_is_not_complete() {
     let mut mixed = day_of("2024-11-04", 30, full(30).filter(|s| *s < 720), 1000);
     for s in (720..DAY).step_by(10) {
-        mixed.push(s, 10, 1);
+        mixed.push(at("2024-11-04", s, 10), 10, 1);
     }
     assert_eq!(calendar_day(PARIS, &mixed, &OffPeakHours::default()), None);
     let mut off = day_of("2024-11-04", 30, full(30).filter(|s| *s != 600), 1000);
-    off.push(615, 30, 1);
+    off.push(at("2024-11-04", 615, 30), 30, 1);
     assert_eq!(calendar_day(PARIS, &off, &OffPeakHours::default()), None);
 }
 
