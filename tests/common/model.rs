@@ -14,8 +14,33 @@ use sqlx::{PgPool, Row};
 /// thousandths) sorted by timestamp.
 pub type Mirror = BTreeMap<BTreeMap<String, String>, Vec<(i64, i64)>>;
 
-/// The load curve by (pdl, date), then start minute: (length, mWh).
-type Curve = BTreeMap<(String, NaiveDate), BTreeMap<i64, (i64, i64)>>;
+/// The load curve by (pdl, local date of the true start), then true start
+/// (Unix ms): (length, local start minute, W × minutes).
+type Curve = BTreeMap<(String, NaiveDate), BTreeMap<i64, (i64, i64, i64)>>;
+
+/// Where a load-curve row's interval really starts (SPEC §2), worked out
+/// apart from the exporter's `calendar`: the end Enedis sent is the label
+/// plus the length on the wall clock; of the instants whose Paris wall
+/// clock shows it (Paris is UTC+1 or UTC+2) the later counts, and where none
+/// does (a label the client never writes) the offset after the spring change,
+/// +2. The start is that end less the length.
+fn true_start(date: NaiveDate, label: NaiveTime, length: i64) -> i64 {
+    let end = date.and_time(label) + Duration::minutes(length);
+    let as_utc = end.and_utc().timestamp_millis();
+    let shows = |ms: &i64| Paris.timestamp_millis_opt(*ms).unwrap().naive_local() == end;
+    let end_ms = [as_utc - 3_600_000, as_utc - 7_200_000]
+        .into_iter()
+        .filter(shows)
+        .max()
+        .unwrap_or(as_utc - 7_200_000);
+    end_ms - length * 60_000
+}
+
+/// The local date and minute of an instant.
+fn local_of(ms: i64) -> (NaiveDate, i64) {
+    let t = Paris.timestamp_millis_opt(ms).unwrap().naive_local();
+    (t.date(), i64::from(t.hour() * 60 + t.minute()))
+}
 
 /// Minutes in an ISO 8601 duration of the forms the client writes.
 fn minutes(text: &str) -> Option<i64> {
@@ -50,6 +75,25 @@ fn labels(
 
 /// What the spec says VictoriaMetrics holds for this database, at `now_ms`.
 pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i64) -> Mirror {
+    expected_with(pool, extra, now_ms, false).await
+}
+
+/// What releases before the daylight-saving fix left in VictoriaMetrics:
+/// load-curve samples at their label read with `fold=0`.
+pub async fn expected_legacy(
+    pool: &PgPool,
+    extra: &BTreeMap<String, String>,
+    now_ms: i64,
+) -> Mirror {
+    expected_with(pool, extra, now_ms, true).await
+}
+
+async fn expected_with(
+    pool: &PgPool,
+    extra: &BTreeMap<String, String>,
+    now_ms: i64,
+    legacy: bool,
+) -> Mirror {
     let cutoff = now_ms + 2 * 86_400_000 - 3_600_000;
     // A second sample at one timestamp replaces the first: rows are read in
     // the order the exporter reads them, and the later row wins.
@@ -111,21 +155,26 @@ pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i
                 pairs.push(("quality", q));
             }
             let t = NaiveTime::parse_from_str(start.as_deref().unwrap(), "%H:%M").unwrap();
-            let ts = local_millis(Paris, date.and_time(t));
             let length = field("p")
                 .or_else(|| field("interval_length"))
                 .and_then(|v| v.as_str())
                 .map_or(30, |t| minutes(t).unwrap());
+            let ts = if legacy {
+                local_millis(Paris, date.and_time(t))
+            } else {
+                true_start(date, t, length)
+            };
             // W × minutes / 60 Wh, in thousandths, rounded half up.
             let milli = (i64::from(value) * length * 1000 * 2 + 60) / 120;
             add(labels(name, &pairs, extra), ts, milli);
             add(labels(power, &pairs, extra), ts, i64::from(value) * 1000);
             if table == "consumption_data" {
-                let minute = i64::from(t.hour() * 60 + t.minute());
+                let start = true_start(date, t, length);
+                let (day, minute) = local_of(start);
                 curve
-                    .entry((pdl.clone(), date))
+                    .entry((pdl.clone(), day))
                     .or_default()
-                    .insert(minute, (length, milli));
+                    .insert(start, (length, minute, i64::from(value) * length));
             }
         }
         let mut months: BTreeMap<(String, i64), i64> = BTreeMap::new();
@@ -437,31 +486,50 @@ async fn tariff(pool: &PgPool, curve: &Curve) -> Vec<(Vec<(&'static str, String)
             m >= a || m < b
         }
     };
-    // The rows of (pdl, date) in [from, to) when there is one for each start
-    // time the wall clock shows there, at one length.
+    // The true starts of the intervals of `date` the client can hold at
+    // `length` minutes: each real interval of the day is labelled by its
+    // end's wall-clock time less the length, and of two with one label the
+    // later stays.
+    let holdable = |date: NaiveDate, length: i64| -> Vec<i64> {
+        let (from, to) = (
+            day_millis(Paris, date),
+            day_millis(Paris, date + Duration::days(1)),
+        );
+        let mut by_label: BTreeMap<chrono::NaiveDateTime, i64> = BTreeMap::new();
+        let mut s = from;
+        while s < to {
+            let end = Paris
+                .timestamp_millis_opt(s + length * 60_000)
+                .unwrap()
+                .naive_local();
+            by_label.insert(end - Duration::minutes(length), s);
+            s += length * 60_000;
+        }
+        let mut kept: Vec<i64> = by_label.into_values().collect();
+        kept.sort();
+        kept
+    };
+    // The rows of (pdl, date) starting in [from, to) (local minutes) when
+    // they are exactly those the client can hold there, at one length: (W ×
+    // minutes, local minute) each.
     let part = |pdl: &str, date: NaiveDate, from: i64, to: i64| -> Option<(i64, Vec<(i64, i64)>)> {
         let rows = curve.get(&(pdl.to_string(), date))?;
         let length = rows.values().next()?.0;
-        if rows.values().any(|(l, _)| *l != length) || rows.keys().any(|m| m % length != 0) {
+        if rows.values().any(|(l, _, _)| *l != length) {
             return None;
         }
-        let shown = (0..1440)
-            .step_by(length as usize)
-            .filter(|m| (from..to).contains(m))
-            .filter(|m| {
-                let t = date
-                    .and_hms_opt((m / 60) as u32, (m % 60) as u32, 0)
-                    .unwrap();
-                !matches!(Paris.from_local_datetime(&t), chrono::LocalResult::None)
-            })
-            .count();
+        let inside = |ts: &i64| (from..to).contains(&local_of(*ts).1);
+        let want: Vec<i64> = holdable(date, length).into_iter().filter(inside).collect();
         let got: Vec<(i64, i64)> = rows
             .iter()
-            .filter(|(m, _)| (from..to).contains(*m))
-            .map(|(m, (_, e))| (*m, *e))
+            .filter(|(ts, _)| inside(ts))
+            .map(|(_, (_, m, wm))| (*m, *wm))
             .collect();
-        (got.len() == shown).then_some((length, got))
+        let got_ts: Vec<i64> = rows.keys().copied().filter(inside).collect();
+        (got_ts == want).then_some((length, got))
     };
+    // W × minutes to mWh, rounded half up once.
+    let milli = |wm: i64| (wm * 2000 + 60) / 120;
     let mut out = Vec::new();
     for (pdl, date) in curve.keys() {
         let ts = day_millis(Paris, *date);
@@ -473,7 +541,7 @@ async fn tariff(pool: &PgPool, curve: &Curve) -> Vec<(Vec<(&'static str, String)
                 .map(|(_, e)| e)
                 .sum();
             let all: i64 = rows.iter().map(|(_, e)| e).sum();
-            for (period, v) in [("HP", all - hc), ("HC", hc)] {
+            for (period, v) in [("HP", milli(all - hc)), ("HC", milli(hc))] {
                 out.push((
                     vec![
                         (
@@ -509,7 +577,7 @@ async fn tariff(pool: &PgPool, curve: &Curve) -> Vec<(Vec<(&'static str, String)
             .map(|(_, e)| e)
             .sum();
         let hc: i64 = evening.iter().chain(&morning).map(|(_, e)| e).sum::<i64>() - hp;
-        for (period, v) in [("HP", hp), ("HC", hc)] {
+        for (period, v) in [("HP", milli(hp)), ("HC", milli(hc))] {
             out.push((
                 vec![
                     (
