@@ -9,7 +9,7 @@ use crate::series::SeriesReader;
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::state::State;
-use crate::verify::{self, Expected, Verdict};
+use crate::verify::{self, Copies, Expected};
 
 /// What an audit found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct Audit {
     /// Series that differ but were written too recently to be visible, or
     /// are being written by an exporter right now: not counted as differing.
     pub recent: u64,
+    /// Series shown with every sample twice by a replicated cluster that
+    /// does not deduplicate: not counted as differing, reported apart.
+    pub doubled: u64,
 }
 
 /// Compares every series of every family with VictoriaMetrics.
@@ -41,22 +44,37 @@ pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audi
         let obs = verify::observe(sink, family, &contract.extra_labels, contract.cutoff_ms).await?;
         let mut report = Report::default();
         let mut reader = SeriesReader::new(source, family);
+        // Judged over the whole family before any series is: (expected,
+        // verdict, recently written).
+        let mut compared = Vec::new();
         while let Some(group) = reader.next(&contract, &mut report).await? {
             for series in group {
                 let expected = Expected::of(&series.samples, obs.at_ms);
-                let same = verify::compare(expected, obs.series.get(&series.key)) == Verdict::Same;
+                let seen = obs.series.get(&series.key);
                 let recent = known
                     .get(&series.selector)
                     .is_some_and(|s| s.pending || s.age < config.verify_delay);
-                if !same && recent {
-                    audit.recent += 1;
-                    continue;
-                }
-                audit.series += 1;
-                audit.samples += expected.count;
-                if !same {
-                    audit.differing += 1;
-                }
+                compared.push((
+                    expected,
+                    seen.map_or(0, |o| o.count),
+                    verify::compare(expected, seen),
+                    recent,
+                ));
+            }
+        }
+        let copies = Copies::judge(compared.iter().map(|(e, seen, _, _)| (e.count, *seen)));
+        for (expected, _, verdict, recent) in compared {
+            let same = copies.accepts(verdict);
+            if !same && recent {
+                audit.recent += 1;
+                continue;
+            }
+            audit.series += 1;
+            audit.samples += expected.count;
+            if !same {
+                audit.differing += 1;
+            } else if verdict != verify::Verdict::Same {
+                audit.doubled += 1;
             }
         }
     }

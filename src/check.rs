@@ -104,6 +104,15 @@ async fn check_mirror(config: &Config) -> Item {
     }
     .await;
     match result {
+        Ok(a) if a.doubled > 0 && a.differing == 0 => bad(
+            Status::Warn,
+            MIRROR,
+            format!(
+                "VictoriaMetrics shows every sample twice ({} of {} series): a replicated cluster whose vmselect does not deduplicate",
+                a.doubled, a.series
+            ),
+            "set -dedup.minScrapeInterval=1ms on vmselect (vminsert's -replicationFactor stores each sample on several vmstorage nodes; see docs/cluster.md)",
+        ),
         Ok(a) if a.differing == 0 => ok(
             MIRROR,
             format!(

@@ -112,6 +112,9 @@ pub struct Telemetry {
     samples_extra: AtomicU64,
     cycles_ok: AtomicU64,
     cycles_failed: AtomicU64,
+    /// 1 while the read-back shows every sample twice (a replicated cluster
+    /// without deduplication).
+    doubled: std::sync::atomic::AtomicBool,
     times: Mutex<Times>,
 }
 
@@ -158,6 +161,7 @@ impl Telemetry {
             samples_extra: AtomicU64::new(0),
             cycles_ok: AtomicU64::new(0),
             cycles_failed: AtomicU64::new(0),
+            doubled: std::sync::atomic::AtomicBool::new(false),
             times: Mutex::new(Times::default()),
         }
     }
@@ -223,6 +227,20 @@ impl Telemetry {
         self.series_repaired.fetch_add(o.repaired, Relaxed);
         self.samples_missing.fetch_add(o.samples_missing, Relaxed);
         self.samples_extra.fetch_add(o.samples_extra, Relaxed);
+    }
+
+    /// A read-back's judgement of how many copies of each sample
+    /// VictoriaMetrics shows; `true` when it starts showing two.
+    pub fn copies(&self, copies: crate::verify::Copies) -> bool {
+        use crate::verify::Copies;
+        match copies {
+            Copies::Unknown => false,
+            Copies::One => {
+                self.doubled.store(false, Relaxed);
+                false
+            }
+            Copies::Two => !self.doubled.swap(true, Relaxed),
+        }
     }
 
     /// A full reconciliation read every family back and found VictoriaMetrics
@@ -449,6 +467,11 @@ impl Telemetry {
             "myelectricaldata_exporter_lag_seconds",
             "How long VictoriaMetrics has been behind PostgreSQL: 0 while the last cycle left the mirror complete.",
             lag.as_secs_f64(),
+        );
+        one(
+            "myelectricaldata_exporter_replication_without_dedup",
+            "1 when VictoriaMetrics shows every sample twice: a replicated cluster whose vmselect lacks -dedup.minScrapeInterval (the exporter then rewrites nothing for it).",
+            if self.doubled.load(Relaxed) { 1.0 } else { 0.0 },
         );
         one(
             "myelectricaldata_exporter_export_lock_held",

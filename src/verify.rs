@@ -68,13 +68,15 @@ pub struct Observed {
 }
 
 /// A family read back at one instant: its series by [`series_key`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Observation {
     /// The instant the queries were evaluated at (Unix ms): samples after it
     /// are not counted, nor those at or before [`READ_BACK_FROM_MS`].
     pub at_ms: i64,
     /// The exporter's series found, by key.
     pub series: HashMap<String, Observed>,
+    /// How many copies of each sample the family shows, once judged.
+    pub copies: Copies,
 }
 
 /// Why a read-back failed.
@@ -227,7 +229,11 @@ pub async fn observe(
             o.sum = sum;
         }
     }
-    Ok(Observation { at_ms, series })
+    Ok(Observation {
+        at_ms,
+        series,
+        copies: Copies::Unknown,
+    })
 }
 
 /// The [`series_key`] of a series from the selector the exporter wrote it
@@ -302,6 +308,9 @@ pub enum Verdict {
     Fewer,
     /// As many samples or more, but not the same: duplicates, other values.
     Differs,
+    /// Exactly twice its samples, twice its sum: what a replicated cluster
+    /// whose vmselect does not deduplicate shows of every series.
+    Doubled,
 }
 
 /// Compares a series' expected content with what was read back.
@@ -316,12 +325,62 @@ pub fn compare(expected: Expected, observed: Option<&Observed>) -> Verdict {
     // VictoriaMetrics sums in floating point: allow well under a thousandth.
     let want = expected.sum_milli as f64 / 1000.0;
     let same_sum = (o.sum - want).abs() <= 0.0004 + want.abs() * 1e-12;
+    let doubled_sum = (o.sum - 2.0 * want).abs() <= 0.0008 + want.abs() * 2e-12;
     if o.count == expected.count && same_sum {
         Verdict::Same
+    } else if expected.count > 0 && o.count == 2 * expected.count && doubled_sum {
+        Verdict::Doubled
     } else if o.count < expected.count {
         Verdict::Fewer
     } else {
         Verdict::Differs
+    }
+}
+
+/// How many copies of each sample a family's read-back shows, judged over
+/// its series: a replicated cluster (`-replicationFactor` 2 on vminsert)
+/// whose vmselect does not deduplicate shows every sample twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    /// No series tells: none read back, or none held once or twice.
+    Unknown,
+    /// Some series holds its samples once: whatever holds them twice was
+    /// written twice, and is repaired.
+    One,
+    /// No series holds its samples once and some hold them exactly twice:
+    /// replication without deduplication, which no rewrite can mend.
+    Two,
+}
+
+impl Copies {
+    /// Judges from each series' expected and observed sample counts
+    /// (series expected empty or not read back tell nothing).
+    pub fn judge(counts: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        let (mut once, mut twice) = (0u64, 0u64);
+        for (expected, observed) in counts {
+            if expected == 0 || observed == 0 {
+                continue;
+            }
+            if observed == expected {
+                once += 1;
+            } else if observed == 2 * expected {
+                twice += 1;
+            }
+        }
+        if once > 0 {
+            Copies::One
+        } else if twice > 0 {
+            Copies::Two
+        } else {
+            Copies::Unknown
+        }
+    }
+
+    /// Whether a series with this verdict holds what it should, under this
+    /// judgement: a doubled series is as good as the same one on a cluster
+    /// that shows every sample twice.
+    pub fn accepts(self, verdict: Verdict) -> bool {
+        verdict == Verdict::Same || (self == Copies::Two && verdict == Verdict::Doubled)
     }
 }
 
@@ -434,6 +493,27 @@ mod tests {
         // the epoch, are not expected.
         assert_eq!(Expected::of(&samples, D + 1).count, 2);
         assert_eq!(Expected::of(&[Sample::whole(5, 1)], D).count, 0);
+    }
+
+    #[test]
+    fn a_series_held_exactly_twice_is_doubled_and_only_a_family_with_none_held_once_is_replicated()
+    {
+        let samples = [
+            Sample::whole(100_000_000, 10),
+            Sample::whole(100_000_001, 5),
+        ];
+        let e = Expected::of(&samples, i64::MAX);
+        assert_eq!(compare(e, Some(&obs(4, 30.0))), Verdict::Doubled);
+        // Twice the count at another sum is a real difference.
+        assert_eq!(compare(e, Some(&obs(4, 31.0))), Verdict::Differs);
+        assert_eq!(Copies::judge([(2, 4), (3, 6), (5, 0)]), Copies::Two);
+        // Doubled beside a series held once: written twice, repaired.
+        assert_eq!(Copies::judge([(2, 4), (3, 3)]), Copies::One);
+        assert_eq!(Copies::judge([(2, 3), (0, 0)]), Copies::Unknown);
+        assert!(Copies::Two.accepts(Verdict::Doubled));
+        assert!(!Copies::One.accepts(Verdict::Doubled));
+        assert!(!Copies::Unknown.accepts(Verdict::Doubled));
+        assert!(Copies::Unknown.accepts(Verdict::Same));
     }
 
     #[test]

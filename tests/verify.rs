@@ -188,3 +188,93 @@ async fn acknowledged_lines_that_were_never_stored_are_found_and_sent_again() {
         "a verified mirror was written again: {written} rows"
     );
 }
+
+#[tokio::test]
+async fn a_replicated_cluster_that_shows_every_sample_twice_is_named_and_nothing_is_rewritten_for_it(
+) {
+    let servers = Servers::start().await;
+    let none = BTreeMap::new();
+    // The first export straight to VictoriaMetrics.
+    let direct = servers.env(&[]);
+    once_is_exact(&servers, &direct, "after the first export").await;
+
+    // Then every read-back through a proxy that shows each sample twice, as
+    // vmselect without -dedup.minScrapeInterval in front of two replicas.
+    let proxy = Proxy::start(servers.vm.url.trim_start_matches("http://"));
+    proxy.set(Fault::DoubleReadBack);
+    let mut env = direct.clone();
+    for (k, v) in env.iter_mut() {
+        if *k == "VICTORIAMETRICS_URL" {
+            *v = proxy.url.clone();
+        }
+    }
+
+    // check names it in one line, with what to set where.
+    let out = common::exporter(&["check"], &env);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.lines().any(|l| l.contains("[WARN] Mirror verified")
+            && l.contains("shows every sample twice")),
+        "{report}"
+    );
+    assert!(
+        report.contains("-dedup.minScrapeInterval=1ms on vmselect"),
+        "{report}"
+    );
+
+    // once verifies, says it once, and writes nothing.
+    let inserted = servers.vm.rows_inserted().await;
+    let from = now_ms();
+    let log = run_ok(&["once"], &env);
+    let written = servers.vm.rows_inserted().await - inserted;
+    let allowed = common::model::released(&servers.pool, &none, from, now_ms()).await;
+    assert!(
+        written <= allowed,
+        "the doubled read-back caused {written} rows to be written\n{log}"
+    );
+    assert!(log.contains("shows every sample twice"), "{log}");
+    assert!(!log.contains("repairing"), "{log}");
+
+    // A change is still written, and read back as written.
+    sqlx::raw_sql("UPDATE consumption_data SET value = value + 1, updated_at = now() WHERE granularity = 'daily' AND date = '2024-11-01'")
+        .execute(&servers.pool)
+        .await
+        .unwrap();
+    once_is_exact(&servers, &env, "after a change read back doubled").await;
+
+    // The daemon exposes it on /metrics and logs it once.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon_env = env.clone();
+    daemon_env.retain(|(k, _)| *k != "VICTORIAMETRICS_HTTP_LISTEN_ADDR");
+    daemon_env.push(("VICTORIAMETRICS_HTTP_LISTEN_ADDR", listen));
+    daemon_env.push(("VICTORIAMETRICS_POLL_INTERVAL", "300ms".into()));
+    let daemon = spawn_exporter(&["run"], &daemon_env, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains("\nmyelectricaldata_exporter_replication_without_dedup 1\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gauge never showed it: {text}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&daemon, "-TERM");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        text.matches("shows every sample twice").count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("repairing"), "{text}");
+}

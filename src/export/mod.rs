@@ -238,7 +238,7 @@ impl Exporter {
         let _stamp = ImportStamp(&self.last_import);
 
         // What VictoriaMetrics holds now, to compare each series with.
-        let observation = self.observe(family, &contract).await;
+        let observation = self.observe(family, &contract, &known).await;
         outcome.read_back = observation.is_some();
         if observation.is_none() {
             // Counted as not read back, so that a later pass reads back.

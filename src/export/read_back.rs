@@ -5,7 +5,9 @@
 use super::{ExportError, Exporter, Outcome};
 use crate::contract::{Contract, Family, Sample, Series};
 use crate::state::{Plan, SeriesState};
-use crate::verify::{self, Expected, Observation, Verdict};
+use std::collections::HashMap;
+
+use crate::verify::{self, Copies, Expected, Observation, Verdict};
 
 impl Exporter {
     /// How many of the series a pass wrote VictoriaMetrics does not show as
@@ -23,12 +25,22 @@ impl Exporter {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         match verify::observe(&self.sink, family, &labels, at_ms).await {
-            Ok(obs) => Ok(Some(
-                expect
-                    .iter()
-                    .filter(|(key, e)| verify::compare(*e, obs.series.get(key)) != Verdict::Same)
-                    .count(),
-            )),
+            Ok(obs) => {
+                let copies = Copies::judge(
+                    expect
+                        .iter()
+                        .map(|(key, e)| (e.count, obs.series.get(key).map_or(0, |o| o.count))),
+                );
+                note_copies(family, copies);
+                Ok(Some(
+                    expect
+                        .iter()
+                        .filter(|(key, e)| {
+                            !copies.accepts(verify::compare(*e, obs.series.get(key)))
+                        })
+                        .count(),
+                ))
+            }
             Err(e) if e.is_retryable() => Err(e.into()),
             Err(_) => Ok(None),
         }
@@ -38,7 +50,14 @@ impl Exporter {
     /// the pass may write. `None` when it does not answer: writing may still
     /// work (a cluster's vmselect down, a proxy that passes imports only),
     /// so the pass exports unverified, says so, and a later pass reads back.
-    pub(super) async fn observe(&self, family: Family, contract: &Contract) -> Option<Observation> {
+    /// How many copies of each sample it shows is judged against what the
+    /// state says each series holds (`known`).
+    pub(super) async fn observe(
+        &self,
+        family: Family,
+        contract: &Contract,
+        known: &HashMap<String, SeriesState>,
+    ) -> Option<Observation> {
         match verify::observe(
             &self.sink,
             family,
@@ -47,7 +66,20 @@ impl Exporter {
         )
         .await
         {
-            Ok(o) => Some(o),
+            Ok(mut o) => {
+                o.copies = Copies::judge(
+                    known
+                        .iter()
+                        .filter(|(_, s)| !s.pending && !s.rejected)
+                        .filter_map(|(selector, s)| {
+                            let seen = o.series.get(&verify::key_of_selector(selector)?)?;
+                            let held: i64 = s.chunks.values().map(|c| i64::from(c.samples)).sum();
+                            Some((held.max(0) as u64, seen.count))
+                        }),
+                );
+                note_copies(family, o.copies);
+                Some(o)
+            }
             Err(e) => {
                 tracing::warn!(family = family.as_str(), error = %e, "cannot read VictoriaMetrics back: exporting unverified, reading back later");
                 None
@@ -80,13 +112,14 @@ impl Exporter {
         // differs (the common case costs no allocation per series).
         let held = || series.samples.iter().filter(|s| !plan.sends(s, tz));
         let verdict = verify::compare(Expected::of(held(), obs.at_ms), obs.series.get(&series.key));
-        if verdict != Verdict::Same && old.age < self.config.verify_delay {
+        let accepted = obs.copies.accepts(verdict);
+        if !accepted && old.age < self.config.verify_delay {
             // A sample on its way is not a lost one: compared again later.
             outcome.unverified += 1;
             return Ok(plan);
         }
         outcome.verified += 1;
-        if verdict == Verdict::Same {
+        if accepted {
             return Ok(plan);
         }
         let held: Vec<Sample> = held()
@@ -95,6 +128,11 @@ impl Exporter {
             .collect();
         let diagnosis = match verdict {
             Verdict::Same => return Ok(plan),
+            // Written twice where other series are held once: rewritten.
+            Verdict::Doubled => verify::Diagnosis {
+                missing: Vec::new(),
+                extra: held.len() as u64,
+            },
             Verdict::Absent => verify::Diagnosis {
                 missing: held.iter().map(|s| s.ts).collect(),
                 extra: 0,
@@ -123,5 +161,18 @@ impl Exporter {
         } else {
             Plan::Rewrite
         })
+    }
+}
+
+/// Records what a read-back showed of replication, and says once, when a
+/// replicated cluster starts showing every sample twice, what to set.
+fn note_copies(family: Family, copies: Copies) {
+    if crate::telemetry::global().copies(copies) {
+        tracing::warn!(
+            family = family.as_str(),
+            "VictoriaMetrics shows every sample twice: a replicated cluster (vminsert -replicationFactor=2 or more) \
+             whose vmselect does not deduplicate. Set -dedup.minScrapeInterval=1ms on vmselect; until then the \
+             exporter counts each sample twice and rewrites nothing for it"
+        );
     }
 }

@@ -32,6 +32,10 @@ pub enum Fault {
     /// Forward an import without every n-th line, and pass its answer on:
     /// a batch acknowledged whole and stored in part.
     DropEveryNthLine(usize),
+    /// Read-backs show every sample twice, as a replicated cluster whose
+    /// vmselect does not deduplicate: `count_over_time` and `sum_over_time`
+    /// answers doubled, each sample of `/api/v1/export` given twice.
+    DoubleReadBack,
 }
 
 /// A running proxy.
@@ -101,6 +105,10 @@ fn take(f: &Mutex<(Fault, Option<u32>)>, hits: &Mutex<u64>, is_import: bool) -> 
         fault,
         Fault::ImportStatus(_) | Fault::Swallow | Fault::DropEveryNthLine(_)
     );
+    if fault == Fault::DoubleReadBack {
+        // Never used up: it stands for how the cluster is set up.
+        return if is_import { Fault::Pass } else { fault };
+    }
     if fault == Fault::Pass || (imports_only && !is_import) {
         return Fault::Pass;
     }
@@ -234,11 +242,22 @@ async fn serve(
             }
             _ => (head, body),
         };
+        let doubled = fault == Fault::DoubleReadBack && is_read_back(&head, &body);
         let mut up = TcpStream::connect(target).await?;
-        up.write_all(&close_head(&head)).await?;
+        if doubled {
+            // HTTP/1.0: an answer of plain bytes, not chunked, to rewrite.
+            let text =
+                String::from_utf8_lossy(&close_head(&head)).replacen("HTTP/1.1", "HTTP/1.0", 1);
+            up.write_all(text.as_bytes()).await?;
+        } else {
+            up.write_all(&close_head(&head)).await?;
+        }
         up.write_all(&body).await?;
         let mut answer = Vec::new();
         up.read_to_end(&mut answer).await?;
+        if doubled {
+            answer = double_samples(&head, answer);
+        }
         if let Fault::Delay(d) = fault {
             tokio::time::sleep(d).await;
         }
@@ -246,4 +265,52 @@ async fn serve(
         client.write_all(&answer).await?;
         return Ok(());
     }
+}
+
+/// Whether a request reads the mirror back: a count or sum over time, or
+/// an export.
+fn is_read_back(head: &[u8], body: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(head);
+    let body = String::from_utf8_lossy(body);
+    head.contains("/api/v1/export")
+        || (head.contains("/api/v1/query")
+            && (body.contains("count_over_time") || body.contains("sum_over_time")))
+}
+
+/// An answer to a read-back with every sample twice.
+fn double_samples(request: &[u8], answer: Vec<u8>) -> Vec<u8> {
+    let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer;
+    };
+    if !answer.starts_with(b"HTTP/1.0 200") && !answer.starts_with(b"HTTP/1.1 200") {
+        return answer;
+    }
+    let body = String::from_utf8_lossy(&answer[split + 4..]).to_string();
+    let out = if String::from_utf8_lossy(request).contains("/api/v1/export") {
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                for k in ["values", "timestamps"] {
+                    let a = v[k].as_array().unwrap().clone();
+                    v[k] = serde_json::Value::Array(a.iter().chain(&a).cloned().collect());
+                }
+                format!("{v}\n")
+            })
+            .collect::<String>()
+    } else {
+        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for r in v["data"]["result"].as_array_mut().unwrap() {
+            let x: f64 = r["value"][1].as_str().unwrap().parse().unwrap();
+            r["value"][1] = serde_json::Value::String(format!("{}", 2.0 * x));
+        }
+        v.to_string()
+    };
+    let mut doubled = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        out.len()
+    )
+    .into_bytes();
+    doubled.extend_from_slice(out.as_bytes());
+    doubled
 }
