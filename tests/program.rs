@@ -262,10 +262,12 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
     );
 }
 
-#[tokio::test]
-async fn the_offpeak_setting_overrides_every_contract_in_render_and_check() {
-    let servers = Servers::start().await;
-    let env = servers.env(&[("VICTORIAMETRICS_OFFPEAK_HOURS", "12:00-14:00")]);
+/// The HC samples `render` gives under `VICTORIAMETRICS_OFFPEAK_HOURS=hours`
+/// equal the load curve's energy from `from` to `to` (local, by each
+/// interval's true start) of each day, from an SQL sum of the rows: W ×
+/// minutes summed, / 60, rounded once, in mWh.
+async fn hc_follows_the_setting(servers: &Servers, hours: &str, from: &str, to: &str) {
+    let env = servers.env(&[("VICTORIAMETRICS_OFFPEAK_HOURS", hours)]);
     let out = exporter(&["render"], &env);
     assert!(
         out.status.success(),
@@ -281,25 +283,45 @@ async fn the_offpeak_setting_overrides_every_contract_in_render_and_check() {
             hc.insert((labels["pdl"].clone(), ts), value);
         }
     }
-    // The load curve's energy from 12:00 to 14:00 of each day, in mWh:
-    // W × minutes / 60, each interval rounded as the load curve is.
+    // The true start: the end label (label + length, a local time that
+    // exists; PostgreSQL reads a repeated one as its later occurrence) less
+    // the length, back in local time.
     let want: Vec<(String, chrono::NaiveDate, i64)> = sqlx::query_as(
-        r"SELECT usage_point_id, date,
-                sum(round(value * coalesce(substring(raw_data::jsonb ->> 'p' from 'PT(\d+)M'),
-                                           substring(raw_data::jsonb ->> 'interval_length' from 'PT(\d+)M'), '30')::int
-                          * 1000 / 60.0))::bigint
-           FROM consumption_data
-          WHERE granularity = 'detailed' AND interval_start >= '12:00' AND interval_start < '14:00'
-          GROUP BY 1, 2 ORDER BY 1, 2",
+        r"WITH rows AS (
+            SELECT usage_point_id, value, minutes,
+                   ((date + interval_start::time + make_interval(mins => minutes)) AT TIME ZONE 'Europe/Paris'
+                     - make_interval(mins => minutes)) AT TIME ZONE 'Europe/Paris' AS start
+              FROM (SELECT *, coalesce(substring(raw_data::jsonb ->> 'p' from 'PT(\d+)M'),
+                                       substring(raw_data::jsonb ->> 'interval_length' from 'PT(\d+)M'), '30')::int AS minutes
+                      FROM consumption_data WHERE granularity = 'detailed') AS r)
+          SELECT usage_point_id, start::date,
+                 round(sum(value * minutes) FILTER (WHERE start::time >= $1::time AND start::time < $2::time) * 1000 / 60.0)::bigint
+            FROM rows GROUP BY 1, 2 ORDER BY 1, 2",
     )
+    .bind(from)
+    .bind(to)
     .fetch_all(&servers.pool)
     .await
     .unwrap();
-    assert_eq!(hc.len(), want.len(), "{hc:?}");
+    assert_eq!(hc.len(), want.len(), "{hours}: {hc:?}");
     for (pdl, date, milli) in want {
         let ts = myelectricaldata_vm_exporter::calendar::day_millis(chrono_tz::Europe::Paris, date);
-        assert_eq!(hc.get(&(pdl.clone(), ts)), Some(&milli), "{pdl} {date}");
+        assert_eq!(
+            hc.get(&(pdl.clone(), ts)),
+            Some(&milli),
+            "{hours}: {pdl} {date}"
+        );
     }
+}
+
+#[tokio::test]
+async fn the_offpeak_setting_overrides_every_contract_in_render_and_check() {
+    let servers = Servers::start().await;
+    hc_follows_the_setting(&servers, "12:00-14:00", "12:00", "14:00").await;
+    // On the day the clocks go forward the row labelled 02:30 is the
+    // interval from 01:30: peak under 02:00-07:00.
+    hc_follows_the_setting(&servers, "02:00-07:00", "02:00", "07:00").await;
+    let env = servers.env(&[("VICTORIAMETRICS_OFFPEAK_HOURS", "12:00-14:00")]);
 
     // check names the hours and where they come from, on one line.
     let offpeak_line = |env: &[(&str, String)]| {
