@@ -1644,7 +1644,16 @@ async fn the_cost_panels_price_each_tempo_day_and_each_period_of_the_load_curve_
     let tempo_days: Vec<NaiveDate> = tempo_day[PDL].keys().copied().collect();
     assert_eq!(
         tempo_days.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-        ["2024-03-30", "2024-10-26", "2024-11-03", "2024-11-04"],
+        [
+            "2023-10-28",
+            "2023-10-29",
+            "2024-03-30",
+            "2024-03-31",
+            "2024-10-26",
+            "2024-10-27",
+            "2024-11-03",
+            "2024-11-04"
+        ],
         "the Tempo days the load curve covers"
     );
     assert_eq!(tempo_day.len(), 2, "both meters");
