@@ -9,7 +9,8 @@
 //! - [`config`]: the `VICTORIAMETRICS_*` environment, validated at start.
 //! - [`source`]: the PostgreSQL source, MyElectricalData's tables as they are,
 //!   and the migrations.
-//! - [`calendar`]: local times (daylight saving, `fold=0`) and Tempo seasons.
+//! - [`calendar`]: local times (daylight saving: `fold=0` for real times,
+//!   the true start of a load-curve label) and Tempo seasons.
 //! - [`contract`]: the metrics of the spec, computed from rows into series,
 //!   and rendered as Prometheus text lines.
 //! - [`tariff`]: tariff periods, each day's load-curve energy split into
