@@ -11,7 +11,9 @@
 //!
 //! When VictoriaMetrics' cluster binaries (`vmstorage`, `vminsert`,
 //! `vmselect`) are on PATH, the same scenarios also run against a real
-//! cluster: two vmstorage nodes, vminsert and vmselect replicating twice.
+//! cluster: two vmstorage nodes, vminsert and vmselect replicating twice;
+//! and once more with vmselect not deduplicating, so that it shows every
+//! sample twice.
 
 mod common;
 
@@ -21,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::model::{assert_exported, assert_same, from_export};
+use common::model::{assert_exported, assert_same, from_export, Mirror};
 use common::{Postgres, Servers};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -867,16 +869,16 @@ fn start_process(
     }
 }
 
-/// vmselect's flags, on `nodes`: `replicated`, it takes the nodes for
-/// replicas of each other and deduplicates their samples.
+/// vmselect's flags, on `nodes`, with `extra` ones.
 fn select_flags(
     dir: &Path,
     name: &str,
     nodes: &[String],
-    replicated: bool,
+    extra: &[&str],
 ) -> impl Fn(&[u16]) -> Vec<String> {
     let cache = dir.join(format!("{name}-cache"));
     let nodes = nodes.join(",");
+    let extra: Vec<String> = extra.iter().map(|f| f.to_string()).collect();
     move |p: &[u16]| {
         let mut f = vec![
             format!("-httpListenAddr=127.0.0.1:{}", p[0]),
@@ -886,18 +888,16 @@ fn select_flags(
             format!("-httpAuth.username={USER}"),
             format!("-httpAuth.password={PASSWORD}"),
         ];
-        if replicated {
-            f.push("-replicationFactor=2".into());
-            f.push("-dedup.minScrapeInterval=1ms".into());
-        }
+        f.extend(extra.iter().cloned());
         f
     }
 }
 
 /// Two vmstorage nodes keeping 100 years, a vminsert and a vmselect
-/// replicating twice (vmselect deduplicating the replicas), behind basic
-/// authentication; and a vmselect per vmstorage, without replication or
-/// deduplication, to read each replica's raw samples.
+/// replicating twice (vmselect deduplicating the replicas, or not: then it
+/// shows every sample twice), behind basic authentication; and a vmselect
+/// per vmstorage, without replication or deduplication, to read each
+/// replica's raw samples.
 struct RealCluster {
     /// vmstorage's HTTP base URLs.
     storages: Vec<String>,
@@ -907,13 +907,15 @@ struct RealCluster {
     select: String,
     /// A vmselect's base URL per vmstorage, in the same order.
     replicas: Vec<String>,
+    /// Whether vmselect deduplicates (`-dedup.minScrapeInterval=1ms`).
+    dedup: bool,
     /// Dropped before the directory: killed first.
     _processes: Vec<Process>,
     dir: tempfile::TempDir,
 }
 
 impl RealCluster {
-    fn start([vmstorage, vminsert, vmselect]: &[PathBuf; 3]) -> Self {
+    fn start([vmstorage, vminsert, vmselect]: &[PathBuf; 3], dedup: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("med-cluster-")
             .tempdir()
@@ -949,12 +951,16 @@ impl RealCluster {
         });
         processes.push(process);
         let insert = url(p[0]);
+        let mut replicated = vec!["-replicationFactor=2"];
+        if dedup {
+            replicated.push("-dedup.minScrapeInterval=1ms");
+        }
         let (process, p) = start_process(
             vmselect,
             dir.path(),
             "vmselect",
             1,
-            select_flags(dir.path(), "vmselect", &select_nodes, true),
+            select_flags(dir.path(), "vmselect", &select_nodes, &replicated),
         );
         processes.push(process);
         let select = url(p[0]);
@@ -966,7 +972,7 @@ impl RealCluster {
                 dir.path(),
                 &name,
                 1,
-                select_flags(dir.path(), &name, std::slice::from_ref(node), false),
+                select_flags(dir.path(), &name, std::slice::from_ref(node), &[]),
             );
             processes.push(process);
             replicas.push(url(p[0]));
@@ -976,9 +982,32 @@ impl RealCluster {
             insert,
             select,
             replicas,
+            dedup,
             _processes: processes,
             dir,
         }
+    }
+
+    /// The exporter's settings for tenant 42 of this cluster, on the
+    /// PostgreSQL database at `database_url`.
+    fn env(&self, database_url: String) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", database_url),
+            (
+                "VICTORIAMETRICS_URL",
+                format!("{}/insert/{TENANT}/prometheus", self.insert),
+            ),
+            (
+                "VICTORIAMETRICS_SELECT_URL",
+                format!("{}/select/{TENANT}/prometheus", self.select),
+            ),
+            (
+                "VICTORIAMETRICS_DELETE_URL",
+                format!("{}/delete/{TENANT}/prometheus", self.select),
+            ),
+            ("VICTORIAMETRICS_USERNAME", USER.into()),
+            ("VICTORIAMETRICS_PASSWORD", PASSWORD.into()),
+        ]
     }
 
     /// The end of every component's log, for failure messages.
@@ -1066,12 +1095,16 @@ async fn traffic(cluster: &RealCluster) -> (f64, f64, f64) {
 }
 
 /// The mirror through vmselect is the spec's model as soon as the
-/// exporter is done; and each vmstorage holds exactly that (vmselect's
+/// exporter is done (every sample twice when vmselect does not
+/// deduplicate); and each vmstorage holds exactly the model (vmselect's
 /// deduplication would hide a duplicate sample), once vminsert has passed
 /// on what it buffers.
 async fn assert_cluster_mirror(pool: &PgPool, cluster: &RealCluster, before: i64, when: &str) {
     cluster.flush().await;
-    let got = from_export(export_through(&cluster.select).await);
+    let mut got = from_export(export_through(&cluster.select).await);
+    if !cluster.dedup {
+        got = halved(got, when);
+    }
     assert_exported(pool, &BTreeMap::new(), before, &got, when).await;
     for (i, replica) in cluster.replicas.iter().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -1087,6 +1120,32 @@ async fn assert_cluster_mirror(pool: &PgPool, cluster: &RealCluster, before: i64
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+}
+
+/// A mirror read through a vmselect that does not deduplicate two
+/// replicas, with each sample once; panics unless every sample shows
+/// exactly twice.
+fn halved(mirror: Mirror, when: &str) -> Mirror {
+    mirror
+        .into_iter()
+        .map(|(labels, samples)| {
+            assert!(
+                samples.len() % 2 == 0 && samples.chunks(2).all(|c| c[0] == c[1]),
+                "{when}: vmselect without dedup shows {labels:?} other than twice: {samples:?}"
+            );
+            (labels, samples.into_iter().step_by(2).collect())
+        })
+        .collect()
+}
+
+/// A PostgreSQL with database `med` loaded with MyElectricalData's schema
+/// and data, and a pool on it.
+async fn loaded_postgres() -> (Postgres, PgPool) {
+    let pg = Postgres::start();
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(common::SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(common::DATA).execute(&pool).await.unwrap();
+    (pg, pool)
 }
 
 /// New readings after the last ones: a day of the first meter's load
@@ -1105,28 +1164,9 @@ async fn the_mirror_stays_exact_in_a_real_cluster() {
     let Some(bins) = cluster_binaries("the_mirror_stays_exact_in_a_real_cluster") else {
         return;
     };
-    let pg = Postgres::start();
-    let pool = pg.create_db("med").await;
-    sqlx::raw_sql(common::SCHEMA).execute(&pool).await.unwrap();
-    sqlx::raw_sql(common::DATA).execute(&pool).await.unwrap();
-    let cluster = RealCluster::start(&bins);
-    let env: Vec<(&str, String)> = vec![
-        ("DATABASE_URL", pg.url("med")),
-        (
-            "VICTORIAMETRICS_URL",
-            format!("{}/insert/{TENANT}/prometheus", cluster.insert),
-        ),
-        (
-            "VICTORIAMETRICS_SELECT_URL",
-            format!("{}/select/{TENANT}/prometheus", cluster.select),
-        ),
-        (
-            "VICTORIAMETRICS_DELETE_URL",
-            format!("{}/delete/{TENANT}/prometheus", cluster.select),
-        ),
-        ("VICTORIAMETRICS_USERNAME", USER.into()),
-        ("VICTORIAMETRICS_PASSWORD", PASSWORD.into()),
-    ];
+    let (pg, pool) = loaded_postgres().await;
+    let cluster = RealCluster::start(&bins, true);
+    let env = cluster.env(pg.url("med"));
     let none = BTreeMap::new();
 
     // First export, in big batches.
@@ -1208,6 +1248,80 @@ async fn the_mirror_stays_exact_in_a_real_cluster() {
     assert_cluster_mirror(&pool, &cluster, before, "after check").await;
 }
 
+/// vmselect without `-dedup.minScrapeInterval` in front of two replicas
+/// shows every sample twice: `check` names it with the flag to set, a
+/// `once` with nothing changed writes and deletes nothing, a change is
+/// still written, and each vmstorage holds the model once.
+#[tokio::test]
+async fn a_replicated_cluster_without_dedup_is_named_and_nothing_is_rewritten() {
+    let Some(bins) =
+        cluster_binaries("a_replicated_cluster_without_dedup_is_named_and_nothing_is_rewritten")
+    else {
+        return;
+    };
+    let (pg, pool) = loaded_postgres().await;
+    let cluster = RealCluster::start(&bins, false);
+    let env = cluster.env(pg.url("med"));
+    let none = BTreeMap::new();
+
+    let before = chrono::Utc::now().timestamp_millis();
+    common::run_ok(&["once"], &env);
+    assert_cluster_mirror(&pool, &cluster, before, "after the first export").await;
+
+    // check warns in its mirror item, with what to set where.
+    let out = common::exporter(&["check"], &env);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "check failed: {report}");
+    let lines: Vec<&str> = report.lines().collect();
+    let warn = lines
+        .iter()
+        .position(|l| l.starts_with("[WARN] Mirror verified"))
+        .unwrap_or_else(|| panic!("no mirror warning: {report}"));
+    assert!(
+        lines[warn].contains("shows every sample twice")
+            && lines[warn + 1].contains("set -dedup.minScrapeInterval=1ms on vmselect"),
+        "{report}"
+    );
+
+    // A once with nothing changed writes nothing but the EcoWatt hours that
+    // entered the window, and deletes nothing.
+    let before = chrono::Utc::now().timestamp_millis();
+    let (_, rows0, deletes0) = traffic(&cluster).await;
+    let log = common::run_ok(&["once"], &env);
+    let after = chrono::Utc::now().timestamp_millis();
+    let (_, rows, deletes) = traffic(&cluster).await;
+    let released = common::model::released(&pool, &none, before, after).await;
+    assert!(
+        rows - rows0 <= released,
+        "the doubled read-back caused {} rows to be written\n{log}",
+        rows - rows0
+    );
+    assert_eq!(
+        deletes, deletes0,
+        "the doubled read-back caused deletes\n{log}"
+    );
+    assert!(log.contains("shows every sample twice"), "{log}");
+    assert!(!log.contains("repairing"), "{log}");
+    assert_cluster_mirror(&pool, &cluster, before, "after a once with nothing changed").await;
+
+    // A change is written, and the mirror is still exact.
+    sqlx::raw_sql(
+        "UPDATE consumption_data SET value = value + 1, updated_at = now() \
+         WHERE granularity = 'daily' AND date = '2024-11-01'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = chrono::Utc::now().timestamp_millis();
+    let log = common::run_ok(&["once"], &env);
+    assert!(
+        traffic(&cluster).await.1 > rows,
+        "the change was not written"
+    );
+    assert!(!log.contains("repairing"), "{log}");
+    assert_cluster_mirror(&pool, &cluster, before, "after a change").await;
+}
+
 /// Measures, on a real cluster, how long after a write of a new series a
 /// delete_series still misses it (vmselect finds the series to delete in
 /// vmstorage's index). Prints a table; run with
@@ -1220,7 +1334,7 @@ async fn delete_series_right_after_a_write_on_a_real_cluster() {
     let Some(bins) = cluster_binaries("delete_series_right_after_a_write_on_a_real_cluster") else {
         return;
     };
-    let cluster = RealCluster::start(&bins);
+    let cluster = RealCluster::start(&bins, true);
     let tries: usize = std::env::var("MED_DELETE_TRIES")
         .ok()
         .and_then(|v| v.parse().ok())
