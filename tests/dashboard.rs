@@ -988,6 +988,27 @@ fn the_last_verification_stat_says_never_before_the_first_and_turns_orange_after
     );
 }
 
+#[test]
+fn the_replication_stat_turns_red_and_names_vmselects_flag_when_every_sample_shows_twice() {
+    let d = dashboard();
+    let p = panel(&d, "Répliques sans déduplication");
+    assert_eq!(p["type"], "stat");
+    assert_eq!(
+        p["targets"][0]["expr"],
+        "max(myelectricaldata_exporter_replication_without_dedup)"
+    );
+    assert_eq!(shown(p, 0.0), (Some("OK".to_string()), "green".to_string()));
+    let (text, colour) = shown(p, 1.0);
+    assert_eq!(colour, "red");
+    let description = p["description"].as_str().unwrap();
+    for said in [text.as_deref().unwrap_or_default(), description] {
+        assert!(
+            said.contains("-dedup.minScrapeInterval=1ms") && said.contains("vmselect"),
+            "{said}"
+        );
+    }
+}
+
 /// The daemon's own `/metrics` on `listen`: each line's value, by its
 /// name and labels.
 async fn daemon_metrics(listen: &str) -> BTreeMap<String, f64> {
@@ -1260,6 +1281,7 @@ async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoria
         "samples_missing_total",
         "samples_extra_total",
         "last_verified_timestamp_seconds",
+        "replication_without_dedup",
     ] {
         let metric = format!("myelectricaldata_exporter_{name}");
         assert!(
@@ -1357,6 +1379,21 @@ async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoria
             a.sent
         );
     }
+
+    // A single node shows each sample once: the replication stat says so,
+    // as the daemon's /metrics does.
+    let replication = "Répliques sans déduplication";
+    let a = run(vm, find(&qs, replication, "A"), &vars, life.0, life.1).await;
+    assert_eq!(
+        single(&a),
+        metric(&daemon, "replication_without_dedup"),
+        "{}",
+        a.sent
+    );
+    assert_eq!(
+        shown(panel(&d, replication), single(&a)),
+        (Some("OK".to_string()), "green".to_string())
+    );
 
     // The last verification: the one the daemon's /metrics reports, a
     // moment ago, after the repairs; green. (VictoriaMetrics 1.79 evaluates
