@@ -5,50 +5,32 @@
 #   docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 \
 #     -t myelectricaldata-vm-exporter .
 #
-# The build stage runs on the build machine's own platform ($BUILDPLATFORM)
-# and cross-compiles with tonistiigi/xx (clang + lld, the target's glibc
-# from Debian's multiarch packages): no emulation of the cargo build. The
-# binary links against glibc only (TLS is rustls with ring, no OpenSSL), so
-# the final image is distroless/cc, Debian 12 like the build stage, running
-# as an unprivileged user. See docs/deploy.md.
+# The build stage runs on the build machine's own platform ($BUILDPLATFORM),
+# Debian 12 like the final image, and runs scripts/cross-build for the
+# target platform: the very steps of the Debian packages (scripts/package)
+# and of CI's ARM builds (scripts/test-cross), with Debian's Rust (rustc-web
+# from bookworm-security) and gcc cross compilers, no emulation of the build.
+# scripts/check-deploy checks that this stage runs that script and nothing
+# else. The binary links against glibc only (TLS is rustls with ring, no
+# OpenSSL), so the final image is distroless/cc, running as an unprivileged
+# user. See docs/deploy.md.
 
-ARG RUST_VERSION=1
-ARG XX_VERSION=1.6.1
-
-FROM --platform=$BUILDPLATFORM tonistiigi/xx:${XX_VERSION} AS xx
-
-FROM --platform=$BUILDPLATFORM rust:${RUST_VERSION}-bookworm AS build
-# The xx-* helper scripts, as xx's documentation copies them.
-# hadolint ignore=DL3067
-COPY --from=xx / /
-# clang and lld compile ring's C and link for any target; llvm-ar archives
-# the target's objects (the build machine's GNU ar may not know them).
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends clang lld llvm file \
- && rm -rf /var/lib/apt/lists/*
-ENV AR=llvm-ar
+FROM --platform=$BUILDPLATFORM debian:bookworm AS build
 WORKDIR /src
+COPY scripts/cross-build ./scripts/cross-build
+ARG TARGETPLATFORM
+# Debian's Rust, the target's standard library, gcc and glibc: a layer of
+# its own, kept while only the sources change.
+RUN scripts/cross-build --install-only "$TARGETPLATFORM"
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
-# Fetched once, before TARGETPLATFORM is declared: shared by every platform.
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/usr/local/cargo/git/db \
-    cargo fetch --locked
-
-ARG TARGETPLATFORM
-# The target's C library and libgcc (libc6-dev, libgcc-12-dev for armhf, arm64...).
-RUN xx-apt-get install -y --no-install-recommends xx-c-essentials
-# target/ is a cache shared by the platforms: each builds under target/<triple>/.
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/usr/local/cargo/git/db \
+COPY benches ./benches
+# target/ is a cache shared by the platforms: each builds under target/cross/<triple>/.
+RUN --mount=type=cache,target=/root/.cargo/registry \
+    --mount=type=cache,target=/root/.cargo/git/db \
     --mount=type=cache,target=/src/target,id=myelectricaldata-vm-exporter-target,sharing=locked \
-    xx-cargo build --release --locked \
- && triple="$(xx-cargo --print-target-triple)" \
- && xx-verify "target/${triple}/release/myelectricaldata-vm-exporter" \
- && install -D -m 0755 "target/${triple}/release/myelectricaldata-vm-exporter" \
-      /out/myelectricaldata-vm-exporter
+    scripts/cross-build --profile release --out /out "$TARGETPLATFORM"
 
 # The binary alone, for a machine without Docker (a Raspberry Pi under systemd):
 #   docker buildx build --platform linux/arm64 --target binary -o type=local,dest=dist .
