@@ -1725,8 +1725,8 @@ async fn the_cost_panels_price_each_tempo_day_and_each_period_of_the_load_curve_
     }
     assert_eq!(
         period_wh.len(),
-        14,
-        "7 load-curve days of 2 meters: {period_wh:?}"
+        30,
+        "15 load-curve days of 2 meters: {period_wh:?}"
     );
     let (hp, hc, base) = (
         number(&vars, "price_hp"),
