@@ -1758,7 +1758,7 @@ async fn the_cost_panels_price_each_tempo_day_and_each_period_of_the_load_curve_
 
     // Per day and per month, each option.
     let (start, end) = (
-        utc_midnight(NaiveDate::from_ymd_opt(2024, 3, 1).unwrap()),
+        utc_midnight(NaiveDate::from_ymd_opt(2023, 3, 1).unwrap()),
         utc_midnight(NaiveDate::from_ymd_opt(2024, 11, 30).unwrap()),
     );
     for (panel, monthly) in [
@@ -1870,7 +1870,11 @@ async fn the_cost_panels_price_each_tempo_day_and_each_period_of_the_load_curve_
                 .filter(|d| period_wh.contains_key(&(pdl.clone(), **d)))
                 .copied()
                 .collect();
-            assert_eq!(common.len(), 4, "{pdl}");
+            assert_eq!(
+                common.len(),
+                8,
+                "{pdl}: the eight Tempo days of the fixture"
+            );
             let energy = total(per_day, Some(&common))[pdl][&end];
             let fixed = number(&vars, subscription) * 12.0 / 365.0 * common.len() as f64;
             want.insert(pdl.clone(), BTreeMap::from([(end, energy + fixed)]));
