@@ -13,43 +13,31 @@ use chrono_tz::Tz;
 /// the UTC offset in force before the change, a time that occurs twice at
 /// fall-back is its first occurrence.
 pub fn local_millis(tz: Tz, local: NaiveDateTime) -> i64 {
-    let offset_seconds = match tz.offset_from_local_datetime(&local) {
-        chrono::LocalResult::Single(o) => o.fix().local_minus_utc(),
-        chrono::LocalResult::Ambiguous(first, _) => first.fix().local_minus_utc(),
-        chrono::LocalResult::None => {
-            // In a gap: the offset before it is the one of a wall time a few
-            // hours earlier (no zone has two changes that close together).
-            let before = local - Duration::hours(3);
-            match tz.offset_from_local_datetime(&before) {
-                chrono::LocalResult::Single(o) | chrono::LocalResult::Ambiguous(o, _) => {
-                    o.fix().local_minus_utc()
-                }
-                chrono::LocalResult::None => 0,
-            }
-        }
-    };
-    (local.and_utc().timestamp() - i64::from(offset_seconds)) * 1000
+    millis_at_fold(tz, local, false)
 }
 
 /// Unix milliseconds of a local wall-clock time read with Python's `fold=1`
 /// rules: a time that occurs twice is its later occurrence, and one skipped
 /// by spring-forward takes the UTC offset in force after the change.
 pub fn local_millis_later(tz: Tz, local: NaiveDateTime) -> i64 {
-    let offset_seconds = match tz.offset_from_local_datetime(&local) {
-        chrono::LocalResult::Single(o) => o.fix().local_minus_utc(),
-        chrono::LocalResult::Ambiguous(_, later) => later.fix().local_minus_utc(),
-        chrono::LocalResult::None => {
-            // In a gap: the offset after it is the one of a wall time a few
-            // hours later.
-            let after = local + Duration::hours(3);
-            match tz.offset_from_local_datetime(&after) {
-                chrono::LocalResult::Single(o) | chrono::LocalResult::Ambiguous(_, o) => {
-                    o.fix().local_minus_utc()
-                }
-                chrono::LocalResult::None => 0,
-            }
-        }
+    millis_at_fold(tz, local, true)
+}
+
+fn millis_at_fold(tz: Tz, local: NaiveDateTime, later: bool) -> i64 {
+    let pick = |r: chrono::LocalResult<_>| match r {
+        chrono::LocalResult::Single(o) => Some(o),
+        chrono::LocalResult::Ambiguous(first, second) => Some(if later { second } else { first }),
+        chrono::LocalResult::None => None,
     };
+    let offset_seconds = pick(tz.offset_from_local_datetime(&local))
+        .or_else(|| {
+            // In a gap: the offset before it is that of a wall time a few
+            // hours earlier, the one after it a few hours later (no zone has
+            // two changes that close together).
+            let hours = Duration::hours(if later { 3 } else { -3 });
+            pick(tz.offset_from_local_datetime(&(local + hours)))
+        })
+        .map_or(0, |o: <Tz as TimeZone>::Offset| o.fix().local_minus_utc());
     (local.and_utc().timestamp() - i64::from(offset_seconds)) * 1000
 }
 

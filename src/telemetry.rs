@@ -229,18 +229,11 @@ impl Telemetry {
         self.samples_extra.fetch_add(o.samples_extra, Relaxed);
     }
 
-    /// A read-back's judgement of how many copies of each sample
-    /// VictoriaMetrics shows; `true` when it starts showing two.
-    pub fn copies(&self, copies: crate::verify::Copies) -> bool {
-        use crate::verify::Copies;
-        match copies {
-            Copies::Unknown => false,
-            Copies::One => {
-                self.doubled.store(false, Relaxed);
-                false
-            }
-            Copies::Two => !self.doubled.swap(true, Relaxed),
-        }
+    /// Whether VictoriaMetrics shows every sample twice, as a read-back
+    /// judged it; `true` when it starts to.
+    pub fn doubled(&self, doubled: bool) -> bool {
+        let was = self.doubled.swap(doubled, Relaxed);
+        doubled && !was
     }
 
     /// A full reconciliation read every family back and found VictoriaMetrics

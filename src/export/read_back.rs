@@ -167,7 +167,12 @@ impl Exporter {
 /// Records what a read-back showed of replication, and says once, when a
 /// replicated cluster starts showing every sample twice, what to set.
 fn note_copies(family: Family, copies: Copies) {
-    if crate::telemetry::global().copies(copies) {
+    let starts = match copies {
+        Copies::Unknown => false,
+        Copies::One => crate::telemetry::global().doubled(false),
+        Copies::Two => crate::telemetry::global().doubled(true),
+    };
+    if starts {
         tracing::warn!(
             family = family.as_str(),
             "VictoriaMetrics shows every sample twice: a replicated cluster (vminsert -replicationFactor=2 or more) \
