@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use myelectricaldata_vm_exporter::contract::energy::{EnergyRow, PdlEnergy};
-use myelectricaldata_vm_exporter::contract::render::{series_head, write_line};
-use myelectricaldata_vm_exporter::contract::{Contract, Family, Report};
+use myelectricaldata_vm_exporter::model::energy::{EnergyRow, PdlEnergy};
+use myelectricaldata_vm_exporter::model::render::{series_head, write_line};
+use myelectricaldata_vm_exporter::model::{Contract, Family, Report};
 use std::hint::black_box;
 
 const HEAD: &str =

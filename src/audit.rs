@@ -3,8 +3,8 @@
 //! does, but nothing written or repaired.
 
 use crate::config::Config;
-use crate::contract::{Contract, Family, Report};
 use crate::export::ExportError;
+use crate::model::{Family, Report};
 use crate::series::SeriesReader;
 use crate::sink::Sink;
 use crate::source::Source;
@@ -30,7 +30,7 @@ pub struct Audit {
 
 /// Compares every series of every family with VictoriaMetrics.
 pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audit, ExportError> {
-    let contract = Contract::of_config(config, chrono::Utc::now().timestamp_millis());
+    let contract = config.contract(chrono::Utc::now().timestamp_millis());
     let state = State::new(source.pool().clone());
     // A database the exporter never ran on has no state: nothing was written.
     let exported = state.exists().await?;

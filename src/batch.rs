@@ -9,8 +9,8 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::contract::render::write_line;
-use crate::contract::Sample;
+use crate::model::render::write_line;
+use crate::model::Sample;
 use crate::sink::{Sink, SinkError};
 
 /// Why a batch was not delivered.

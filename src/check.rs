@@ -240,9 +240,10 @@ async fn check_offpeak(config: &Config, source: &Source) -> Item {
             )
         }
     };
-    let mut report = crate::contract::Report::default();
-    let book = crate::tariff::OffPeakBook::new(config.offpeak_hours.clone(), &records, &mut report);
-    let found = crate::tariff::describe_offpeak(&book, &pdls);
+    let mut report = crate::model::Report::default();
+    let book =
+        crate::model::tariff::OffPeakBook::new(config.offpeak_hours.clone(), &records, &mut report);
+    let found = crate::model::tariff::describe_offpeak(&book, &pdls);
     if report.skipped.is_empty() {
         return ok(OFFPEAK, found);
     }

@@ -33,18 +33,16 @@
 
 pub mod audit;
 pub mod batch;
-pub mod calendar;
 pub mod check;
 pub mod config;
-pub mod contract;
 pub mod export;
 pub mod listener;
+pub mod model;
 pub mod progress;
 pub mod scheduler;
 pub mod series;
 pub mod sink;
 pub mod source;
 pub mod state;
-pub mod tariff;
 pub mod telemetry;
 pub mod verify;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::contract::Family;
+use crate::model::Family;
 
 /// How often a long send phase reports in the logs.
 const LOG_EVERY: Duration = Duration::from_secs(10);

@@ -6,16 +6,16 @@ use std::pin::Pin;
 use futures_util::{Stream, TryStreamExt};
 
 use crate::config::Config;
-use crate::contract::ecowatt::ecowatt_series;
-use crate::contract::energy::EnergyRow;
-use crate::contract::energy::PdlEnergy;
-use crate::contract::max_power::max_power_series;
-use crate::contract::render::write_line;
-use crate::contract::tempo::{tempo_days, tempo_series};
-use crate::contract::zen_flex::zen_flex_series;
-use crate::contract::{is_pdl, Contract, Family, Report, Series};
+use crate::model::ecowatt::ecowatt_series;
+use crate::model::energy::EnergyRow;
+use crate::model::energy::PdlEnergy;
+use crate::model::max_power::max_power_series;
+use crate::model::render::write_line;
+use crate::model::tariff::{OffPeakBook, PdlTariff, TariffInputs};
+use crate::model::tempo::{tempo_days, tempo_series};
+use crate::model::zen_flex::zen_flex_series;
+use crate::model::{is_pdl, Contract, Family, Report, Series};
 use crate::source::{energy_row, Source, SourceError};
-use crate::tariff::{OffPeakBook, PdlTariff, TariffInputs};
 use sqlx::postgres::PgRow;
 
 type EnergyRows<'s> = Pin<Box<dyn Stream<Item = Result<PgRow, SourceError>> + Send + 's>>;
@@ -198,7 +198,7 @@ pub async fn render_all(
     config: &Config,
     out: &mut (impl std::io::Write + Send),
 ) -> Result<Report, RenderError> {
-    let contract = Contract::of_config(config, chrono::Utc::now().timestamp_millis());
+    let contract = config.contract(chrono::Utc::now().timestamp_millis());
     let mut report = Report::default();
     let mut buf = Vec::with_capacity(64 * 1024);
     for family in Family::ALL {

@@ -17,7 +17,7 @@ use chrono_tz::Tz;
 use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row};
 
-use crate::contract::{Family, Sample};
+use crate::model::{Family, Sample};
 use crate::source::SourceError;
 
 /// The summary of one bucket of a series.

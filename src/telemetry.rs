@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::contract::Family;
 use crate::export::Outcome;
+use crate::model::Family;
 
 /// Why a request or a cycle failed, as `myelectricaldata_exporter_errors_total{kind}` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
-use crate::config::RESERVED_LABELS;
-use crate::contract::render::{escape_label_value, series_key, series_selector};
-use crate::contract::{Family, Sample};
+use crate::model::render::{escape_label_value, series_key, series_selector};
+use crate::model::RESERVED_LABELS;
+use crate::model::{Family, Sample};
 use crate::sink::{Sink, SinkError};
 
 /// The metric names of a family, as the read-back selects them.
@@ -31,8 +31,8 @@ pub fn metric_names(family: Family) -> &'static [&'static str] {
         Family::Consumption => &[
             "myelectricaldata_consumption_wh",
             "myelectricaldata_consumption_power_w",
-            crate::tariff::PERIOD_METRIC,
-            crate::tariff::TEMPO_METRIC,
+            crate::model::tariff::PERIOD_METRIC,
+            crate::model::tariff::TEMPO_METRIC,
         ],
         Family::Production => &[
             "myelectricaldata_production_wh",
@@ -214,7 +214,7 @@ pub async fn observe(
         }
         let (key, name, own) = key_of(&labels);
         let pairs: Vec<(&str, &str)> = own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let selector = series_selector(&name, &pairs, &crate::config::OWN_LABELS);
+        let selector = series_selector(&name, &pairs, &crate::model::OWN_LABELS);
         series.insert(
             key,
             Observed {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Europe::Paris;
-use myelectricaldata_vm_exporter::calendar::{day_millis, local_millis};
+use myelectricaldata_vm_exporter::model::calendar::{day_millis, local_millis};
 use serde_json::Value;
 use sqlx::Row;
 

@@ -305,7 +305,10 @@ async fn hc_follows_the_setting(servers: &Servers, hours: &str, from: &str, to: 
     .unwrap();
     assert_eq!(hc.len(), want.len(), "{hours}: {hc:?}");
     for (pdl, date, milli) in want {
-        let ts = myelectricaldata_vm_exporter::calendar::day_millis(chrono_tz::Europe::Paris, date);
+        let ts = myelectricaldata_vm_exporter::model::calendar::day_millis(
+            chrono_tz::Europe::Paris,
+            date,
+        );
         assert_eq!(
             hc.get(&(pdl.clone(), ts)),
             Some(&milli),

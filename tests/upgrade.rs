@@ -12,7 +12,7 @@ use common::model::{
     assert_exported, assert_same, expected, expected_legacy, from_export, released,
 };
 use common::Servers;
-use myelectricaldata_vm_exporter::contract::LEGACY_LABEL_TIMES_VAR;
+use myelectricaldata_vm_exporter::model::LEGACY_LABEL_TIMES_VAR;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

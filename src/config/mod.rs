@@ -15,7 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::tariff::OffPeakHours;
+use crate::model::tariff::OffPeakHours;
+use crate::model::{Contract, LEGACY_LABEL_TIMES_VAR};
 
 mod values;
 
@@ -24,16 +25,6 @@ use values::{
     parse_bool,
 };
 pub use values::{parse_duration, parse_labels};
-
-/// The labels that tell apart series of one metric name: a series'
-/// selector pins those it lacks to empty. Frozen: selectors key the state,
-/// and a new name here would make every series look new.
-pub const OWN_LABELS: [&str; 5] = ["pdl", "type", "color", "quality", "region"];
-
-/// Every label the exporter sets itself; `VICTORIAMETRICS_LABELS` may not use them.
-pub const RESERVED_LABELS: [&str; 7] = [
-    "pdl", "type", "color", "quality", "region", "day_type", "period",
-];
 
 /// A configuration error: always names the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +125,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The contract series are computed with, at `now_ms`.
+    pub fn contract(&self, now_ms: i64) -> Contract {
+        Contract {
+            offpeak_hours: self.offpeak_hours.clone(),
+            legacy_label_times: std::env::var_os(LEGACY_LABEL_TIMES_VAR).is_some_and(|v| v == "1"),
+            ..Contract::new(self.timezone, &self.labels, now_ms)
+        }
+    }
+
     /// Reads and validates the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         // std::env::vars() panics on a value that is not UTF-8: read the raw

@@ -9,7 +9,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
-use super::{ConfigError, Credentials, DEFAULT_LISTEN_PORT, RESERVED_LABELS};
+use super::{ConfigError, Credentials, DEFAULT_LISTEN_PORT};
+use crate::model::RESERVED_LABELS;
 
 pub(super) fn listen_addr(value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
     Ok(match nonempty(value) {

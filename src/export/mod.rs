@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{backoff, Batcher};
 use crate::config::Config;
-use crate::contract::{Contract, Family, Report, Series};
+use crate::model::{Family, Report, Series};
 use crate::progress::{Display, Progress};
 use crate::series::SeriesReader;
 use crate::sink::Sink;
@@ -210,7 +210,7 @@ impl Exporter {
     }
 
     async fn pass(&self, family: Family) -> Result<Outcome, ExportError> {
-        let contract = Contract::of_config(&self.config, chrono::Utc::now().timestamp_millis());
+        let contract = self.config.contract(chrono::Utc::now().timestamp_millis());
         let known = self.state.load(family).await?;
         let mut outcome = Outcome {
             expect_at: contract.cutoff_ms,

@@ -3,7 +3,7 @@
 //! repairs a difference (SPEC §4, guarantee 6).
 
 use super::{ExportError, Exporter, Outcome};
-use crate::contract::{Contract, Family, Sample, Series};
+use crate::model::{Contract, Family, Sample, Series};
 use crate::state::{Plan, SeriesState};
 use std::collections::HashMap;
 

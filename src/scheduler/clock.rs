@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::contract::{Family, FUTURE_WINDOW_MS};
 use crate::export::Outcome;
+use crate::model::{Family, FUTURE_WINDOW_MS};
 use crate::source::ChangeTokens;
 
 /// The tables (indexes in [`crate::source::TABLES`]) a family is computed from.

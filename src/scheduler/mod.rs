@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::backoff;
 use crate::config::Config;
-use crate::contract::{Family, FAMILIES};
 use crate::export::{ExportError, Exporter};
+use crate::model::{Family, FAMILIES};
 use crate::sink::Sink;
 use crate::source::{ExportLock, Source};
 use crate::telemetry::{self, ErrorKind, Role};

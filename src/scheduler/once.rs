@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::contract::Family;
 use crate::export::{ExportError, Exporter, Outcome};
+use crate::model::Family;
 use crate::sink::Sink;
 use crate::source::Source;
 

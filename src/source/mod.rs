@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::ConnectOptions;
 use sqlx::{PgPool, Row};
 
-use crate::contract::{Family, FAMILIES};
+use crate::model::{Family, FAMILIES};
 
 mod lock;
 mod rows;

@@ -5,13 +5,13 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::{Source, SourceError};
-use crate::contract::ecowatt::EcowattRow;
-use crate::contract::energy::{quality_from_json, EnergyRow};
-use crate::contract::max_power::MaxPowerRow;
-use crate::contract::tempo::TempoRow;
-use crate::contract::zen_flex::ZenFlexRow;
-use crate::contract::Family;
-use crate::tariff::OffPeakRecord;
+use crate::model::ecowatt::EcowattRow;
+use crate::model::energy::{quality_from_json, EnergyRow};
+use crate::model::max_power::MaxPowerRow;
+use crate::model::tariff::OffPeakRecord;
+use crate::model::tempo::TempoRow;
+use crate::model::zen_flex::ZenFlexRow;
+use crate::model::Family;
 
 /// The query of an energy table, as a `&'static str` as sqlx's streams need.
 macro_rules! energy_sql {

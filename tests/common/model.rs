@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timelike};
 use chrono_tz::Europe::Paris;
-use myelectricaldata_vm_exporter::calendar::{day_millis, local_millis};
+use myelectricaldata_vm_exporter::model::calendar::{day_millis, local_millis};
 use sqlx::{PgPool, Row};
 
 /// Series labels (with `__name__`) → samples (timestamp, value in

@@ -3,7 +3,7 @@
 use chrono::{Datelike, NaiveDate};
 
 use super::{Contract, Report, Sample, Series};
-use crate::calendar::{day_millis, tempo_remaining, TempoColor};
+use crate::model::calendar::{day_millis, tempo_remaining, TempoColor};
 
 /// One row of `tempo_days`, as read.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use chrono::{NaiveDate, NaiveTime};
 
 use super::energy::MAX_WH;
 use super::{is_pdl, Contract, Report, Sample, Series};
-use crate::calendar::{local_millis, parse_interval_start};
+use crate::model::calendar::{local_millis, parse_interval_start};
 
 /// One row of `max_power_data`, as read.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use chrono::NaiveDate;
 
 use super::{is_pdl, Contract, Family, Report, Sample, Series};
-use crate::calendar::{
+use crate::model::calendar::{
     day_millis, detailed_start, local_millis, month_millis, parse_interval_start, TrueStart,
 };
 
@@ -659,12 +659,7 @@ mod tests {
         let w: Vec<i64> = series[1].samples.iter().map(|s| s.milli / 1000).collect();
         assert_eq!(w, lengths.iter().map(|l| l.2).collect::<Vec<_>>());
         let mut buf = Vec::new();
-        crate::contract::render::write_line(
-            &mut buf,
-            &series[0].head,
-            series[0].samples[0].milli,
-            0,
-        );
+        crate::model::render::write_line(&mut buf, &series[0].head, series[0].samples[0].milli, 0);
         assert!(String::from_utf8(buf).unwrap().contains("} 270.5 0"));
     }
 

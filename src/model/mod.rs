@@ -4,10 +4,12 @@
 //! Nothing here does I/O: rows go in, [`Series`] come out, ready to compare
 //! with what was exported before and to render as Prometheus text lines.
 
+pub mod calendar;
 pub mod ecowatt;
 pub mod energy;
 pub mod max_power;
 pub mod render;
+pub mod tariff;
 pub mod tempo;
 pub mod zen_flex;
 
@@ -15,7 +17,15 @@ use std::collections::BTreeMap;
 
 use chrono_tz::Tz;
 
-use crate::config::OWN_LABELS;
+/// The labels that tell apart series of one metric name: a series'
+/// selector pins those it lacks to empty. Frozen: selectors key the state,
+/// and a new name here would make every series look new.
+pub const OWN_LABELS: [&str; 5] = ["pdl", "type", "color", "quality", "region"];
+
+/// Every label the exporter sets itself; `VICTORIAMETRICS_LABELS` may not use them.
+pub const RESERVED_LABELS: [&str; 7] = [
+    "pdl", "type", "color", "quality", "region", "day_type", "period",
+];
 
 /// A group of series reconciled together, from one source table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -175,7 +185,7 @@ pub struct Contract {
     /// Samples after this instant (Unix ms) are held back.
     pub cutoff_ms: i64,
     /// `VICTORIAMETRICS_OFFPEAK_HOURS`, which overrides every contract's.
-    pub offpeak_hours: Option<crate::tariff::OffPeakHours>,
+    pub offpeak_hours: Option<crate::model::tariff::OffPeakHours>,
     /// Stamp load-curve samples at their label read with `fold=0`, as
     /// releases before the daylight-saving fix did. Only the upgrade test
     /// sets it (through [`LEGACY_LABEL_TIMES_VAR`]), to build the mirror an
@@ -200,15 +210,6 @@ impl Contract {
             cutoff_ms: now_ms.saturating_add(FUTURE_WINDOW_MS),
             offpeak_hours: None,
             legacy_label_times: false,
-        }
-    }
-
-    /// The contract of a configuration, at `now_ms`.
-    pub fn of_config(config: &crate::config::Config, now_ms: i64) -> Self {
-        Self {
-            offpeak_hours: config.offpeak_hours.clone(),
-            legacy_label_times: std::env::var_os(LEGACY_LABEL_TIMES_VAR).is_some_and(|v| v == "1"),
-            ..Self::new(config.timezone, &config.labels, now_ms)
         }
     }
 

@@ -4,7 +4,7 @@
 use chrono::{Datelike, NaiveDate};
 
 use super::{Contract, Report, Sample, Series};
-use crate::calendar::day_millis;
+use crate::model::calendar::day_millis;
 
 /// One row of `zen_flex_days`, as read.
 #[derive(Debug, Clone)]

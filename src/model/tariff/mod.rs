@@ -29,9 +29,9 @@ use serde_json::Value;
 
 pub use offpeak::OffPeakHours;
 
-use crate::calendar::{day_millis, TempoColor, TrueStart};
-use crate::contract::energy::{watt_minutes_milli, Interval};
-use crate::contract::{Contract, Report, Sample, Series};
+use crate::model::calendar::{day_millis, TempoColor, TrueStart};
+use crate::model::energy::{watt_minutes_milli, Interval};
+use crate::model::{Contract, Report, Sample, Series};
 
 /// `myelectricaldata_consumption_period_wh`.
 pub const PERIOD_METRIC: &str = "myelectricaldata_consumption_period_wh";

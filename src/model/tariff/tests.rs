@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use chrono::NaiveTime;
 
 use super::*;
-use crate::calendar::detailed_start;
-use crate::contract::energy::{interval_energy_milli, EnergyRow, PdlEnergy};
-use crate::contract::Family;
+use crate::model::calendar::detailed_start;
+use crate::model::energy::{interval_energy_milli, EnergyRow, PdlEnergy};
+use crate::model::Family;
 
 const PARIS: Tz = chrono_tz::Europe::Paris;
 

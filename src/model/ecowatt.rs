@@ -3,7 +3,7 @@
 use chrono::{Duration, NaiveDateTime};
 
 use super::{Contract, Report, Sample, Series};
-use crate::calendar::day_millis;
+use crate::model::calendar::day_millis;
 
 /// One row of `ecowatt`, as read.
 #[derive(Debug, Clone)]
