@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::model::{Table, TABLES as TABLES_READ};
 use crate::sink::Sink;
-use crate::source::{Source, REQUIRED_TABLES, TABLES as TABLES_READ, TABLE_OPTIONAL};
+use crate::source::Source;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +188,7 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
     }
     let mut oldest = None;
     match source.tables_present().await {
-        Ok(present) if present[..REQUIRED_TABLES.len()].iter().all(|p| *p) => {
+        Ok(present) if Table::ALL.iter().all(|t| t.is_optional() || present[*t as usize]) => {
             out.push(ok(TABLES, tables_found(&present)));
             oldest = source.oldest_date().await.ok().flatten();
             out.push(check_offpeak(config, &source).await);
@@ -197,11 +198,10 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
             TABLES,
             format!(
                 "missing: {}",
-                REQUIRED_TABLES
+                Table::ALL
                     .iter()
-                    .zip(present)
-                    .filter(|(_, p)| !p)
-                    .map(|(t, _)| *t)
+                    .filter(|t| !t.is_optional() && !present[**t as usize])
+                    .map(|t| t.name())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -262,24 +262,19 @@ async fn check_offpeak(config: &Config, source: &Source) -> Item {
 
 /// The tables found: the required ones, then each optional one found or
 /// skipped.
-fn tables_found(present: &[bool; TABLES_READ.len()]) -> String {
-    let mut text = REQUIRED_TABLES.join(", ");
-    let optional: Vec<String> = TABLES_READ
-        .iter()
-        .zip(TABLE_OPTIONAL)
-        .zip(present)
-        .filter(|((_, optional), _)| *optional)
-        .map(|((table, _), p)| match (*p, *table) {
-            (true, _) => format!("{table} (found)"),
-            (false, "contract_data" | "pdls") => {
-                format!("{table} (absent: off-peak hours from elsewhere)")
-            }
-            (false, _) => format!("{table} (absent, skipped until it appears)"),
+fn tables_found(present: &[bool; TABLES_READ]) -> String {
+    let (optional, required): (Vec<Table>, Vec<Table>) =
+        Table::ALL.into_iter().partition(|t| t.is_optional());
+    let required: Vec<&str> = required.iter().map(|t| t.name()).collect();
+    let optional: Vec<String> = optional
+        .into_iter()
+        .map(|t| match (present[t as usize], t.holds_contracts()) {
+            (true, _) => format!("{} (found)", t.name()),
+            (false, true) => format!("{} (absent: off-peak hours from elsewhere)", t.name()),
+            (false, false) => format!("{} (absent, skipped until it appears)", t.name()),
         })
         .collect();
-    text.push_str("; optional: ");
-    text.push_str(&optional.join(", "));
-    text
+    format!("{}; optional: {}", required.join(", "), optional.join(", "))
 }
 
 /// VictoriaMetrics: reachable, credentials, a sample written, read back

@@ -12,7 +12,7 @@ use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::export::Outcome;
-use crate::model::Family;
+use crate::model::{Family, Table};
 
 /// Why a request or a cycle failed, as `myelectricaldata_exporter_errors_total{kind}` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +99,8 @@ pub struct Telemetry {
     batches_sent: AtomicU64,
     retries: AtomicU64,
     errors: [AtomicU64; 8],
-    /// By table, in [`crate::source::TABLES`] order.
-    rows_skipped: [AtomicU64; crate::source::TABLES.len()],
+    /// By table, in [`Table::ALL`] order.
+    rows_skipped: [AtomicU64; crate::model::TABLES],
     series_rewritten: AtomicU64,
     series_appended: AtomicU64,
     series_deleted: AtomicU64,
@@ -206,14 +206,8 @@ impl Telemetry {
     /// A row of `table` was skipped as malformed (another name, such as
     /// the several rows behind one timestamp, counts for `family`'s table).
     pub fn row_skipped(&self, family: Family, table: &str) {
-        let tables = crate::source::TABLES;
-        let i = tables
-            .iter()
-            .position(|t| *t == table)
-            .or_else(|| tables.iter().position(|t| *t == family.table()));
-        if let Some(i) = i {
-            self.rows_skipped[i].fetch_add(1, Relaxed);
-        }
+        let table = Table::named(table).unwrap_or(family.spec().table);
+        self.rows_skipped[table as usize].fetch_add(1, Relaxed);
     }
 
     /// A pass over `family` ended.
@@ -421,10 +415,10 @@ impl Telemetry {
             "myelectricaldata_exporter_rows_skipped_total",
             "Malformed rows skipped, by table.",
             "table",
-            crate::source::TABLES
+            Table::ALL
                 .iter()
                 .zip(&self.rows_skipped)
-                .map(|(t, n)| (*t, n.load(Relaxed))),
+                .map(|(t, n)| (t.name(), n.load(Relaxed))),
         );
         let _ = writeln!(
             out,

@@ -25,32 +25,6 @@ use crate::model::RESERVED_LABELS;
 use crate::model::{Family, Sample};
 use crate::sink::{Sink, SinkError};
 
-/// The metric names of a family, as the read-back selects them.
-pub fn metric_names(family: Family) -> &'static [&'static str] {
-    match family {
-        Family::Consumption => &[
-            "myelectricaldata_consumption_wh",
-            "myelectricaldata_consumption_power_w",
-            crate::model::tariff::PERIOD_METRIC,
-            crate::model::tariff::TEMPO_METRIC,
-        ],
-        Family::Production => &[
-            "myelectricaldata_production_wh",
-            "myelectricaldata_production_power_w",
-        ],
-        Family::Tempo => &[
-            "myelectricaldata_tempo_color",
-            "myelectricaldata_tempo_remaining",
-        ],
-        Family::Ecowatt => &[
-            "myelectricaldata_ecowatt_level",
-            "myelectricaldata_ecowatt_hourly_level",
-        ],
-        Family::MaxPower => &["myelectricaldata_max_power_va"],
-        Family::ZenFlex => &["myelectricaldata_zen_flex_day"],
-    }
-}
-
 /// The earliest instant a read-back covers (Unix ms, excluded): the day
 /// after the Unix epoch. VictoriaMetrics 1.79 answers nothing to a window
 /// that reaches back before the epoch, and stores no sample before it.
@@ -119,7 +93,7 @@ struct QueryResult {
 /// The selector of a family's series written under `extra` labels.
 fn family_selector(family: Family, extra: &[(String, String)]) -> String {
     let mut out = String::from("{__name__=~\"");
-    out.push_str(&metric_names(family).join("|"));
+    out.push_str(&family.metrics().join("|"));
     out.push('"');
     for (k, v) in extra {
         out.push(',');

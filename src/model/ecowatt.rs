@@ -66,13 +66,8 @@ pub fn ecowatt_series(
         }
     }
     let mut out = Vec::with_capacity(2);
-    out.extend(contract.series("myelectricaldata_ecowatt_level", &LABELS, levels, report));
-    out.extend(contract.series(
-        "myelectricaldata_ecowatt_hourly_level",
-        &LABELS,
-        hourly,
-        report,
-    ));
+    out.extend(contract.series(super::metric::ECOWATT_LEVEL, &LABELS, levels, report));
+    out.extend(contract.series(super::metric::ECOWATT_HOURLY_LEVEL, &LABELS, hourly, report));
     out
 }
 

@@ -147,24 +147,16 @@ impl Family {
     /// The metric name of an energy family.
     pub fn energy_metric(self) -> &'static str {
         match self {
-            Family::Production => "myelectricaldata_production_wh",
-            _ => "myelectricaldata_consumption_wh",
+            Family::Production => super::metric::PRODUCTION_WH,
+            _ => super::metric::CONSUMPTION_WH,
         }
     }
 
     /// The metric name of an energy family's load curve as power.
     pub fn power_metric(self) -> &'static str {
         match self {
-            Family::Production => "myelectricaldata_production_power_w",
-            _ => "myelectricaldata_consumption_power_w",
-        }
-    }
-
-    /// The source table of an energy family.
-    pub fn energy_table(self) -> &'static str {
-        match self {
-            Family::Production => "production_data",
-            _ => "consumption_data",
+            Family::Production => super::metric::PRODUCTION_POWER_W,
+            _ => super::metric::CONSUMPTION_POWER_W,
         }
     }
 }
@@ -214,7 +206,7 @@ impl PdlEnergy {
         row: EnergyRow<'_>,
         report: &mut Report,
     ) -> Option<Interval> {
-        let table = self.family.energy_table();
+        let table = self.family.table();
         if row.placeholder {
             return None;
         }
@@ -325,7 +317,7 @@ impl PdlEnergy {
     /// constraint lets NULL `interval_start`s differ: the later `updated_at`
     /// (then the greater `id`) wins, as the later write would have.
     fn push_daily(&mut self, date: NaiveDate, new: Daily, report: &mut Report) {
-        let table = self.family.energy_table();
+        let table = self.family.table();
         match self.daily.entry(date) {
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(new);

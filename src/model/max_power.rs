@@ -84,7 +84,7 @@ pub fn max_power_series(
         .into_iter()
         .filter_map(|(pdl, samples)| {
             contract.series(
-                "myelectricaldata_max_power_va",
+                super::metric::MAX_POWER_VA,
                 &[("pdl", pdl)],
                 samples,
                 report,

@@ -7,6 +7,7 @@
 pub mod calendar;
 pub mod ecowatt;
 pub mod energy;
+pub mod family;
 pub mod max_power;
 pub mod render;
 pub mod tariff;
@@ -17,6 +18,8 @@ use std::collections::BTreeMap;
 
 use chrono_tz::Tz;
 
+pub use family::{metric, Family, Table, FAMILIES, TABLES};
+
 /// The labels that tell apart series of one metric name: a series'
 /// selector pins those it lacks to empty. Frozen: selectors key the state,
 /// and a new name here would make every series look new.
@@ -26,72 +29,6 @@ pub const OWN_LABELS: [&str; 5] = ["pdl", "type", "color", "quality", "region"];
 pub const RESERVED_LABELS: [&str; 7] = [
     "pdl", "type", "color", "quality", "region", "day_type", "period",
 ];
-
-/// A group of series reconciled together, from one source table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    /// `myelectricaldata_consumption_wh` and `..._power_w` from
-    /// `consumption_data`, and the tariff periods of its load curve
-    /// (`myelectricaldata_consumption_period_wh` and
-    /// `myelectricaldata_tempo_consumption_wh`, with `tempo_days` and the
-    /// contracts' off-peak hours): one read of the table for both.
-    Consumption,
-    /// `myelectricaldata_production_wh`, from `production_data`.
-    Production,
-    /// `myelectricaldata_tempo_*`, from `tempo_days` and the PDLs of `consumption_data`.
-    Tempo,
-    /// `myelectricaldata_ecowatt_*`, from `ecowatt`.
-    Ecowatt,
-    /// `myelectricaldata_max_power_va`, from `max_power_data` (MyElectricalData 2.2+).
-    MaxPower,
-    /// `myelectricaldata_zen_flex_day`, from `zen_flex_days` (MyElectricalData 2.3+).
-    ZenFlex,
-}
-
-/// How many families there are.
-pub const FAMILIES: usize = 6;
-
-impl Family {
-    /// Every family, in export order; `Family::ALL[f as usize] == f`.
-    pub const ALL: [Family; FAMILIES] = [
-        Family::Consumption,
-        Family::Production,
-        Family::Tempo,
-        Family::Ecowatt,
-        Family::MaxPower,
-        Family::ZenFlex,
-    ];
-
-    /// The family's name in state tables and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Consumption => "consumption",
-            Family::Production => "production",
-            Family::Tempo => "tempo",
-            Family::Ecowatt => "ecowatt",
-            Family::MaxPower => "max_power",
-            Family::ZenFlex => "zen_flex",
-        }
-    }
-
-    /// The table whose rows make the family's samples.
-    pub fn table(self) -> &'static str {
-        match self {
-            Family::Consumption => "consumption_data",
-            Family::Production => "production_data",
-            Family::Tempo => "tempo_days",
-            Family::Ecowatt => "ecowatt",
-            Family::MaxPower => "max_power_data",
-            Family::ZenFlex => "zen_flex_days",
-        }
-    }
-
-    /// Whether the family's table may be absent (older MyElectricalData
-    /// releases): the family is then empty rather than an error.
-    pub fn is_optional(self) -> bool {
-        matches!(self, Family::MaxPower | Family::ZenFlex)
-    }
-}
 
 /// One sample: Unix milliseconds and a value in thousandths.
 ///

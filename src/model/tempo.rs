@@ -65,7 +65,7 @@ pub fn tempo_series(
                 .map(|((_, c), &ts)| Sample::whole(ts, i64::from(*c == color)))
                 .collect();
             out.extend(contract.series(
-                "myelectricaldata_tempo_color",
+                super::metric::TEMPO_COLOR,
                 &[("pdl", pdl), ("color", color.french())],
                 samples,
                 report,
@@ -78,7 +78,7 @@ pub fn tempo_series(
                 .map(|(r, &ts)| Sample::whole(ts, i64::from(r[color.index()])))
                 .collect();
             out.extend(contract.series(
-                "myelectricaldata_tempo_remaining",
+                super::metric::TEMPO_REMAINING,
                 &[("pdl", pdl), ("color", color.english())],
                 samples,
                 report,

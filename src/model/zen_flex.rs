@@ -61,7 +61,7 @@ pub fn zen_flex_series(
                 })
                 .collect();
             contract.series(
-                "myelectricaldata_zen_flex_day",
+                super::metric::ZEN_FLEX_DAY,
                 &[("day_type", name)],
                 samples,
                 report,

@@ -8,21 +8,6 @@ use crate::export::Outcome;
 use crate::model::{Family, FUTURE_WINDOW_MS};
 use crate::source::ChangeTokens;
 
-/// The tables (indexes in [`crate::source::TABLES`]) a family is computed from.
-pub(super) fn tables_of(family: Family) -> &'static [usize] {
-    match family {
-        // With the tariff periods of its load curve: the colours, and the
-        // contracts' off-peak hours.
-        Family::Consumption => &[0, 2, 6, 7],
-        Family::Production => &[1],
-        // Tempo series exist for each PDL of consumption_data.
-        Family::Tempo => &[2, 0],
-        Family::Ecowatt => &[3],
-        Family::MaxPower => &[4],
-        Family::ZenFlex => &[5],
-    }
-}
-
 /// What the loop remembers of a family between polls.
 #[derive(Debug, Default, Clone)]
 pub(super) struct FamilyClock {
@@ -78,7 +63,12 @@ impl FamilyClock {
         let Some(seen) = &self.tokens else {
             return true;
         };
-        if tables_of(family).iter().any(|&t| seen[t] != tokens[t]) {
+        if family
+            .spec()
+            .reads
+            .iter()
+            .any(|&t| seen[t as usize] != tokens[t as usize])
+        {
             return true;
         }
         self.next_held_back
@@ -131,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_held_back_sample_makes_its_family_due_once_inside_the_window() {
-        let tokens: ChangeTokens = [None; crate::source::TABLES.len()];
+        let tokens: ChangeTokens = [None; crate::model::TABLES];
         let clock = FamilyClock {
             tokens: Some(tokens),
             next_held_back: Some(FUTURE_WINDOW_MS + 10),
@@ -143,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_failed_or_never_run_family_is_due() {
-        let tokens: ChangeTokens = [None; crate::source::TABLES.len()];
+        let tokens: ChangeTokens = [None; crate::model::TABLES];
         assert!(FamilyClock::default().is_due(Family::Consumption, &tokens, 0));
         let clock = FamilyClock {
             tokens: Some(tokens),
@@ -180,10 +170,10 @@ mod tests {
         );
         assert_eq!(follow_up(&repaired, 20, delay, cap), Some(cap));
         let clock = FamilyClock {
-            tokens: Some([None; crate::source::TABLES.len()]),
+            tokens: Some([None; crate::model::TABLES]),
             verify_at: Some(Instant::now()),
             ..Default::default()
         };
-        assert!(clock.is_due(Family::Ecowatt, &[None; crate::source::TABLES.len()], 0));
+        assert!(clock.is_due(Family::Ecowatt, &[None; crate::model::TABLES], 0));
     }
 }

@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::ConnectOptions;
 use sqlx::{PgPool, Row};
 
-use crate::model::{Family, FAMILIES};
+use crate::model::{Family, Table, FAMILIES, TABLES};
 
 mod lock;
 mod rows;
@@ -16,28 +16,16 @@ mod rows;
 pub use lock::ExportLock;
 pub use rows::energy_row;
 
-/// The tables the exporter reads: first each family's own, in
-/// [`Family::ALL`] order (the first four always exist in a MyElectricalData
-/// database, the next two only from its releases 2.2 and 2.3 on, see
-/// [`Family::is_optional`]), then the two where the client keeps each
-/// PDL's contract, whose off-peak hours the tariff family reads when they
-/// exist.
-pub const TABLES: [&str; 8] = [
-    "consumption_data",
-    "production_data",
-    "tempo_days",
-    "ecowatt",
-    "max_power_data",
-    "zen_flex_days",
-    "contract_data",
-    "pdls",
-];
-
-/// Whether each of [`TABLES`] may be absent.
-pub const TABLE_OPTIONAL: [bool; 8] = [false, false, false, false, true, true, true, true];
-
-/// The tables every MyElectricalData release has.
-pub const REQUIRED_TABLES: [&str; 4] = [TABLES[0], TABLES[1], TABLES[2], TABLES[3]];
+/// The names of the tables the exporter reads, in [`Table::ALL`] order.
+const TABLE_NAMES: [&str; TABLES] = {
+    let mut names = [""; TABLES];
+    let mut i = 0;
+    while i < TABLES {
+        names[i] = Table::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// Logs, once per process and table, that an optional table is absent, and
 /// once that it appeared after having been absent.
@@ -114,7 +102,7 @@ impl SourceError {
 
 /// A change token per table: when it moves, the table changed; `None` while
 /// the table does not exist.
-pub type ChangeTokens = [Option<(i64, i64)>; TABLES.len()];
+pub type ChangeTokens = [Option<(i64, i64)>; TABLES];
 
 /// A pool of connections to the MyElectricalData database.
 #[derive(Debug, Clone)]
@@ -215,17 +203,17 @@ impl Source {
         result
     }
 
-    /// Whether each of [`TABLES`] exists.
-    pub async fn tables_present(&self) -> Result<[bool; TABLES.len()], SourceError> {
+    /// Whether each table exists, in [`Table::ALL`] order.
+    pub async fn tables_present(&self) -> Result<[bool; TABLES], SourceError> {
         let present: Vec<bool> =
             sqlx::query_scalar("SELECT to_regclass(t) IS NOT NULL FROM unnest($1::text[]) AS t")
-                .bind(TABLES)
+                .bind(TABLE_NAMES)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(SourceError::query(
                     "looking for the MyElectricalData tables",
                 ))?;
-        let mut out = [false; TABLES.len()];
+        let mut out = [false; TABLES];
         for (slot, p) in out.iter_mut().zip(present) {
             *slot = p;
         }
@@ -250,7 +238,7 @@ impl Source {
         Ok(present)
     }
 
-    /// A token per table (in [`TABLES`] order) that moves whenever rows are
+    /// A token per table (in [`Table::ALL`] order) that moves whenever rows are
     /// inserted, updated or deleted, or the table is truncated: PostgreSQL's
     /// own statistics counters, read without touching the tables.
     pub async fn change_tokens(&self) -> Result<ChangeTokens, SourceError> {
@@ -262,11 +250,11 @@ impl Source {
                LEFT JOIN pg_class c ON c.oid = to_regclass(t.name)
               ORDER BY t.n",
         )
-        .bind(TABLES)
+        .bind(TABLE_NAMES)
         .fetch_all(&self.pool)
         .await
         .map_err(SourceError::query("reading the tables' change counters"))?;
-        let mut tokens: ChangeTokens = [None; TABLES.len()];
+        let mut tokens: ChangeTokens = [None; TABLES];
         for (slot, row) in tokens.iter_mut().zip(rows) {
             let node: Option<i64> = row
                 .try_get(0)

@@ -40,7 +40,7 @@ macro_rules! energy_sql {
 /// Decodes a row of [`Source::energy_rows`], borrowing its text.
 pub fn energy_row<'r>(row: &'r PgRow, family: Family) -> Result<EnergyRow<'r>, SourceError> {
     let get = |e| SourceError::Query {
-        what: format!("decoding a row of {}", family.energy_table()),
+        what: format!("decoding a row of {}", family.table()),
         source: e,
     };
     // The query fixes every column's type, so sqlx's per-value type check
@@ -75,7 +75,7 @@ impl Source {
         &self,
         family: Family,
     ) -> impl Stream<Item = Result<PgRow, SourceError>> + '_ {
-        let table = family.energy_table();
+        let table = family.table();
         let sql = match family {
             Family::Production => energy_sql!("production_data"),
             _ => energy_sql!("consumption_data"),

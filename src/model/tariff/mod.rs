@@ -33,10 +33,9 @@ use crate::model::calendar::{day_millis, TempoColor, TrueStart};
 use crate::model::energy::{watt_minutes_milli, Interval};
 use crate::model::{Contract, Report, Sample, Series};
 
-/// `myelectricaldata_consumption_period_wh`.
-pub const PERIOD_METRIC: &str = "myelectricaldata_consumption_period_wh";
-/// `myelectricaldata_tempo_consumption_wh`.
-pub const TEMPO_METRIC: &str = "myelectricaldata_tempo_consumption_wh";
+use crate::model::metric::{
+    CONSUMPTION_PERIOD_WH as PERIOD_METRIC, TEMPO_CONSUMPTION_WH as TEMPO_METRIC,
+};
 
 /// Minutes in a day.
 const DAY: u16 = 1440;

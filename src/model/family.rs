@@ -1,0 +1,271 @@
+//! The family table: what each family is, said once.
+//!
+//! A family is a group of series reconciled together. Its row here names
+//! its metrics, the table whose rows make its samples and every table it is
+//! computed from; verification, the daemon's change tokens, `check` and
+//! telemetry read this table rather than keeping lists of their own. How a
+//! family's rows become series is the one `match` of `series::read`, over
+//! the computations of this module's siblings.
+
+/// The metric names of SPEC §3, each written here only.
+pub mod metric {
+    /// Daily, monthly and load-curve energy consumed, in Wh.
+    pub const CONSUMPTION_WH: &str = "myelectricaldata_consumption_wh";
+    /// The consumption load curve's average power, in W.
+    pub const CONSUMPTION_POWER_W: &str = "myelectricaldata_consumption_power_w";
+    /// The load curve's energy per day and tariff period, in Wh.
+    pub const CONSUMPTION_PERIOD_WH: &str = "myelectricaldata_consumption_period_wh";
+    /// The load curve's energy per Tempo day and colour, in Wh.
+    pub const TEMPO_CONSUMPTION_WH: &str = "myelectricaldata_tempo_consumption_wh";
+    /// Daily, monthly and load-curve energy produced, in Wh.
+    pub const PRODUCTION_WH: &str = "myelectricaldata_production_wh";
+    /// The production load curve's average power, in W.
+    pub const PRODUCTION_POWER_W: &str = "myelectricaldata_production_power_w";
+    /// 1 on the days of a Tempo colour.
+    pub const TEMPO_COLOR: &str = "myelectricaldata_tempo_color";
+    /// Tempo days left in the season, by colour.
+    pub const TEMPO_REMAINING: &str = "myelectricaldata_tempo_remaining";
+    /// EcoWatt's daily level.
+    pub const ECOWATT_LEVEL: &str = "myelectricaldata_ecowatt_level";
+    /// EcoWatt's hourly level.
+    pub const ECOWATT_HOURLY_LEVEL: &str = "myelectricaldata_ecowatt_hourly_level";
+    /// The day's peak apparent power, in VA.
+    pub const MAX_POWER_VA: &str = "myelectricaldata_max_power_va";
+    /// Zen Flex days, by kind.
+    pub const ZEN_FLEX_DAY: &str = "myelectricaldata_zen_flex_day";
+}
+
+/// A table of MyElectricalData's database the exporter reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Daily, monthly and load-curve consumption.
+    ConsumptionData,
+    /// Daily, monthly and load-curve production.
+    ProductionData,
+    /// The Tempo calendar.
+    TempoDays,
+    /// RTE's EcoWatt signal.
+    Ecowatt,
+    /// The day's peak power (MyElectricalData 2.2+).
+    MaxPowerData,
+    /// The Zen Flex calendar (MyElectricalData 2.3+).
+    ZenFlexDays,
+    /// Each PDL's contract, with its off-peak hours.
+    ContractData,
+    /// The PDLs, with the off-peak hours of older releases.
+    Pdls,
+}
+
+/// How many tables the exporter reads.
+pub const TABLES: usize = 8;
+
+impl Table {
+    /// Every table, in the order of arrays indexed by `table as usize`.
+    pub const ALL: [Table; TABLES] = [
+        Table::ConsumptionData,
+        Table::ProductionData,
+        Table::TempoDays,
+        Table::Ecowatt,
+        Table::MaxPowerData,
+        Table::ZenFlexDays,
+        Table::ContractData,
+        Table::Pdls,
+    ];
+
+    /// The table's name in PostgreSQL.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Table::ConsumptionData => "consumption_data",
+            Table::ProductionData => "production_data",
+            Table::TempoDays => "tempo_days",
+            Table::Ecowatt => "ecowatt",
+            Table::MaxPowerData => "max_power_data",
+            Table::ZenFlexDays => "zen_flex_days",
+            Table::ContractData => "contract_data",
+            Table::Pdls => "pdls",
+        }
+    }
+
+    /// The table of that name.
+    pub fn named(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether a MyElectricalData database may lack it: the families'
+    /// tables of releases 2.2 and 2.3 (the family is then empty), and the
+    /// contract tables (off-peak hours then come from elsewhere).
+    pub const fn is_optional(self) -> bool {
+        matches!(
+            self,
+            Table::MaxPowerData | Table::ZenFlexDays | Table::ContractData | Table::Pdls
+        )
+    }
+
+    /// Whether it only holds contracts (the off-peak hours), rather than
+    /// a family's samples.
+    pub const fn holds_contracts(self) -> bool {
+        matches!(self, Table::ContractData | Table::Pdls)
+    }
+}
+
+/// A group of series reconciled together, from one source table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// `myelectricaldata_consumption_wh` and `..._power_w` from
+    /// `consumption_data`, and the tariff periods of its load curve
+    /// (`myelectricaldata_consumption_period_wh` and
+    /// `myelectricaldata_tempo_consumption_wh`, with `tempo_days` and the
+    /// contracts' off-peak hours): one read of the table for both.
+    Consumption,
+    /// `myelectricaldata_production_wh`, from `production_data`.
+    Production,
+    /// `myelectricaldata_tempo_*`, from `tempo_days` and the PDLs of `consumption_data`.
+    Tempo,
+    /// `myelectricaldata_ecowatt_*`, from `ecowatt`.
+    Ecowatt,
+    /// `myelectricaldata_max_power_va`, from `max_power_data` (MyElectricalData 2.2+).
+    MaxPower,
+    /// `myelectricaldata_zen_flex_day`, from `zen_flex_days` (MyElectricalData 2.3+).
+    ZenFlex,
+}
+
+/// How many families there are.
+pub const FAMILIES: usize = 6;
+
+/// One row of the family table.
+#[derive(Debug)]
+pub struct Spec {
+    /// The family's name in state tables, logs and telemetry.
+    pub name: &'static str,
+    /// The table whose rows make its samples: its rows skipped are counted
+    /// against it, and its absence (when optional) empties the family.
+    pub table: Table,
+    /// Every table it is computed from: a change in any makes it due.
+    pub reads: &'static [Table],
+    /// Its metric names: the read-back selects these, so a metric missing
+    /// here would read back as absent and be rewritten at every pass.
+    pub metrics: &'static [&'static str],
+}
+
+use metric::*;
+
+/// The family table, in [`Family::ALL`] order.
+static SPECS: [Spec; FAMILIES] = [
+    Spec {
+        name: "consumption",
+        table: Table::ConsumptionData,
+        // With the tariff periods of its load curve: the colours, and the
+        // contracts' off-peak hours.
+        reads: &[
+            Table::ConsumptionData,
+            Table::TempoDays,
+            Table::ContractData,
+            Table::Pdls,
+        ],
+        metrics: &[
+            CONSUMPTION_WH,
+            CONSUMPTION_POWER_W,
+            CONSUMPTION_PERIOD_WH,
+            TEMPO_CONSUMPTION_WH,
+        ],
+    },
+    Spec {
+        name: "production",
+        table: Table::ProductionData,
+        reads: &[Table::ProductionData],
+        metrics: &[PRODUCTION_WH, PRODUCTION_POWER_W],
+    },
+    Spec {
+        name: "tempo",
+        table: Table::TempoDays,
+        // Tempo series exist for each PDL of consumption_data.
+        reads: &[Table::TempoDays, Table::ConsumptionData],
+        metrics: &[TEMPO_COLOR, TEMPO_REMAINING],
+    },
+    Spec {
+        name: "ecowatt",
+        table: Table::Ecowatt,
+        reads: &[Table::Ecowatt],
+        metrics: &[ECOWATT_LEVEL, ECOWATT_HOURLY_LEVEL],
+    },
+    Spec {
+        name: "max_power",
+        table: Table::MaxPowerData,
+        reads: &[Table::MaxPowerData],
+        metrics: &[MAX_POWER_VA],
+    },
+    Spec {
+        name: "zen_flex",
+        table: Table::ZenFlexDays,
+        reads: &[Table::ZenFlexDays],
+        metrics: &[ZEN_FLEX_DAY],
+    },
+];
+
+impl Family {
+    /// Every family, in export order; `Family::ALL[f as usize] == f`.
+    pub const ALL: [Family; FAMILIES] = [
+        Family::Consumption,
+        Family::Production,
+        Family::Tempo,
+        Family::Ecowatt,
+        Family::MaxPower,
+        Family::ZenFlex,
+    ];
+
+    /// The family's row of the family table.
+    pub fn spec(self) -> &'static Spec {
+        &SPECS[self as usize]
+    }
+
+    /// The family's name in state tables and logs.
+    pub fn as_str(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The name of the table whose rows make the family's samples.
+    pub fn table(self) -> &'static str {
+        self.spec().table.name()
+    }
+
+    /// Whether the family's table may be absent (older MyElectricalData
+    /// releases): the family is then empty rather than an error.
+    pub fn is_optional(self) -> bool {
+        self.spec().table.is_optional()
+    }
+
+    /// The metric names of the family.
+    pub fn metrics(self) -> &'static [&'static str] {
+        self.spec().metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_family_table_is_in_the_order_of_the_families() {
+        for (i, f) in Family::ALL.into_iter().enumerate() {
+            assert_eq!(f as usize, i);
+            assert!(f.spec().reads.contains(&f.spec().table));
+        }
+        for (i, t) in Table::ALL.into_iter().enumerate() {
+            assert_eq!(t as usize, i);
+            assert_eq!(Table::named(t.name()), Some(t));
+        }
+    }
+
+    #[test]
+    fn each_metric_belongs_to_one_family() {
+        let mut all: Vec<&str> = Family::ALL
+            .iter()
+            .flat_map(|f| f.metrics())
+            .copied()
+            .collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n);
+    }
+}
