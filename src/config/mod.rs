@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::model::tariff::OffPeakHours;
+use crate::model::offpeak::OffPeakHours;
 use crate::model::{Contract, LEGACY_LABEL_TIMES_VAR};
 
 mod values;

@@ -9,6 +9,7 @@ pub mod ecowatt;
 pub mod energy;
 pub mod family;
 pub mod max_power;
+pub mod offpeak;
 pub mod render;
 pub mod tariff;
 pub mod tempo;
@@ -122,7 +123,7 @@ pub struct Contract {
     /// Samples after this instant (Unix ms) are held back.
     pub cutoff_ms: i64,
     /// `VICTORIAMETRICS_OFFPEAK_HOURS`, which overrides every contract's.
-    pub offpeak_hours: Option<crate::model::tariff::OffPeakHours>,
+    pub offpeak_hours: Option<crate::model::offpeak::OffPeakHours>,
     /// Stamp load-curve samples at their label read with `fold=0`, as
     /// releases before the daylight-saving fix did. Only the upgrade test
     /// sets it (through [`LEGACY_LABEL_TIMES_VAR`]), to build the mirror an

@@ -19,15 +19,13 @@
 //! The series belong to the consumption family: its rows are read once for
 //! both, and its pass runs again when a colour or a contract changes.
 
-pub mod offpeak;
-
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Days, NaiveDate, NaiveDateTime, Timelike};
 use chrono_tz::Tz;
 use serde_json::Value;
 
-pub use offpeak::OffPeakHours;
+pub use crate::model::offpeak::OffPeakHours;
 
 use crate::model::calendar::{day_millis, TempoColor, TrueStart};
 use crate::model::energy::{watt_minutes_milli, Interval};
