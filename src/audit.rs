@@ -3,13 +3,23 @@
 //! does, but nothing written or repaired.
 
 use crate::config::Config;
-use crate::export::ExportError;
 use crate::model::{Family, Report};
 use crate::series::SeriesReader;
-use crate::sink::Sink;
-use crate::source::Source;
+use crate::source::{Source, SourceError};
 use crate::state::State;
 use crate::verify::{self, Copies, Expected};
+use crate::vm::{Sink, SinkError};
+
+/// Why an audit could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// VictoriaMetrics did not answer the read-back.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
 
 /// What an audit found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,7 +39,7 @@ pub struct Audit {
 }
 
 /// Compares every series of every family with VictoriaMetrics.
-pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audit, ExportError> {
+pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audit, AuditError> {
     let contract = config.contract(chrono::Utc::now().timestamp_millis());
     let state = State::new(source.pool().clone());
     // A database the exporter never ran on has no state: nothing was written.
@@ -41,7 +51,9 @@ pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audi
         } else {
             Default::default()
         };
-        let obs = verify::observe(sink, family, &contract.extra_labels, contract.cutoff_ms).await?;
+        let obs = sink
+            .observe(family, &contract.extra_labels, contract.cutoff_ms)
+            .await?;
         let mut report = Report::default();
         let mut reader = SeriesReader::new(source, family);
         // Judged over the whole family before any series is: (expected,

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::model::{Table, TABLES as TABLES_READ};
-use crate::sink::Sink;
 use crate::source::Source;
+use crate::vm::Sink;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +135,7 @@ async fn check_mirror(config: &Config) -> Item {
             ),
             "the daemon repairs them at its next full reconciliation (VICTORIAMETRICS_RECONCILE_INTERVAL); `myelectricaldata-vm-exporter once` repairs them now",
         ),
-        Err(e @ crate::export::ExportError::Source(_)) => bad(
+        Err(e @ crate::audit::AuditError::Source(_)) => bad(
             Status::Fail,
             MIRROR,
             e.to_string(),

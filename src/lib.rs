@@ -32,17 +32,17 @@
 //!   whole mirror for it.
 
 pub mod audit;
-pub mod batch;
 pub mod check;
 pub mod config;
-pub mod export;
+pub mod daemon;
 pub mod listener;
 pub mod model;
+pub mod once;
+pub mod pass;
 pub mod progress;
-pub mod scheduler;
 pub mod series;
-pub mod sink;
 pub mod source;
 pub mod state;
 pub mod telemetry;
 pub mod verify;
+pub mod vm;

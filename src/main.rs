@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use myelectricaldata_vm_exporter::{
-    check, config, config::Config, listener, progress, scheduler, series, source::Source,
+    check, config, config::Config, daemon, listener, once, progress, series, source::Source,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -75,10 +75,8 @@ fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 async fn execute(command: Command, config: Config) -> ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = match command {
-        Command::Run => scheduler::run(config, shutdown_signal()).await.map_err(Into::into),
-        Command::Once => scheduler::once(config, progress_display()).await.map(|o| {
-            tracing::info!(lines = o.lines, rewritten = o.rewritten, appended = o.appended, deleted = o.deleted, skipped = o.skipped, "once: done");
-        }).map_err(Into::into),
+        Command::Run => daemon::run(config, shutdown_signal()).await.map_err(Into::into),
+        Command::Once => once::once(config, progress_display()).await.map(drop).map_err(Into::into),
         Command::Migrate => async {
             Source::connect_lazy(&config.database_url)?.migrate().await?;
             tracing::info!("migrations applied");

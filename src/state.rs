@@ -105,6 +105,14 @@ pub struct SeriesState {
     pub rejected: bool,
 }
 
+impl SeriesState {
+    /// How many samples it holds, as recorded.
+    pub fn samples(&self) -> u64 {
+        let held: i64 = self.chunks.values().map(|c| i64::from(c.samples)).sum();
+        held.max(0) as u64
+    }
+}
+
 /// What to do with a series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::export::Outcome;
 use crate::model::{Family, Table};
 
 /// Why a request or a cycle failed, as `myelectricaldata_exporter_errors_total{kind}` counts it.
@@ -61,6 +60,29 @@ impl ErrorKind {
             ErrorKind::Postgres => "postgres",
         }
     }
+}
+
+/// What a pass did, as `/metrics` counts it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassCounts {
+    /// Series deleted and rewritten.
+    pub rewritten: u64,
+    /// Series appended to.
+    pub appended: u64,
+    /// Series deleted.
+    pub deleted: u64,
+    /// Series rejected for good.
+    pub rejected: u64,
+    /// Whether the pass read VictoriaMetrics back.
+    pub read_back: bool,
+    /// Series read back and compared.
+    pub verified: u64,
+    /// Series found differing and repaired.
+    pub repaired: u64,
+    /// Samples VictoriaMetrics lacked.
+    pub samples_missing: u64,
+    /// Samples it held and should not have.
+    pub samples_extra: u64,
 }
 
 /// What the daemon is doing, for `/health` and the lock gauge.
@@ -211,7 +233,7 @@ impl Telemetry {
     }
 
     /// A pass over `family` ended.
-    pub fn pass(&self, o: &Outcome) {
+    pub fn pass(&self, o: &PassCounts) {
         self.series_rewritten.fetch_add(o.rewritten, Relaxed);
         self.series_appended.fetch_add(o.appended, Relaxed);
         self.series_deleted.fetch_add(o.deleted, Relaxed);

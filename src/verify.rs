@@ -16,14 +16,10 @@
 //! exporter never writes such a change (it writes whole series or appends
 //! new samples), and a loss or a duplicate always moves the count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 
-use serde::Deserialize;
-
-use crate::model::render::{escape_label_value, series_key, series_selector};
-use crate::model::RESERVED_LABELS;
-use crate::model::{Family, Sample};
-use crate::sink::{Sink, SinkError};
+use crate::model::render::series_key;
+use crate::model::Sample;
 
 /// The earliest instant a read-back covers (Unix ms, excluded): the day
 /// after the Unix epoch. VictoriaMetrics 1.79 answers nothing to a window
@@ -51,163 +47,6 @@ pub struct Observation {
     pub series: HashMap<String, Observed>,
     /// How many copies of each sample the family shows, once judged.
     pub copies: Copies,
-}
-
-/// Why a read-back failed.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    /// VictoriaMetrics did not answer, or answered an error.
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    /// The answer was not what a Prometheus query API returns.
-    #[error("VictoriaMetrics: unreadable answer to a read-back query ({0})")]
-    Answer(String),
-}
-
-impl VerifyError {
-    /// Whether a later try may succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            VerifyError::Sink(e) => e.is_retryable(),
-            VerifyError::Answer(_) => false,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct QueryAnswer {
-    data: QueryData,
-}
-
-#[derive(Deserialize)]
-struct QueryData {
-    result: Vec<QueryResult>,
-}
-
-#[derive(Deserialize)]
-struct QueryResult {
-    metric: BTreeMap<String, String>,
-    value: (serde_json::Value, String),
-}
-
-/// The selector of a family's series written under `extra` labels.
-fn family_selector(family: Family, extra: &[(String, String)]) -> String {
-    let mut out = String::from("{__name__=~\"");
-    out.push_str(&family.metrics().join("|"));
-    out.push('"');
-    for (k, v) in extra {
-        out.push(',');
-        out.push_str(k);
-        out.push_str("=\"");
-        escape_label_value(&mut out, v);
-        out.push('"');
-    }
-    out.push('}');
-    out
-}
-
-/// Whether a series VictoriaMetrics holds is one this exporter writes: its
-/// labels are the exporter's own and exactly `extra`. Another installation
-/// sharing the server (with other `VICTORIAMETRICS_LABELS`) is left alone.
-fn is_ours(labels: &BTreeMap<String, String>, extra: &[(String, String)]) -> bool {
-    let extras_match = extra
-        .iter()
-        .all(|(k, v)| labels.get(k).is_some_and(|x| x == v));
-    extras_match
-        && labels.keys().all(|k| {
-            k == "__name__"
-                || RESERVED_LABELS.contains(&k.as_str())
-                || extra.iter().any(|(e, _)| e == k)
-        })
-}
-
-/// A series' labels, `__name__` included.
-type Labels = BTreeMap<String, String>;
-
-/// Parses one query answer into (labels, value) pairs.
-fn parse_answer(body: &str) -> Result<Vec<(Labels, f64)>, VerifyError> {
-    let answer: QueryAnswer =
-        serde_json::from_str(body).map_err(|e| VerifyError::Answer(e.to_string()))?;
-    answer
-        .data
-        .result
-        .into_iter()
-        .map(|r| {
-            let v: f64 = r
-                .value
-                .1
-                .parse()
-                .map_err(|_| VerifyError::Answer(format!("value {:?}", r.value.1)))?;
-            Ok((r.metric, v))
-        })
-        .collect()
-}
-
-/// Reads back a family: the count and sum of every series of the exporter's
-/// that VictoriaMetrics holds, as of `at_ms`.
-pub async fn observe(
-    sink: &Sink,
-    family: Family,
-    extra: &[(String, String)],
-    at_ms: i64,
-) -> Result<Observation, VerifyError> {
-    let selector = family_selector(family, extra);
-    // The whole history: from the day after the epoch to `at_ms`.
-    let window = format!("{}ms", at_ms.saturating_sub(READ_BACK_FROM_MS).max(1));
-    let counts = sink
-        .query(
-            &format!("count_over_time({selector}[{window}]) keep_metric_names"),
-            at_ms,
-        )
-        .await?;
-    let sums = sink
-        .query(
-            &format!("sum_over_time({selector}[{window}]) keep_metric_names"),
-            at_ms,
-        )
-        .await?;
-    let mut series: HashMap<String, Observed> = HashMap::new();
-    let key_of = |labels: &BTreeMap<String, String>| {
-        let name = labels.get("__name__").map_or("", String::as_str);
-        let own: Vec<(&str, &str)> = labels
-            .iter()
-            .filter(|(k, _)| *k != "__name__")
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        (
-            series_key(name, own.iter().copied()),
-            name.to_string(),
-            own.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>(),
-        )
-    };
-    for (labels, count) in parse_answer(&counts)? {
-        if !is_ours(&labels, extra) {
-            continue;
-        }
-        let (key, name, own) = key_of(&labels);
-        let pairs: Vec<(&str, &str)> = own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let selector = series_selector(&name, &pairs, &crate::model::OWN_LABELS);
-        series.insert(
-            key,
-            Observed {
-                count: count.max(0.0) as u64,
-                sum: 0.0,
-                selector,
-            },
-        );
-    }
-    for (labels, sum) in parse_answer(&sums)? {
-        if let Some(o) = series.get_mut(&key_of(&labels).0) {
-            o.sum = sum;
-        }
-    }
-    Ok(Observation {
-        at_ms,
-        series,
-        copies: Copies::Unknown,
-    })
 }
 
 /// The [`series_key`] of a series from the selector the exporter wrote it
@@ -373,6 +212,58 @@ impl Diagnosis {
     pub fn only_missing(&self) -> bool {
         self.extra == 0
     }
+
+    /// The repair: the missing samples sent again when nothing else is
+    /// wrong, else the series rewritten.
+    pub fn repair(self) -> Repair {
+        if self.only_missing() {
+            Repair::Resend(self.missing.into_iter().collect())
+        } else {
+            Repair::Rewrite
+        }
+    }
+}
+
+/// How to repair a series that differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repair {
+    /// Send the samples at these timestamps again.
+    Resend(HashSet<i64>),
+    /// Delete the series and write it whole.
+    Rewrite,
+}
+
+impl Verdict {
+    /// Whether telling what to repair needs the series' samples
+    /// (`/api/v1/export`): the count and sum tell enough of the others.
+    pub fn needs_samples(self) -> bool {
+        matches!(self, Verdict::Fewer | Verdict::Differs)
+    }
+}
+
+/// What a series with this verdict lacks or has too much of, given the
+/// samples it should hold (`held`) and, when the verdict
+/// [needs them](Verdict::needs_samples), those it holds (`stored`); `None`
+/// when nothing is to be repaired.
+pub fn diagnose_verdict(
+    verdict: Verdict,
+    held: &[Sample],
+    stored: &[(i64, f64)],
+) -> Option<Diagnosis> {
+    let d = match verdict {
+        Verdict::Same => return None,
+        // Written twice where other series are held once: rewritten.
+        Verdict::Doubled => Diagnosis {
+            missing: Vec::new(),
+            extra: held.len() as u64,
+        },
+        Verdict::Absent => Diagnosis {
+            missing: held.iter().map(|s| s.ts).collect(),
+            extra: 0,
+        },
+        Verdict::Fewer | Verdict::Differs => diagnose(held, stored),
+    };
+    (!d.missing.is_empty() || d.extra > 0).then_some(d)
 }
 
 /// Compares the samples a series holds (`stored`, as `/api/v1/export`
@@ -400,41 +291,10 @@ pub fn diagnose(expected: &[Sample], stored: &[(i64, f64)]) -> Diagnosis {
     d
 }
 
-/// Parses `/api/v1/export`'s JSON lines into (timestamp, value) pairs.
-pub fn parse_export(body: &str) -> Result<Vec<(i64, f64)>, VerifyError> {
-    #[derive(Deserialize)]
-    struct Line {
-        values: Vec<Option<f64>>,
-        timestamps: Vec<i64>,
-    }
-    let mut out = Vec::new();
-    for line in body.lines().filter(|l| !l.trim().is_empty()) {
-        let l: Line = serde_json::from_str(line).map_err(|e| VerifyError::Answer(e.to_string()))?;
-        out.extend(
-            l.timestamps
-                .into_iter()
-                .zip(l.values.into_iter().map(|v| v.unwrap_or(f64::NAN))),
-        );
-    }
-    Ok(out)
-}
-
-/// Reads one series back sample by sample, up to `at_ms`.
-pub async fn stored_samples(
-    sink: &Sink,
-    selector: &str,
-    at_ms: i64,
-) -> Result<Vec<(i64, f64)>, VerifyError> {
-    let body = sink.export(selector, 0, at_ms.div_euclid(1000) + 1).await?;
-    Ok(parse_export(&body)?
-        .into_iter()
-        .filter(|(ts, _)| covered(*ts, at_ms))
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::render::series_selector;
 
     fn obs(count: u64, sum: f64) -> Observed {
         Observed {
@@ -513,38 +373,6 @@ mod tests {
     }
 
     #[test]
-    fn only_series_with_the_exporters_labels_and_exactly_its_extra_labels_are_its_own() {
-        let extra = vec![("home".to_string(), "paris".to_string())];
-        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        assert!(is_ours(
-            &labels(&[("__name__", "m"), ("pdl", "1"), ("home", "paris")]),
-            &extra
-        ));
-        assert!(!is_ours(
-            &labels(&[("__name__", "m"), ("pdl", "1"), ("home", "lyon")]),
-            &extra
-        ));
-        assert!(!is_ours(
-            &labels(&[
-                ("__name__", "m"),
-                ("pdl", "1"),
-                ("home", "paris"),
-                ("job", "x")
-            ]),
-            &extra
-        ));
-        assert!(!is_ours(
-            &labels(&[("__name__", "m"), ("pdl", "1")]),
-            &extra
-        ));
-    }
-
-    #[test]
     fn a_selector_gives_back_the_key_of_its_series() {
         let labels = [
             ("pdl", "1"),
@@ -557,24 +385,5 @@ mod tests {
             Some(series_key("m", labels).as_str())
         );
         assert_eq!(key_of_selector("nonsense"), None);
-    }
-
-    #[test]
-    fn a_family_selector_names_its_metrics_and_the_extra_labels() {
-        assert_eq!(
-            family_selector(Family::MaxPower, &[("home".into(), "a\"b".into())]),
-            r#"{__name__=~"myelectricaldata_max_power_va",home="a\"b"}"#
-        );
-    }
-
-    #[test]
-    fn query_and_export_answers_are_read() {
-        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
-            {"metric":{"__name__":"m","pdl":"1"},"value":[1700000000,"48"]}]}}"#;
-        let parsed = parse_answer(body).unwrap();
-        assert_eq!(parsed[0].1, 48.0);
-        let export =
-            "{\"metric\":{\"__name__\":\"m\"},\"values\":[1,2.5],\"timestamps\":[10,20]}\n";
-        assert_eq!(parse_export(export).unwrap(), vec![(10, 1.0), (20, 2.5)]);
     }
 }

@@ -125,6 +125,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The longest wait between retries of a request: the poll interval,
+    /// within 1 s and 60 s.
+    pub fn retry_cap(&self) -> Duration {
+        self.poll_interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
     /// The contract series are computed with, at `now_ms`.
     pub fn contract(&self, now_ms: i64) -> Contract {
         Contract {

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::export::Outcome;
 use crate::model::{Family, FUTURE_WINDOW_MS};
+use crate::pass::{Outcome, Unconfirmed};
 use crate::source::ChangeTokens;
 
 /// What the loop remembers of a family between polls.
@@ -32,15 +32,14 @@ pub(super) struct FamilyClock {
 /// before a pass compares them one by one and repairs.
 #[derive(Debug, Clone)]
 pub(super) struct Outstanding {
-    pub(super) expect: Vec<(String, crate::verify::Expected)>,
-    pub(super) at_ms: i64,
+    pub(super) written: Unconfirmed,
     pub(super) deadline: Instant,
 }
 
 /// When to read a family back after a pass: never when the pass proved the
-/// family exact; else once VictoriaMetrics shows the pass's writes
-/// (`delay`), doubling after each pass that had to repair again, at most
-/// `cap` (the full reconciliation's interval).
+/// family exact; else once VictoriaMetrics shows the pass's writes, waiting
+/// longer after each pass that had to repair again, at most `cap` (the full
+/// reconciliation's interval).
 pub(super) fn follow_up(
     o: &Outcome,
     repair_streak: u32,
@@ -50,9 +49,7 @@ pub(super) fn follow_up(
     if !(o.wrote() || o.repaired > 0 || o.unverified > 0) {
         return None;
     }
-    // A margin past the delay, so that the last series written is old enough.
-    let wait = (delay + Duration::from_millis(500)).saturating_mul(1 << repair_streak.min(8));
-    Some(wait.min(cap.max(delay)))
+    Some(crate::pass::read_back_wait(delay, repair_streak).min(cap.max(delay)))
 }
 
 impl FamilyClock {

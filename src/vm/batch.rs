@@ -3,15 +3,14 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use super::retry::Retry;
+use super::{Sink, SinkError};
 use crate::model::render::write_line;
 use crate::model::Sample;
-use crate::sink::{Sink, SinkError};
 
 /// Why a batch was not delivered.
 #[derive(Debug, thiserror::Error)]
@@ -22,20 +21,6 @@ pub enum BatchError {
     /// Shutdown was requested while waiting to retry.
     #[error("stopped while retrying a batch")]
     Cancelled,
-}
-
-/// The delay before retry number `attempt` (0-based): doubling from 500 ms
-/// up to `cap`, with full jitter so that replicas do not retry in step.
-pub fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let exp = Duration::from_millis(500).saturating_mul(1u32 << attempt.min(16));
-    let ceiling = exp.min(cap);
-    // Jitter from the clock's low bits is enough to spread retries.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
-    ceiling.mul_f64(fraction)
 }
 
 /// Batches posted at once. VictoriaMetrics answers each in a fraction of a
@@ -58,9 +43,7 @@ struct Sent {
 #[derive(Clone)]
 struct Delivery {
     sink: Arc<Sink>,
-    cancel: CancellationToken,
-    max_backoff: Duration,
-    attempt_limit: Option<u32>,
+    retry: Retry,
     /// Held by the batch that is retrying: during an outage one batch
     /// probes VictoriaMetrics with backoff, the others wait behind it.
     retry_gate: Arc<tokio::sync::Mutex<()>>,
@@ -82,7 +65,7 @@ impl Delivery {
                 Ok(()) => return sent,
                 Err(e) => e,
             };
-            if e.is_retryable() && self.attempt_limit.is_none_or(|l| attempt + 1 < l) {
+            if e.is_retryable() && self.retry.allows(attempt) {
                 if e.may_have_landed() {
                     // Part of the batch may be stored: a resend could
                     // duplicate samples, so these series get rewritten.
@@ -102,18 +85,14 @@ impl Delivery {
                         }
                     }
                 }
-                let delay = backoff(attempt, self.max_backoff);
-                tracing::warn!(error = %e, retry_in = ?delay, attempt = attempt + 1, "batch not delivered; retrying");
+                tracing::warn!(error = %e, attempt = attempt + 1, "batch not delivered; retrying");
                 sent.retries += 1;
                 crate::telemetry::global().retry();
-                attempt = attempt.saturating_add(1);
-                tokio::select! {
-                    _ = self.cancel.cancelled() => {
-                        sent.result = Err(BatchError::Cancelled);
-                        return sent;
-                    }
-                    _ = tokio::time::sleep(delay) => {}
+                if self.retry.wait(attempt).await.is_err() {
+                    sent.result = Err(BatchError::Cancelled);
+                    return sent;
                 }
+                attempt = attempt.saturating_add(1);
                 continue;
             }
             if e.is_rejection() {
@@ -170,19 +149,12 @@ impl Drop for Batcher {
 }
 
 impl Batcher {
-    /// A batcher of `size` lines per POST.
-    pub fn new(
-        sink: &Sink,
-        cancel: &CancellationToken,
-        size: usize,
-        max_backoff: Duration,
-    ) -> Self {
+    /// A batcher of `size` lines per POST, retrying as `retry` says.
+    pub fn new(sink: &Sink, retry: Retry, size: usize) -> Self {
         Self {
             delivery: Delivery {
                 sink: Arc::new(sink.clone()),
-                cancel: cancel.clone(),
-                max_backoff,
-                attempt_limit: None,
+                retry,
                 retry_gate: Arc::new(tokio::sync::Mutex::new(())),
             },
             size,
@@ -197,13 +169,6 @@ impl Batcher {
             batches_sent: 0,
             retries: 0,
         }
-    }
-
-    /// Gives up on a batch after this many failed attempts (`once`); the
-    /// daemon retries for as long as it runs.
-    pub fn with_attempt_limit(mut self, limit: Option<u32>) -> Self {
-        self.delivery.attempt_limit = limit;
-        self
     }
 
     /// Lines pushed so far.
@@ -308,23 +273,5 @@ impl Batcher {
         self.batches_sent += 1;
         self.acked += sent.lines;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let cap = Duration::from_secs(30);
-        for attempt in 0..40 {
-            let d = backoff(attempt, cap);
-            let ceiling = Duration::from_millis(500)
-                .saturating_mul(1 << attempt.min(16))
-                .min(cap);
-            assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?}");
-        }
-        assert!(backoff(0, cap) <= Duration::from_millis(500));
     }
 }

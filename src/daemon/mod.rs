@@ -1,29 +1,39 @@
-//! The daemon's loop: poll for changes, reconcile in full on a schedule,
+//! The daemon (the `run` command): poll for changes, reconcile in full on a
+//! schedule, follow up what passes wrote until VictoriaMetrics shows it,
 //! back off on failure, stop on the shutdown signal. What it remembers of
-//! each family, and when one is due, is in `clock`; the `once` command, one
-//! reconciliation read back until shown, in `once`.
+//! each family, and when one is due, is in `clock`.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::backoff;
 use crate::config::Config;
-use crate::export::{ExportError, Exporter};
+use crate::listener::ListenError;
 use crate::model::{Family, FAMILIES};
-use crate::sink::Sink;
-use crate::source::{ExportLock, Source};
+use crate::pass::{Exporter, PassError, Shown};
+use crate::source::{ExportLock, Source, SourceError};
 use crate::telemetry::{self, ErrorKind, Role};
+use crate::vm::retry::{backoff, Retry};
+use crate::vm::Sink;
 
 mod clock;
-mod once;
 
 use clock::{follow_up, FamilyClock, Outstanding};
-pub use once::once;
+
+/// Why the daemon stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The self-monitoring listener could not start.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// `DATABASE_URL` cannot be used.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
 
 /// Runs the daemon until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ExportError> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let cancel = CancellationToken::new();
     let _stop_tasks = cancel.clone().drop_guard();
     if let Some(addr) = config.listen_addr {
@@ -42,8 +52,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         let source = Source::connect_lazy(&config.database_url)?;
         let sink = Sink::new(&config.vm);
-        migrate_until_done(&source, &config, &cancel).await;
-        let exporter = Exporter::new(source, sink, config.clone(), cancel.clone());
+        let retry = Retry::new(config.retry_cap(), cancel.clone());
+        migrate_until_done(&source, &retry).await;
+        let exporter = Exporter::new(source, sink, config.clone(), retry);
         poll_loop(&exporter, &config).await
     };
     tokio::select! {
@@ -58,25 +69,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 }
 
-async fn migrate_until_done(source: &Source, config: &Config, cancel: &CancellationToken) {
-    let mut attempt = 0;
-    loop {
-        match source.migrate().await {
-            Ok(()) => return,
-            Err(e) => {
-                let delay = backoff(attempt, config.poll_interval.max(Duration::from_secs(1)));
-                tracing::error!(error = %e, retry_in = ?delay, "cannot prepare the database; retrying");
-                attempt += 1;
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+/// Applies the migrations, retrying until they pass or the daemon stops:
+/// the database may start after the exporter.
+async fn migrate_until_done(source: &Source, retry: &Retry) {
+    let _ = retry
+        .run(
+            "preparing the database",
+            |_: &SourceError| true,
+            || {},
+            || source.migrate(),
+        )
+        .await;
 }
 
-async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportError> {
+/// Polls until the process stops: only the holder of the export lock
+/// exports; the others stand by.
+async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), DaemonError> {
     let mut clocks: [FamilyClock; FAMILIES] = Default::default();
     let mut next_full = Instant::now();
     let mut failures: u32 = 0;
@@ -146,7 +154,7 @@ async fn poll_loop(exporter: &Exporter, config: &Config) -> Result<(), ExportErr
             }
             Err(e) => {
                 tracing::error!(error = %e, "export cycle failed; will retry");
-                if matches!(e, ExportError::Source(_)) {
+                if matches!(e, PassError::Source(_)) {
                     // VictoriaMetrics' errors are counted where they happen.
                     telemetry::global().error(ErrorKind::Postgres);
                 }
@@ -192,7 +200,7 @@ async fn cycle(
     config: &Config,
     clocks: &mut [FamilyClock; FAMILIES],
     full: bool,
-) -> Result<bool, ExportError> {
+) -> Result<bool, PassError> {
     let read_at = SystemTime::now();
     read_back_outstanding(exporter, clocks).await;
     let tokens = exporter.source().change_tokens().await?;
@@ -210,16 +218,8 @@ async fn cycle(
     let mut all_verified = full;
     for i in due {
         let family = Family::ALL[i];
-        let started = Instant::now();
         match exporter.export(family).await {
             Ok(o) => {
-                if o.left_pending > 0 {
-                    tracing::info!(
-                        family = family.as_str(),
-                        series = o.left_pending,
-                        "series left pending; rewriting them at the next poll"
-                    );
-                }
                 all_verified &= o.verified_clean();
                 let streak = if o.repaired > 0 {
                     clocks[i].repair_streak.saturating_add(1)
@@ -240,38 +240,14 @@ async fn cycle(
                     verify_at: wait.filter(|_| o.unverified > 0),
                     outstanding: wait.filter(|_| !o.expect.is_empty()).map(|deadline| {
                         Outstanding {
-                            expect: o.expect.clone(),
-                            at_ms: o.expect_at,
+                            written: o.unconfirmed(),
                             deadline,
                         }
                     }),
                     repair_streak: streak,
                 };
-                if o.repaired > 0 {
-                    tracing::warn!(
-                        family = family.as_str(),
-                        series = o.repaired,
-                        missing = o.samples_missing,
-                        extra = o.samples_extra,
-                        "read-back found VictoriaMetrics differing from what it acknowledged; repaired, reading back again later"
-                    );
-                }
-                if o.lines > 0 || o.deleted > 0 || o.skipped > 0 || o.rejected > 0 {
-                    tracing::info!(
-                        family = family.as_str(),
-                        lines = o.lines,
-                        batches = o.batches,
-                        appended = o.appended,
-                        rewritten = o.rewritten,
-                        deleted = o.deleted,
-                        skipped = o.skipped,
-                        rejected = o.rejected,
-                        elapsed = ?started.elapsed(),
-                        "exported"
-                    );
-                }
             }
-            Err(ExportError::Cancelled) => return Err(ExportError::Cancelled),
+            Err(PassError::Cancelled) => return Err(PassError::Cancelled),
             Err(e) => {
                 tracing::error!(family = family.as_str(), error = %e, "export failed");
                 clocks[i].failed = true;
@@ -294,23 +270,23 @@ async fn read_back_outstanding(exporter: &Exporter, clocks: &mut [FamilyClock; F
         let Some(out) = &clock.outstanding else {
             continue;
         };
-        match exporter.unmatched(family, &out.expect, out.at_ms).await {
-            Ok(Some(0)) => {
+        match exporter.confirm(family, &out.written).await {
+            Ok(Shown::All) => {
                 tracing::debug!(
                     family = family.as_str(),
-                    series = out.expect.len(),
+                    series = out.written.expect.len(),
                     "read back: VictoriaMetrics holds what was written"
                 );
                 clock.outstanding = None;
                 clock.repair_streak = 0;
             }
-            Ok(Some(n)) if Instant::now() >= out.deadline => {
+            Ok(Shown::Not(n)) if Instant::now() >= out.deadline => {
                 tracing::info!(family = family.as_str(), series = n, "read back: VictoriaMetrics does not show all that was written; comparing series one by one");
                 clock.outstanding = None;
                 clock.verify_at = Some(Instant::now());
             }
-            Ok(Some(_)) => {}
-            Ok(None) => clock.outstanding = None,
+            Ok(Shown::Not(_)) => {}
+            Ok(Shown::NoReadBack) => clock.outstanding = None,
             Err(e) => {
                 tracing::warn!(family = family.as_str(), error = %e, "cannot read VictoriaMetrics back; trying again at the next poll")
             }

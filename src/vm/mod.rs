@@ -6,6 +6,10 @@ use bytes::Bytes;
 use reqwest::{RequestBuilder, StatusCode};
 use url::Url;
 
+pub mod batch;
+mod read;
+pub mod retry;
+
 use crate::config::VmConfig;
 use crate::telemetry::{self, ErrorKind};
 
@@ -48,6 +52,9 @@ pub enum SinkError {
         /// The start of the answer's body.
         body: String,
     },
+    /// An answer that is not what the Prometheus query API returns.
+    #[error("VictoriaMetrics: unreadable answer to a read-back ({0})")]
+    Answer(String),
 }
 
 impl SinkError {
@@ -56,6 +63,7 @@ impl SinkError {
         match self {
             SinkError::Transport { .. } => true,
             SinkError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            SinkError::Answer(_) => false,
         }
     }
 
@@ -76,7 +84,7 @@ impl SinkError {
             SinkError::Status {
                 status: 400, body, ..
             } => body.contains("unsupported path"),
-            SinkError::Transport { .. } | SinkError::Status { .. } => false,
+            SinkError::Transport { .. } | SinkError::Status { .. } | SinkError::Answer(_) => false,
         }
     }
 

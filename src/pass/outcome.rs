@@ -1,13 +1,18 @@
 //! What a pass reports: its outcome, or why it did not complete.
 
-use crate::batch::BatchError;
-use crate::sink::SinkError;
+use std::time::Duration;
+
+use crate::model::Family;
 use crate::source::SourceError;
-use crate::verify::{Expected, VerifyError};
+use crate::telemetry::PassCounts;
+use crate::verify::Expected;
+use crate::vm::batch::BatchError;
+use crate::vm::retry::Cancelled;
+use crate::vm::SinkError;
 
 /// Why a pass did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum ExportError {
+pub enum PassError {
     /// PostgreSQL failed.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -17,37 +22,34 @@ pub enum ExportError {
     /// Shutdown interrupted the pass.
     #[error("stopped before the pass completed")]
     Cancelled,
-    /// Series are still pending after repeated passes.
-    #[error(
-        "{0} series could not be written completely; run again when VictoriaMetrics is healthy"
-    )]
-    LeftPending(u64),
-    /// The self-monitoring listener could not start.
-    #[error(transparent)]
-    Listen(#[from] crate::listener::ListenError),
     /// The export lock's connection dropped during the pass.
     #[error("lost the export lock during the pass; another exporter may have taken over")]
     LostLock,
-    /// Another exporter holds the export lock on this database.
-    #[error("another exporter is exporting this database (it holds the export lock); stop it or let it do the work")]
-    Locked,
-    /// Reading VictoriaMetrics back failed.
-    #[error(transparent)]
-    Verify(#[from] VerifyError),
-    /// VictoriaMetrics did not answer the read-back queries.
-    #[error("the mirror cannot be verified: VictoriaMetrics did not answer the read-back (/api/v1/query below the select URL, VICTORIAMETRICS_SELECT_URL in a cluster); see the warning above")]
-    NoReadBack,
-    /// Series still differ from what they should hold after repairs.
-    #[error("the mirror could not be verified: {0} series still differ from PostgreSQL after repeated repairs; see the warnings above")]
-    Unverified(u64),
 }
 
-impl From<BatchError> for ExportError {
+impl PassError {
+    /// Whether running the pass again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PassError::Source(_) | PassError::LostLock => true,
+            PassError::Sink(e) => e.is_retryable(),
+            PassError::Cancelled => false,
+        }
+    }
+}
+
+impl From<BatchError> for PassError {
     fn from(e: BatchError) -> Self {
         match e {
-            BatchError::Sink(e) => ExportError::Sink(e),
-            BatchError::Cancelled => ExportError::Cancelled,
+            BatchError::Sink(e) => PassError::Sink(e),
+            BatchError::Cancelled => PassError::Cancelled,
         }
+    }
+}
+
+impl From<Cancelled> for PassError {
+    fn from(_: Cancelled) -> Self {
+        PassError::Cancelled
     }
 }
 
@@ -126,5 +128,57 @@ impl Outcome {
         self.samples_extra += o.samples_extra;
         self.expect.extend(o.expect.iter().cloned());
         self.expect_at = self.expect_at.max(o.expect_at);
+    }
+
+    /// The counts `/metrics` adds up.
+    pub fn counts(&self) -> PassCounts {
+        PassCounts {
+            rewritten: self.rewritten,
+            appended: self.appended,
+            deleted: self.deleted,
+            rejected: self.rejected,
+            read_back: self.read_back,
+            verified: self.verified,
+            repaired: self.repaired,
+            samples_missing: self.samples_missing,
+            samples_extra: self.samples_extra,
+        }
+    }
+
+    /// The pass's one log line: at INFO when it did something a user may
+    /// want to know of, else at DEBUG.
+    pub fn log(&self, family: Family, elapsed: Duration) {
+        macro_rules! line {
+            ($level:expr, $message:literal) => {
+                tracing::event!(
+                    $level,
+                    family = family.as_str(),
+                    lines = self.lines,
+                    batches = self.batches,
+                    appended = self.appended,
+                    rewritten = self.rewritten,
+                    deleted = self.deleted,
+                    skipped = self.skipped,
+                    rejected = self.rejected,
+                    left_pending = self.left_pending,
+                    verified = self.verified,
+                    repaired = self.repaired,
+                    samples_missing = self.samples_missing,
+                    samples_extra = self.samples_extra,
+                    elapsed = ?elapsed,
+                    $message
+                )
+            };
+        }
+        if self.repaired > 0 {
+            line!(
+                tracing::Level::WARN,
+                "exported; the read-back found VictoriaMetrics differing from what it acknowledged, and repaired it"
+            );
+        } else if self.wrote() || self.skipped > 0 || self.rejected > 0 || self.left_pending > 0 {
+            line!(tracing::Level::INFO, "exported");
+        } else {
+            line!(tracing::Level::DEBUG, "nothing to export");
+        }
     }
 }

@@ -1,0 +1,186 @@
+//! One pass over a family, read top-down: **read** the rows into series, one
+//! PDL's group at a time; **plan** each series against the state and what
+//! VictoriaMetrics shows; **write** what changed; **confirm** by reading back.
+//!
+//! - Read: [`SeriesReader`] streams the family's rows into series.
+//! - Plan ([`plan`]): every series' per-day summaries are compared with the
+//!   state's ([`state::plan`]): unchanged (no cost), new days only (append
+//!   them), or anything else (rewrite: VictoriaMetrics cannot overwrite a
+//!   sample). What VictoriaMetrics holds, read back before any write
+//!   ([`confirm`]), turns the plan into a repair where it differs.
+//! - Write ([`write`]): the crash-safety protocol. Changed series are marked
+//!   pending, rewritten ones deleted before any of their lines is sent,
+//!   lines posted in batches, a series' mark cleared once all its lines are
+//!   acknowledged. A crash or a failed batch leaves it pending, and the next
+//!   pass rewrites it.
+//! - Confirm ([`confirm`]): series no row produces any more are deleted;
+//!   what the pass wrote is left to read back once VictoriaMetrics shows it
+//!   ([`Unconfirmed`]), which the daemon and `once` both follow up.
+//!
+//! The pass records its own counters and logs one line.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::model::{Family, Report};
+use crate::progress::{Display, Progress};
+use crate::series::SeriesReader;
+use crate::source::Source;
+use crate::state::{self, State};
+use crate::vm::retry::Retry;
+use crate::vm::Sink;
+
+mod confirm;
+mod outcome;
+mod plan;
+mod write;
+
+pub use confirm::{read_back_wait, Shown, Unconfirmed};
+pub use outcome::{Outcome, PassError};
+pub use write::DELETE_SETTLE;
+
+use write::Writer;
+
+/// Reads the source and keeps VictoriaMetrics equal to it, one pass at a
+/// time. Used from one task: its timing notes are plain cells.
+pub struct Exporter {
+    source: Source,
+    state: State,
+    sink: Sink,
+    config: Config,
+    retry: Retry,
+    display: Display,
+    /// Until when a pending series may have been written by another process
+    /// (one that died before this one started, or a replica whose lock this
+    /// one took over).
+    others_until: Cell<Instant>,
+    /// When this process last posted lines.
+    last_import: Cell<Option<Instant>>,
+    /// The backend holding the export lock, checked before each write.
+    lock_pid: Cell<Option<i32>>,
+}
+
+impl Exporter {
+    /// An exporter over these endpoints, retrying as `retry` says.
+    pub fn new(source: Source, sink: Sink, config: Config, retry: Retry) -> Self {
+        let state = State::new(source.pool().clone());
+        Self {
+            source,
+            state,
+            sink,
+            config,
+            retry,
+            display: Display::Logs,
+            others_until: Cell::new(Instant::now()),
+            last_import: Cell::new(None),
+            lock_pid: Cell::new(None),
+        }
+    }
+
+    /// Shows the progress of long sends this way.
+    pub fn with_progress(mut self, display: Display) -> Self {
+        self.display = display;
+        self
+    }
+
+    /// Records that this process now holds the export lock through backend
+    /// `pid`, and that another process may have been writing until now.
+    pub fn took_over(&self, pid: i32) {
+        self.others_until.set(Instant::now());
+        self.lock_pid.set(Some(pid));
+    }
+
+    /// The import endpoint, for logs.
+    pub fn sink_url(&self) -> &url::Url {
+        self.sink.import_url()
+    }
+
+    /// The source, for change detection.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// One pass over `family`: read, plan, write, confirm.
+    pub async fn export(&self, family: Family) -> Result<Outcome, PassError> {
+        let started = Instant::now();
+        let contract = self.config.contract(chrono::Utc::now().timestamp_millis());
+        let known = self.state.load(family).await?;
+        let mut outcome = Outcome {
+            expect_at: contract.cutoff_ms,
+            ..Outcome::default()
+        };
+        let mut report = Report::default();
+
+        // What VictoriaMetrics holds now, to compare each series with.
+        let observed = self.observe(family, &contract, &known).await;
+        outcome.read_back = observed.is_some();
+        if observed.is_none() {
+            // Counted as not read back, so that a later pass reads back.
+            outcome.unverified += 1;
+        }
+
+        let mut seen: HashSet<String> = HashSet::with_capacity(known.len());
+        let mut writer = Writer::new(self, family, &known);
+        let mut progress = Progress::new(
+            family,
+            self.source.estimated_rows(family).await.unwrap_or(0),
+            self.display,
+        );
+        let mut reader = SeriesReader::new(&self.source, family);
+        while let Some(group) = reader.next(&contract, &mut report).await? {
+            let mut work = Vec::new();
+            for series in group {
+                self.check_cancel()?;
+                seen.insert(series.selector.clone());
+                let old = known.get(&series.selector);
+                let plan = state::plan(old, &series.samples, contract.tz);
+                let plan = match &observed {
+                    Some(obs) => self.repair(&series, old, plan, obs, &mut outcome).await?,
+                    None => plan,
+                };
+                if plan != state::Plan::Unchanged {
+                    work.push((series, plan));
+                }
+            }
+            writer.write(work, &mut outcome).await?;
+            progress.update(reader.rows_read(), writer.acked());
+        }
+        writer.finish(&mut outcome).await?;
+        progress.update(reader.rows_read(), outcome.lines);
+
+        self.delete_unproduced(family, &known, &seen, observed.as_ref(), &mut outcome)
+            .await?;
+        self.note_skipped(family, &report, &mut outcome);
+        outcome.next_held_back = report.next_held_back;
+        crate::telemetry::global().pass(&outcome.counts());
+        outcome.log(family, started.elapsed());
+        Ok(outcome)
+    }
+
+    /// Counts and logs the rows the family's computation skipped.
+    fn note_skipped(&self, family: Family, report: &Report, outcome: &mut Outcome) {
+        outcome.skipped = report.skipped.len() as u64;
+        for skip in &report.skipped {
+            crate::telemetry::global().row_skipped(family, skip.table);
+            tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
+        }
+    }
+
+    /// Fails when the export lock this process took was lost.
+    async fn ensure_lock(&self) -> Result<(), PassError> {
+        match self.lock_pid.get() {
+            Some(pid) if !self.source.holds_export_lock(pid).await? => Err(PassError::LostLock),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_cancel(&self) -> Result<(), PassError> {
+        if self.retry.is_cancelled() {
+            Err(PassError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
