@@ -4,32 +4,42 @@
 //!
 //! # Layout
 //!
-//! The pipeline, one module per stage:
+//! Modules from the bottom up; each imports only those above it (or on its
+//! own line): no import circle.
 //!
+//! - [`model`]: the pure core, rows in and series out. The family table
+//!   ([`model::family`]: each family's metrics and tables, said once), samples
+//!   and series, labels, local time and daylight saving
+//!   ([`model::calendar`]), off-peak hours, tariff periods, Prometheus text
+//!   lines. No I/O; imports nothing above it.
 //! - [`config`]: the `VICTORIAMETRICS_*` environment, validated at start.
-//! - [`source`]: the PostgreSQL source, MyElectricalData's tables as they are,
-//!   and the migrations.
-//! - [`calendar`]: local times (daylight saving: `fold=0` for real times,
-//!   the true start of a load-curve label) and Tempo seasons.
-//! - [`contract`]: the metrics of the spec, computed from rows into series,
-//!   and rendered as Prometheus text lines.
-//! - [`tariff`]: tariff periods, each day's load-curve energy split into
-//!   peak and off-peak hours, by calendar day and by Tempo day; computed
-//!   from the consumption family's rows as they stream by.
+//! - [`telemetry`]: self-monitoring counters and the health state machine; a
+//!   leaf that other modules record into.
+//! - [`source`]: PostgreSQL: MyElectricalData's tables streamed as they are,
+//!   change tokens, the export lock, the migrations.
 //! - [`state`]: what VictoriaMetrics holds, summarised per series and day in
-//!   the `vm_export_*` tables, and the plan: unchanged, append or rewrite.
-//! - [`batch`] and [`sink`]: lines in batches, posted to VictoriaMetrics with
-//!   retries; series deletion and read-back.
-//! - [`series`]: a family's series, read from the source through the contract.
-//! - [`export`]: one pass over a family: plan, delete, send, acknowledge;
-//!   [`progress`] reports on long sends.
-//! - [`scheduler`]: the daemon's loop: poll, full reconciliation, shutdown.
-//! - [`telemetry`] and [`listener`]: self-monitoring, `/health` and
-//!   `/metrics` on `VICTORIAMETRICS_HTTP_LISTEN_ADDR`.
-//! - [`verify`]: read-back: each family's count and sum per series from
-//!   VictoriaMetrics, compared with what it should hold, and what to repair.
-//! - [`check`]: the `check` command's checklist; [`audit`] compares the
-//!   whole mirror for it.
+//!   the `vm_export_*` tables, and the plan of a series: unchanged, append,
+//!   rewrite.
+//! - [`series`]: a family's rows read into series, one PDL at a time.
+//! - [`verify`]: read-back judged, purely: expected against observed, a
+//!   verdict, a diagnosis, a repair.
+//! - [`vm`]: the VictoriaMetrics client: import (the pipelined
+//!   [`vm::batch::Batcher`]), delete, query, export and the read-back queries,
+//!   with one retry policy ([`vm::retry`]).
+//! - [`pass`]: one pass over a family in named stages, read, plan, write,
+//!   confirm; it carries the crash-safety protocol (pending marks, commit on
+//!   acknowledgement, tainted batches on ambiguous retries, the measured
+//!   delete settle). [`progress`] reports on long sends.
+//! - The commands, each with its own error: [`daemon`] (`run`: poll, full
+//!   reconciliation, follow-up of unconfirmed writes, export lock, shutdown)
+//!   with [`listener`] serving `/health` and `/metrics`; [`once`]; [`check`]
+//!   with [`audit`]. `main.rs` parses the command line and maps errors to
+//!   exit codes.
+//!
+//! Why this shape: the core that turns rows into series is pure and tested
+//! alone; what a family is lives in one table the rest reads; a pass reads
+//! top-down; errors below the commands say whether a retry may help, and
+//! only the commands decide what to do about them.
 
 pub mod audit;
 pub mod check;

@@ -4,7 +4,7 @@
 //! its metrics, the table whose rows make its samples and every table it is
 //! computed from; verification, the daemon's change tokens, `check` and
 //! telemetry read this table rather than keeping lists of their own. How a
-//! family's rows become series is the one `match` of `series::read`, over
+//! family's rows become series is the one `match` of `series::SeriesReader`, over
 //! the computations of this module's siblings.
 
 /// The metric names of SPEC §3, each written here only.

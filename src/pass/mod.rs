@@ -3,17 +3,17 @@
 //! VictoriaMetrics shows; **write** what changed; **confirm** by reading back.
 //!
 //! - Read: [`SeriesReader`] streams the family's rows into series.
-//! - Plan ([`plan`]): every series' per-day summaries are compared with the
+//! - Plan (`plan`): every series' per-day summaries are compared with the
 //!   state's ([`state::plan`]): unchanged (no cost), new days only (append
 //!   them), or anything else (rewrite: VictoriaMetrics cannot overwrite a
 //!   sample). What VictoriaMetrics holds, read back before any write
-//!   ([`confirm`]), turns the plan into a repair where it differs.
+//!   (`confirm`), turns the plan into a repair where it differs.
 //! - Write ([`write`]): the crash-safety protocol. Changed series are marked
 //!   pending, rewritten ones deleted before any of their lines is sent,
 //!   lines posted in batches, a series' mark cleared once all its lines are
 //!   acknowledged. A crash or a failed batch leaves it pending, and the next
 //!   pass rewrites it.
-//! - Confirm ([`confirm`]): series no row produces any more are deleted;
+//! - Confirm (`confirm`): series no row produces any more are deleted;
 //!   what the pass wrote is left to read back once VictoriaMetrics shows it
 //!   ([`Unconfirmed`]), which the daemon and `once` both follow up.
 //!
