@@ -75,24 +75,33 @@ fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 async fn execute(command: Command, config: Config) -> ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = match command {
-        Command::Run => daemon::run(config, shutdown_signal()).await.map_err(Into::into),
-        Command::Once => once::once(config, progress_display()).await.map(drop).map_err(Into::into),
-        Command::Migrate => async {
-            Source::connect_lazy(&config.database_url)?.migrate().await?;
-            tracing::info!("migrations applied");
-            Ok::<_, Box<dyn std::error::Error>>(())
-        }
-        .await,
-        Command::Render => async {
-            let source = Source::connect_lazy(&config.database_url)?;
-            let mut out = std::io::stdout();
-            let report = series::render_all(&source, &config, &mut out).await?;
-            for skip in report.skipped {
-                tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
+        Command::Run => daemon::run(config, shutdown_signal())
+            .await
+            .map_err(Into::into),
+        Command::Once => once::once(config, progress_display())
+            .await
+            .map(drop)
+            .map_err(Into::into),
+        Command::Migrate => {
+            async {
+                Source::connect_lazy(&config.database_url)?
+                    .migrate()
+                    .await?;
+                tracing::info!("migrations applied");
+                Ok::<_, Box<dyn std::error::Error>>(())
             }
-            Ok::<_, Box<dyn std::error::Error>>(())
+            .await
         }
-        .await,
+        Command::Render => {
+            async {
+                let source = Source::connect_lazy(&config.database_url)?;
+                let mut out = std::io::stdout();
+                let report = series::render_all(&source, &config, &mut out).await?;
+                series::warn_skipped(&report);
+                Ok::<_, Box<dyn std::error::Error>>(())
+            }
+            .await
+        }
         Command::Health => return health(),
         Command::Check => {
             let items = check::run(&config).await;

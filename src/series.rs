@@ -192,6 +192,14 @@ impl SeriesReader<'_> {
     }
 }
 
+/// Logs each row a family's computation skipped, and returns how many.
+pub fn warn_skipped(report: &Report) -> u64 {
+    for skip in &report.skipped {
+        tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
+    }
+    report.skipped.len() as u64
+}
+
 /// Writes every line a full export would send (the `render` command).
 pub async fn render_all(
     source: &Source,

@@ -161,11 +161,10 @@ impl Exporter {
 
     /// Counts and logs the rows the family's computation skipped.
     fn note_skipped(&self, family: Family, report: &Report, outcome: &mut Outcome) {
-        outcome.skipped = report.skipped.len() as u64;
         for skip in &report.skipped {
             crate::telemetry::global().row_skipped(family, skip.table);
-            tracing::warn!(table = skip.table, row = %skip.row, reason = %skip.reason, "row skipped");
         }
+        outcome.skipped = crate::series::warn_skipped(report);
     }
 
     /// Fails when the export lock this process took was lost.
