@@ -82,11 +82,9 @@ fn respond(req: &Request<Incoming>, grace: Duration) -> Response<Full<Bytes>> {
             };
             (status, "text/plain; charset=utf-8", h.text + "\n")
         }
-        (&Method::GET | &Method::HEAD, "/metrics") => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            t.render(now),
-        ),
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            (StatusCode::OK, telemetry::CONTENT_TYPE, t.render(now))
+        }
         (&Method::GET | &Method::HEAD, "/") => (
             StatusCode::OK,
             "text/plain; charset=utf-8",
