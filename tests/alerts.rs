@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -17,7 +15,8 @@ use chrono::{NaiveDate, Utc};
 use chrono_tz::Europe::Paris;
 use serde_json::Value;
 
-use common::{free_port, Postgres, Servers, Victoria};
+use common::promql::{instant_query, sum_metric};
+use common::{free_port, http, Postgres, Servers, Victoria};
 
 const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -32,53 +31,23 @@ const PDL: &str = "12345678901234";
 struct Alertmanager {
     url: String,
     received: Arc<Mutex<Vec<String>>>,
+    _server: http::Server,
 }
 
 impl Alertmanager {
     fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
         let keep = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { continue };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                let body = loop {
-                    let Ok(n) = s.read(&mut chunk) else {
-                        break None;
-                    };
-                    if n == 0 {
-                        break None;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + length {
-                        break Some(String::from_utf8_lossy(&buf[end + 4..]).into_owned());
-                    }
-                };
-                if let Some(body) = body {
-                    keep.lock().unwrap().push(body);
-                }
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-            }
+        let server = http::serve(move |request| {
+            let body = String::from_utf8_lossy(&request.body).into_owned();
+            keep.lock().unwrap().push(body);
+            std::future::ready(http::Response::text(200, ""))
         });
-        Alertmanager { url, received }
+        Alertmanager {
+            url: server.url.clone(),
+            received,
+            _server: server,
+        }
     }
 
     fn received(&self) -> String {
@@ -169,10 +138,7 @@ impl Vmalert {
             .text()
             .await
             .unwrap();
-        body.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        sum_metric(&body, name, "")
     }
 
     fn log(&self) -> String {
@@ -267,7 +233,7 @@ async fn servers_with_curve(
 
 /// An instant query at now: the values of the answer.
 async fn values(vm: &str, query: &str) -> Vec<f64> {
-    let (_, v) = common::instant_query(vm, query).await;
+    let (_, v) = instant_query(vm, query).await;
     v["data"]["result"]
         .as_array()
         .unwrap()
@@ -486,7 +452,7 @@ async fn wait_firing(vmalert: &Vmalert, name: &str, within: Duration) -> Value {
 async fn typical(vm: &str, within: Duration) -> (String, f64) {
     let deadline = Instant::now() + within;
     loop {
-        let (body, v) = common::instant_query(
+        let (body, v) = instant_query(
             vm,
             "last_over_time(myelectricaldata:tempo_red_peak_typical_wh[5m])",
         )

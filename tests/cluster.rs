@@ -14,6 +14,9 @@
 //! cluster: two vmstorage nodes, vminsert and vmselect replicating twice;
 //! and once more with vmselect not deduplicating, so that it shows every
 //! sample twice.
+//!
+//! The tests come first; below them, the stand-in cluster, reading through
+//! the cluster's paths, and the real cluster.
 
 mod common;
 
@@ -23,17 +26,401 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::http::{self, basic_auth, Request, Response};
 use common::model::{assert_exported, assert_same, from_export, Mirror};
+use common::promql::{parse_export, sum_metric, Export};
 use common::{Postgres, Servers};
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// The tenant (accountID) the cluster serves: not 0, so that a tenant
 /// dropped or replaced on the way shows.
 const TENANT: &str = "42";
 const USER: &str = "exporter";
 const PASSWORD: &str = "s3cret:with colon";
+
+/// MyElectricalData's changes that force rewrites: a correction in the
+/// middle of a day's 30-minute history and of a daily value, a quality
+/// flip, deleted rows, new days, a Tempo colour changed.
+const CHANGES: &str = r#"
+UPDATE consumption_data SET value = value - 50, updated_at = now()
+ WHERE usage_point_id = '98765432109876' AND granularity = 'detailed' AND date = '2024-10-27' AND interval_start = '12:30';
+UPDATE consumption_data SET value = value + 111, updated_at = now()
+ WHERE usage_point_id = '12345678901234' AND granularity = 'daily' AND date = '2024-02-10';
+UPDATE consumption_data SET raw_data = '{"quality": "CORRIGE"}', updated_at = now()
+ WHERE usage_point_id = '12345678901234' AND granularity = 'daily' AND date BETWEEN '2024-11-02' AND '2024-11-04';
+DELETE FROM consumption_data WHERE usage_point_id = '98765432109876' AND granularity = 'detailed'
+ AND date = '2024-11-05' AND interval_start = '08:00';
+DELETE FROM production_data WHERE granularity = 'detailed';
+INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data, updated_at)
+SELECT md5(p || d::text || 'new'), p, d, 'daily', NULL, 9999, '{"quality": "BRUT"}', now()
+  FROM unnest(ARRAY['12345678901234', '98765432109876']) AS p, generate_series('2024-11-11'::date, '2024-11-12', '1 day') AS d;
+UPDATE tempo_days SET color = 'WHITE' WHERE id = '2024-09-02';
+"#;
+
+/// New readings after the last ones: a day of the first meter's load
+/// curve and a Tempo day, appended to their series.
+const APPENDS: &str = r#"
+INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data, updated_at)
+SELECT md5('append' || t), '12345678901234', '2024-11-06', 'detailed', t, w,
+       jsonb_build_object('v', w::text, 'd', '2024-11-06 ' || t || ':00', 'p', 'PT30M', 'n', 'B', 'iv', '0', 'ec', '0'), now()
+  FROM (SELECT to_char(x, 'HH24:MI') AS t, 500 + extract(hour FROM x)::int * 10 AS w
+          FROM generate_series('2000-01-01 00:00'::timestamp, '2000-01-01 23:30', '30 minutes') AS x) AS times;
+INSERT INTO tempo_days (id, date, color) VALUES ('2024-11-11', '2024-11-11 00:00+00', 'RED');
+"#;
+
+#[test]
+fn cluster_paths_map_onto_the_single_node_and_nothing_else_does() {
+    let r = |role, target: &str| route(role, "42", target);
+    assert_eq!(
+        r(
+            Role::Insert,
+            "/insert/42/prometheus/api/v1/import/prometheus"
+        ),
+        Ok("/api/v1/import/prometheus".into())
+    );
+    assert_eq!(
+        r(
+            Role::Select,
+            "/select/42/prometheus/api/v1/export?match[]=x&end=1"
+        ),
+        Ok("/api/v1/export?match[]=x&end=1".into())
+    );
+    assert_eq!(
+        r(
+            Role::Select,
+            "/delete/42/prometheus/api/v1/admin/tsdb/delete_series"
+        ),
+        Ok("/api/v1/admin/tsdb/delete_series".into())
+    );
+    for (role, target, status) in [
+        (Role::Insert, "/api/v1/import/prometheus", 400),
+        (
+            Role::Insert,
+            "/insert/0/prometheus/api/v1/import/prometheus",
+            404,
+        ),
+        (Role::Insert, "/insert/42/api/v1/import/prometheus", 400),
+        (Role::Insert, "/select/42/prometheus/api/v1/export", 400),
+        (
+            Role::Select,
+            "/insert/42/prometheus/api/v1/import/prometheus",
+            400,
+        ),
+        (Role::Select, "/api/v1/export", 400),
+        (
+            Role::Select,
+            "/select/42/prometheus/api/v1/admin/tsdb/delete_series",
+            400,
+        ),
+        (Role::Select, "/delete/42/prometheus/api/v1/export", 400),
+        (
+            Role::Select,
+            "/delete/7/prometheus/api/v1/admin/tsdb/delete_series",
+            404,
+        ),
+        (Role::Select, "/select/42/prometheus/metrics", 400),
+        (Role::Select, "/metrics", 400),
+    ] {
+        assert_eq!(r(role, target).map_err(|e| e.0), Err(status), "{target}");
+    }
+}
+
+#[tokio::test]
+async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
+    let servers = Servers::start().await;
+    let cluster = Cluster::start(&servers.vm.url, TENANT, (USER, PASSWORD));
+    let paths = TenantPaths::new();
+
+    // The stand-in refuses what a cluster behind vmauth refuses, and
+    // forwards a chunked body (the exporter's have a Content-Length).
+    assert_stand_in_refuses_what_a_cluster_refuses(&cluster, &paths).await;
+    cluster.clear();
+
+    // First export, in big batches (bodies of hundreds of kilobytes).
+    let env = cluster_env(servers.pg.url("med"), &cluster.insert, &cluster.select);
+    let mut batch = env.clone();
+    batch.push(("VICTORIAMETRICS_BATCH_SIZE", "100000".into()));
+    let before = chrono::Utc::now().timestamp_millis();
+    common::run_ok(&["once"], &batch);
+    let seen = cluster.seen();
+    let when = "after the first export through the cluster paths";
+    assert_mirror(&servers, &cluster, before, when).await;
+    let imports: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.role == Role::Insert && s.path() == paths.import)
+        .collect();
+    assert!(!imports.is_empty(), "no import seen: {seen:?}");
+    assert!(
+        imports
+            .iter()
+            .all(|s| s.method == "POST" && s.status == 204),
+        "{imports:?}"
+    );
+    assert!(
+        imports.iter().any(|s| s.body_len > 100_000),
+        "no big body: {imports:?}"
+    );
+    assert_only_the_exporters_paths(&seen, &paths);
+    // The chunked probe landed whole (VictoriaMetrics shows a new series
+    // to searches a moment after it was written).
+    assert_chunked_probe_stored(&cluster, &paths).await;
+    cluster.clear();
+
+    // Changes that force deletes and rewrites, then the mirror again.
+    sqlx::raw_sql(CHANGES).execute(&servers.pool).await.unwrap();
+    let before = chrono::Utc::now().timestamp_millis();
+    common::run_ok(&["once"], &env);
+    // What the exporter sent, before the test's own reads through the proxy.
+    let seen = cluster.seen();
+    let when = "after the changes, through the cluster paths";
+    assert_mirror(&servers, &cluster, before, when).await;
+    let deletes = count_in(&seen, Role::Select, &paths.delete, 204);
+    let imports = count_in(&seen, Role::Insert, &paths.import, 204);
+    assert!(deletes > 0, "no delete_series seen: {seen:?}");
+    assert!(imports > 0, "no import seen: {seen:?}");
+    assert_only_the_exporters_paths(&seen, &paths);
+    cluster.clear();
+
+    // `check` writes, reads back and deletes a sample through the cluster;
+    // the mirror is left as it was.
+    let out = common::exporter(&["check"], &env);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "check failed: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = cluster.seen();
+    for (role, path, status) in [
+        (Role::Insert, &paths.import, 204),
+        (Role::Select, &paths.export, 200),
+        (Role::Select, &paths.delete, 204),
+    ] {
+        assert!(count_in(&seen, role, path, status) > 0, "{path}: {seen:?}");
+    }
+    // Besides those and the mirror's read-back, only the retention probe of `check` (a GET of
+    // `/metrics` below the select base, which a real vmselect refuses with
+    // 400 as this stand-in does, so that `check` warns).
+    let off = off_paths(
+        &seen,
+        &[&paths.import, &paths.export, &paths.delete, &paths.query],
+    );
+    assert!(
+        off.iter()
+            .all(|s| s.method == "GET" && s.path().ends_with("/metrics")),
+        "requests off the cluster paths: {off:?}"
+    );
+    assert!(
+        seen.iter().all(|s| s.status != 401),
+        "credentials missing: {seen:?}"
+    );
+    assert_mirror(&servers, &cluster, before, "after check").await;
+}
+
+#[tokio::test]
+async fn the_mirror_stays_exact_in_a_real_cluster() {
+    let Some(bins) = cluster_binaries("the_mirror_stays_exact_in_a_real_cluster") else {
+        return;
+    };
+    let (pg, pool) = loaded_postgres().await;
+    let cluster = RealCluster::start(&bins, true);
+    let env = cluster.env(pg.url("med"));
+    let none = BTreeMap::new();
+
+    // First export, in big batches.
+    let mut batch = env.clone();
+    batch.push(("VICTORIAMETRICS_BATCH_SIZE", "100000".into()));
+    let first = once_then_mirror(&pool, &cluster, &batch, "after the first export").await;
+    // (A series the exporter does not know yet is deleted before its first
+    // write: the first export deletes too.)
+    assert!(first.now.imports > 0.0, "no import reached vminsert");
+    let model = common::model::expected(&pool, &none, first.before).await;
+    let samples = model.values().map(Vec::len).sum::<usize>() as f64;
+    let rows = first.now.rows;
+    assert!(
+        rows >= samples,
+        "{rows} rows inserted for {samples} samples"
+    );
+
+    // Changes that force deletes and rewrites.
+    sqlx::raw_sql(CHANGES).execute(&pool).await.unwrap();
+    let changes = once_then_mirror(&pool, &cluster, &env, "after the changes").await;
+    let (was, now) = (changes.was, changes.now);
+    assert!(
+        now.deletes > was.deletes,
+        "no delete_series reached vmselect"
+    );
+    assert!(
+        now.imports > was.imports && now.rows > was.rows,
+        "no import reached vminsert"
+    );
+
+    // New readings appended.
+    sqlx::raw_sql(APPENDS).execute(&pool).await.unwrap();
+    let appends = once_then_mirror(&pool, &cluster, &env, "after the appends").await;
+    let (was, now) = (appends.was, appends.now);
+    assert!(
+        now.rows > was.rows,
+        "the appended readings were not written"
+    );
+    assert_eq!(
+        now.deletes, was.deletes,
+        "appended readings were written with a delete_series"
+    );
+
+    // Nothing changed: nothing written but the EcoWatt forecast hours that
+    // entered VictoriaMetrics' future window meanwhile, nothing deleted.
+    let idle = once_then_mirror(&pool, &cluster, &env, "after a once with nothing changed").await;
+    let (was, now) = (idle.was, idle.now);
+    let released = common::model::released(&pool, &none, idle.before, idle.after).await;
+    assert!(
+        now.rows - was.rows <= released,
+        "a once with nothing changed wrote {} rows ({released} came into the window)",
+        now.rows - was.rows
+    );
+    assert_eq!(
+        now.deletes, was.deletes,
+        "a once with nothing changed deleted"
+    );
+
+    // `check` writes, reads back and deletes a sample through the cluster,
+    // and audits the mirror; the mirror is left as it was.
+    let out = common::exporter(&["check"], &env);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "check failed: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "[ OK ] A sample written and read back",
+        "[ OK ] Series deletion allowed",
+        "[ OK ] Mirror verified",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
+    assert!(!report.contains("[FAIL]"), "{report}");
+    assert_cluster_mirror(&pool, &cluster, idle.before, "after check").await;
+}
+
+/// vmselect without `-dedup.minScrapeInterval` in front of two replicas
+/// shows every sample twice: `check` names it with the flag to set, a
+/// `once` with nothing changed writes and deletes nothing, a change is
+/// still written, and each vmstorage holds the model once.
+#[tokio::test]
+async fn a_replicated_cluster_without_dedup_is_named_and_nothing_is_rewritten() {
+    let Some(bins) =
+        cluster_binaries("a_replicated_cluster_without_dedup_is_named_and_nothing_is_rewritten")
+    else {
+        return;
+    };
+    let (pg, pool) = loaded_postgres().await;
+    let cluster = RealCluster::start(&bins, false);
+    let env = cluster.env(pg.url("med"));
+    let none = BTreeMap::new();
+
+    let before = chrono::Utc::now().timestamp_millis();
+    common::run_ok(&["once"], &env);
+    assert_cluster_mirror(&pool, &cluster, before, "after the first export").await;
+
+    // check warns in its mirror item, with what to set where.
+    let out = common::exporter(&["check"], &env);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "check failed: {report}");
+    let lines: Vec<&str> = report.lines().collect();
+    let warn = lines
+        .iter()
+        .position(|l| l.starts_with("[WARN] Mirror verified"))
+        .unwrap_or_else(|| panic!("no mirror warning: {report}"));
+    assert!(
+        lines[warn].contains("shows every sample twice")
+            && lines[warn + 1].contains("set -dedup.minScrapeInterval=1ms on vmselect"),
+        "{report}"
+    );
+
+    // A once with nothing changed writes nothing but the EcoWatt hours that
+    // entered the window, and deletes nothing.
+    let before = chrono::Utc::now().timestamp_millis();
+    let was = traffic(&cluster).await;
+    let log = common::run_ok(&["once"], &env);
+    let after = chrono::Utc::now().timestamp_millis();
+    let now = traffic(&cluster).await;
+    let released = common::model::released(&pool, &none, before, after).await;
+    assert!(
+        now.rows - was.rows <= released,
+        "the doubled read-back caused {} rows to be written\n{log}",
+        now.rows - was.rows
+    );
+    assert_eq!(
+        now.deletes, was.deletes,
+        "the doubled read-back caused deletes\n{log}"
+    );
+    assert!(log.contains("shows every sample twice"), "{log}");
+    assert!(!log.contains("repairing"), "{log}");
+    assert_cluster_mirror(&pool, &cluster, before, "after a once with nothing changed").await;
+
+    // A change is written, and the mirror is still exact.
+    sqlx::raw_sql(
+        "UPDATE consumption_data SET value = value + 1, updated_at = now() \
+         WHERE granularity = 'daily' AND date = '2024-11-01'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = chrono::Utc::now().timestamp_millis();
+    let log = common::run_ok(&["once"], &env);
+    assert!(
+        traffic(&cluster).await.rows > now.rows,
+        "the change was not written"
+    );
+    assert!(!log.contains("repairing"), "{log}");
+    assert_cluster_mirror(&pool, &cluster, before, "after a change").await;
+}
+
+/// Measures, on a real cluster, how long after a write of a new series a
+/// delete_series still misses it (vmselect finds the series to delete in
+/// vmstorage's index). Prints a table; run with
+/// `cargo test --test cluster -- --ignored --nocapture`
+/// (`MED_DELETE_TRIES`, 5 by default, and `MED_DELETE_DELAYS_MS`, a comma
+/// list, change the trials).
+#[tokio::test]
+#[ignore = "a measurement of several minutes"]
+async fn delete_series_right_after_a_write_on_a_real_cluster() {
+    let Some(bins) = cluster_binaries("delete_series_right_after_a_write_on_a_real_cluster") else {
+        return;
+    };
+    let cluster = RealCluster::start(&bins, true);
+    let tries: usize = std::env::var("MED_DELETE_TRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let delays: Vec<u64> = std::env::var("MED_DELETE_DELAYS_MS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|d| d.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![0, 500, 1000, 1500, 2000, 3000, 5000]);
+    let mut table = Vec::new();
+    for delay in delays {
+        let mut left = 0;
+        for n in 0..tries {
+            let still =
+                write_then_delete(&cluster, &format!("delete_probe_{delay}_{n}"), delay).await;
+            println!("delay {delay} ms, try {n}: still there (vmselect, replica 0, replica 1): {still:?}");
+            if still[0] {
+                left += 1;
+            }
+        }
+        table.push((delay, left));
+    }
+    println!("delay after the write (ms) | series left 10 s after delete_series");
+    for (delay, left) in table {
+        println!("{delay:>26} | {left} of {tries}");
+    }
+}
+
+// The stand-in cluster: a vminsert port and a vmselect port in front of a
+// single node.
 
 /// Which cluster component a port plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +485,7 @@ fn route(role: Role, tenant: &str, target: &str) -> Result<String, (u16, String)
     })
 }
 
-/// One request the proxy answered.
+/// One request the stand-in answered.
 #[derive(Debug, Clone)]
 struct Seen {
     role: Role,
@@ -115,11 +502,11 @@ impl Seen {
     }
 }
 
+/// What both ports share.
 struct Shared {
     upstream: String,
     tenant: String,
     authorization: String,
-    client: reqwest::Client,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -130,56 +517,31 @@ struct Cluster {
     /// vmselect's base URL.
     select: String,
     shared: Arc<Shared>,
+    _ports: [http::Server; 2],
 }
 
 impl Cluster {
     /// Starts both ports in front of the single node at `upstream`.
     fn start(upstream: &str, tenant: &str, (user, password): (&str, &str)) -> Self {
-        let bind = || {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.set_nonblocking(true).unwrap();
-            l
-        };
-        let (insert, select) = (bind(), bind());
-        let url = |l: &std::net::TcpListener| format!("http://{}", l.local_addr().unwrap());
-        let (insert_url, select_url) = (url(&insert), url(&select));
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
             tenant: tenant.to_string(),
-            authorization: format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            authorization: basic_auth(user, password),
             seen: Mutex::new(Vec::new()),
         });
-        let s = shared.clone();
-        // Its own thread and runtime: the test blocks while the exporter runs.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                for (listener, role) in [(insert, Role::Insert), (select, Role::Select)] {
-                    let listener = TcpListener::from_std(listener).unwrap();
-                    let s = s.clone();
-                    tokio::spawn(async move {
-                        loop {
-                            let Ok((stream, _)) = listener.accept().await else {
-                                continue;
-                            };
-                            let s = s.clone();
-                            tokio::spawn(async move {
-                                let _ = serve(stream, role, &s).await;
-                            });
-                        }
-                    });
-                }
-                std::future::pending::<()>().await;
-            });
-        });
+        let port = |role: Role| {
+            let (shared, client) = (shared.clone(), client());
+            http::serve(move |req| {
+                let (shared, client) = (shared.clone(), client.clone());
+                async move { shared.answer(&client, role, req).await }
+            })
+        };
+        let (insert, select) = (port(Role::Insert), port(Role::Select));
         Cluster {
-            insert: insert_url,
-            select: select_url,
+            insert: insert.url.clone(),
+            select: select.url.clone(),
             shared,
+            _ports: [insert, select],
         }
     }
 
@@ -194,212 +556,242 @@ impl Cluster {
     }
 }
 
-/// One HTTP/1.1 request.
-struct Request {
-    method: String,
-    target: String,
-    /// Lower-cased names.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn invalid(what: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
-}
-
-/// Reads one request: its head, then a body framed by Content-Length or
-/// chunked; `None` when the client closed the connection.
-async fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
-    let mut line = String::new();
-    if r.read_line(&mut line).await? == 0 {
-        return Ok(None);
-    }
-    let mut words = line.split_whitespace();
-    let (method, target) = match (words.next(), words.next()) {
-        (Some(m), Some(t)) => (m.to_string(), t.to_string()),
-        _ => return Err(invalid(format!("bad request line {line:?}"))),
-    };
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).await? == 0 {
-            return Ok(None);
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').ok_or_else(|| invalid(l))?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let mut req = Request {
-        method,
-        target,
-        headers,
-        body: Vec::new(),
-    };
-    if req
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            line.clear();
-            r.read_line(&mut line).await?;
-            let size = line.trim().split(';').next().unwrap_or("");
-            let size = usize::from_str_radix(size, 16).map_err(invalid)?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).await? == 0 || line.trim_end().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            let start = req.body.len();
-            req.body.resize(start + size, 0);
-            r.read_exact(&mut req.body[start..]).await?;
-            line.clear();
-            r.read_line(&mut line).await?;
-        }
-    } else if let Some(len) = req.header("content-length") {
-        let len: usize = len.parse().map_err(invalid)?;
-        req.body.resize(len, 0);
-        r.read_exact(&mut req.body).await?;
-    }
-    Ok(Some(req))
-}
-
-/// Serves a connection, keep-alive included.
-async fn serve(stream: TcpStream, role: Role, s: &Shared) -> std::io::Result<()> {
-    let mut r = BufReader::new(stream);
-    while let Some(req) = read_request(&mut r).await? {
-        let close = req
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let (status, content_type, body) = answer(&req, role, s).await;
-        s.seen.lock().unwrap().push(Seen {
+impl Shared {
+    /// Answers a request on `role`'s port and notes it.
+    async fn answer(&self, client: &reqwest::Client, role: Role, req: Request) -> Response {
+        let response = self.forward(client, role, &req).await;
+        self.seen.lock().unwrap().push(Seen {
             role,
-            method: req.method.clone(),
-            target: req.target.clone(),
-            status,
+            method: req.method,
+            target: req.target,
+            status: response.status,
             body_len: req.body.len(),
         });
-        let reason = reqwest::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|c| c.canonical_reason())
-            .unwrap_or("Unknown");
-        let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
-        if status != 204 && status != 304 {
-            head.push_str(&format!(
-                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
-        }
-        if close {
-            head.push_str("Connection: close\r\n");
-        }
-        head.push_str("\r\n");
-        let w = r.get_mut();
-        w.write_all(head.as_bytes()).await?;
-        if status != 204 && status != 304 {
-            w.write_all(&body).await?;
-        }
-        w.flush().await?;
-        if close {
-            break;
-        }
+        response
     }
-    Ok(())
-}
 
-/// Checks the credentials like vmauth, routes like vminsert/vmselect and
-/// forwards to the single node.
-async fn answer(req: &Request, role: Role, s: &Shared) -> (u16, String, Vec<u8>) {
-    let text = |status: u16, msg: String| (status, "text/plain".to_string(), msg.into_bytes());
-    if req.header("authorization") != Some(s.authorization.as_str()) {
-        return text(401, "Unauthorized".into());
-    }
-    let path = match route(role, &s.tenant, &req.target) {
-        Ok(p) => p,
-        Err((status, msg)) => return text(status, msg),
-    };
-    let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
-        return text(405, format!("method {:?}", req.method));
-    };
-    let mut rb = s
-        .client
-        .request(method, format!("{}{path}", s.upstream))
-        .body(req.body.clone());
-    for (k, v) in &req.headers {
-        let hop = [
-            "host",
-            "connection",
-            "keep-alive",
-            "content-length",
-            "transfer-encoding",
-            "te",
-            "upgrade",
-            "expect",
-            "authorization",
-        ];
-        if !hop.contains(&k.as_str()) {
-            rb = rb.header(k.as_str(), v.as_str());
+    /// Checks the credentials like vmauth, routes like vminsert/vmselect and
+    /// forwards to the single node.
+    async fn forward(&self, client: &reqwest::Client, role: Role, req: &Request) -> Response {
+        if req.header("authorization") != Some(self.authorization.as_str()) {
+            return Response::text(401, "Unauthorized");
         }
-    }
-    match rb.send().await {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let content_type = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("text/plain")
-                .to_string();
-            match resp.bytes().await {
-                Ok(body) => (status, content_type, body.to_vec()),
-                Err(e) => text(502, format!("upstream body: {e}")),
+        let path = match route(role, &self.tenant, &req.target) {
+            Ok(p) => p,
+            Err((status, msg)) => return Response::text(status, msg),
+        };
+        let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
+            return Response::text(405, format!("method {:?}", req.method));
+        };
+        let mut rb = client
+            .request(method, format!("{}{path}", self.upstream))
+            .body(req.body.clone());
+        for (k, v) in &req.headers {
+            let hop = [
+                "host",
+                "connection",
+                "keep-alive",
+                "content-length",
+                "transfer-encoding",
+                "te",
+                "upgrade",
+                "expect",
+                "authorization",
+            ];
+            if !hop.contains(&k.as_str()) {
+                rb = rb.header(k.as_str(), v.as_str());
             }
         }
-        Err(e) => text(502, format!("upstream: {e}")),
+        match rb.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let content_type = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("text/plain")
+                    .to_string();
+                match resp.bytes().await {
+                    Ok(body) => Response {
+                        status,
+                        content_type,
+                        body: body.to_vec(),
+                    },
+                    Err(e) => Response::text(502, format!("upstream body: {e}")),
+                }
+            }
+            Err(e) => Response::text(502, format!("upstream: {e}")),
+        }
     }
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+/// The paths of tenant 42 the exporter uses.
+struct TenantPaths {
+    import: String,
+    export: String,
+    query: String,
+    delete: String,
+}
+
+impl TenantPaths {
+    fn new() -> Self {
+        TenantPaths {
+            import: format!("/insert/{TENANT}/prometheus/api/v1/import/prometheus"),
+            export: format!("/select/{TENANT}/prometheus/api/v1/export"),
+            // The read-backs: count and sum per series, and a series' samples.
+            query: format!("/select/{TENANT}/prometheus/api/v1/query"),
+            delete: format!("/delete/{TENANT}/prometheus/api/v1/admin/tsdb/delete_series"),
+        }
+    }
+}
+
+/// The stand-in answers 400 off the cluster paths, 404 for another tenant
+/// and 401 without the credentials; and 204 to a chunked import with them.
+async fn assert_stand_in_refuses_what_a_cluster_refuses(cluster: &Cluster, paths: &TenantPaths) {
+    let auth = basic_auth(USER, PASSWORD);
+    for (base, path, auth, want) in [
+        (
+            &cluster.insert,
+            "/api/v1/import/prometheus",
+            auth.as_str(),
+            400,
+        ),
+        (
+            &cluster.insert,
+            "/insert/0/prometheus/api/v1/import/prometheus",
+            &auth,
+            404,
+        ),
+        (&cluster.select, &paths.import, &auth, 400),
+        (
+            &cluster.insert,
+            &paths.import,
+            "Basic d3Jvbmc6d3Jvbmc=",
+            401,
+        ),
+        (&cluster.insert, &paths.import, &auth, 204),
+    ] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\
+             Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
+             8\r\ncluster_\r\n8\r\nprobe 1\n\r\n0\r\n\r\n"
+        );
+        assert_eq!(raw_status(base, &request).await, want, "{path}");
+    }
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status of the answer.
+async fn raw_status(base: &str, request: &str) -> u16 {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+/// Waits until the chunked probe's sample reads back whole through
+/// vmselect's tenant path.
+async fn assert_chunked_probe_stored(cluster: &Cluster, paths: &TenantPaths) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let probe = client()
+            .get(format!("{}{}", cluster.select, paths.export))
+            .basic_auth(USER, Some(PASSWORD))
+            .query(&[("match[]", "cluster_probe")])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if probe.contains(r#""__name__":"cluster_probe""#) {
+            assert!(probe.contains(r#""values":[1]"#), "{probe}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chunked probe was not stored: {probe:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every request an export made went to the cluster path of the right
+/// component and succeeded: imports, deletes, the cache reset and the
+/// read-backs.
+fn assert_only_the_exporters_paths(seen: &[Seen], paths: &TenantPaths) {
+    let off = off_paths(
+        seen,
+        &[
+            &paths.import,
+            &paths.delete,
+            RESET_PATH,
+            &paths.query,
+            &paths.export,
+        ],
+    );
+    assert!(off.is_empty(), "requests off the cluster paths: {off:?}");
+}
+
+/// Requests seen that were not answered with success on one of `paths`
+/// (each on its own component's port).
+fn off_paths<'a>(seen: &'a [Seen], paths: &[&str]) -> Vec<&'a Seen> {
+    seen.iter()
+        .filter(|s| {
+            let role = if s.path().starts_with("/insert/") {
+                Role::Insert
             } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+                Role::Select
+            };
+            !(s.role == role
+                && (200..300).contains(&s.status)
+                && paths.iter().any(|p| s.path() == *p))
+        })
+        .collect()
 }
 
-/// Every raw sample of the exporter's series, read through vmselect's
-/// tenant path with a GET and a query string, as Grafana would.
+/// Requests seen on `role`'s port at `path` answered `status`, all POSTs.
+fn count_in(seen: &[Seen], role: Role, path: &str, status: u16) -> usize {
+    seen.iter()
+        .filter(|s| s.role == role && s.path() == path && s.status == status)
+        .inspect(|s| assert_eq!(s.method, "POST", "{s:?}"))
+        .count()
+}
+
+// Reading through a cluster's paths.
+
+/// The exporter's settings for tenant 42 of the cluster whose vminsert and
+/// vmselect are at `insert` and `select`, on the PostgreSQL database at
+/// `database_url`.
+fn cluster_env(database_url: String, insert: &str, select: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url),
+        (
+            "VICTORIAMETRICS_URL",
+            format!("{insert}/insert/{TENANT}/prometheus"),
+        ),
+        (
+            "VICTORIAMETRICS_SELECT_URL",
+            format!("{select}/select/{TENANT}/prometheus"),
+        ),
+        (
+            "VICTORIAMETRICS_DELETE_URL",
+            format!("{select}/delete/{TENANT}/prometheus"),
+        ),
+        ("VICTORIAMETRICS_USERNAME", USER.into()),
+        ("VICTORIAMETRICS_PASSWORD", PASSWORD.into()),
+    ]
+}
+
 /// The mirror is exact in the single node, and reading the tenant through
-/// vmselect's path gives the same.
+/// vmselect's path (a GET with a query string, as Grafana would) gives the
+/// same.
 async fn assert_mirror(servers: &Servers, cluster: &Cluster, before: i64, when: &str) {
     let direct = servers.vm.export_all().await;
     assert_exported(
@@ -419,12 +811,9 @@ async fn assert_mirror(servers: &Servers, cluster: &Cluster, before: i64, when: 
 
 /// Every raw sample of the exporter's series, read from the vmselect at
 /// `select` (its base URL) through tenant 42's path.
-async fn export_through(select: &str) -> BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> {
+async fn export_through(select: &str) -> Export {
     let end = (chrono::Utc::now().timestamp() + 4 * 86400).to_string();
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
+    let response = client()
         .get(format!("{select}/select/{TENANT}/prometheus/api/v1/export"))
         .basic_auth(USER, Some(PASSWORD))
         .query(&[
@@ -435,340 +824,11 @@ async fn export_through(select: &str) -> BTreeMap<BTreeMap<String, String>, Vec<
         .await
         .expect("export through vmselect");
     assert_eq!(response.status(), 200, "export through vmselect");
-    let body = response.text().await.unwrap();
-    let mut out: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
-    for line in body.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).expect("export line is JSON");
-        let labels = v["metric"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-            .collect();
-        let ts = v["timestamps"].as_array().unwrap().iter();
-        let vals = v["values"].as_array().unwrap().iter();
-        out.entry(labels).or_default().extend(
-            ts.map(|t| t.as_i64().unwrap())
-                .zip(vals.map(|x| x.as_f64().unwrap())),
-        );
-    }
-    out
+    parse_export(&response.text().await.unwrap())
 }
 
-/// Sends a raw HTTP/1.1 request and returns the status of the answer.
-async fn raw_status(base: &str, request: &str) -> u16 {
-    let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {answer:?}"))
-}
-
-/// MyElectricalData's changes that force rewrites: a correction in the
-/// middle of a day's 30-minute history and of a daily value, a quality
-/// flip, deleted rows, new days, a Tempo colour changed.
-const CHANGES: &str = r#"
-UPDATE consumption_data SET value = value - 50, updated_at = now()
- WHERE usage_point_id = '98765432109876' AND granularity = 'detailed' AND date = '2024-10-27' AND interval_start = '12:30';
-UPDATE consumption_data SET value = value + 111, updated_at = now()
- WHERE usage_point_id = '12345678901234' AND granularity = 'daily' AND date = '2024-02-10';
-UPDATE consumption_data SET raw_data = '{"quality": "CORRIGE"}', updated_at = now()
- WHERE usage_point_id = '12345678901234' AND granularity = 'daily' AND date BETWEEN '2024-11-02' AND '2024-11-04';
-DELETE FROM consumption_data WHERE usage_point_id = '98765432109876' AND granularity = 'detailed'
- AND date = '2024-11-05' AND interval_start = '08:00';
-DELETE FROM production_data WHERE granularity = 'detailed';
-INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data, updated_at)
-SELECT md5(p || d::text || 'new'), p, d, 'daily', NULL, 9999, '{"quality": "BRUT"}', now()
-  FROM unnest(ARRAY['12345678901234', '98765432109876']) AS p, generate_series('2024-11-11'::date, '2024-11-12', '1 day') AS d;
-UPDATE tempo_days SET color = 'WHITE' WHERE id = '2024-09-02';
-"#;
-
-#[test]
-fn cluster_paths_map_onto_the_single_node_and_nothing_else_does() {
-    let r = |role, target: &str| route(role, "42", target);
-    assert_eq!(
-        r(
-            Role::Insert,
-            "/insert/42/prometheus/api/v1/import/prometheus"
-        ),
-        Ok("/api/v1/import/prometheus".into())
-    );
-    assert_eq!(
-        r(
-            Role::Select,
-            "/select/42/prometheus/api/v1/export?match[]=x&end=1"
-        ),
-        Ok("/api/v1/export?match[]=x&end=1".into())
-    );
-    assert_eq!(
-        r(
-            Role::Select,
-            "/delete/42/prometheus/api/v1/admin/tsdb/delete_series"
-        ),
-        Ok("/api/v1/admin/tsdb/delete_series".into())
-    );
-    for (role, target, status) in [
-        (Role::Insert, "/api/v1/import/prometheus", 400),
-        (
-            Role::Insert,
-            "/insert/0/prometheus/api/v1/import/prometheus",
-            404,
-        ),
-        (Role::Insert, "/insert/42/api/v1/import/prometheus", 400),
-        (Role::Insert, "/select/42/prometheus/api/v1/export", 400),
-        (
-            Role::Select,
-            "/insert/42/prometheus/api/v1/import/prometheus",
-            400,
-        ),
-        (Role::Select, "/api/v1/export", 400),
-        (
-            Role::Select,
-            "/select/42/prometheus/api/v1/admin/tsdb/delete_series",
-            400,
-        ),
-        (Role::Select, "/delete/42/prometheus/api/v1/export", 400),
-        (
-            Role::Select,
-            "/delete/7/prometheus/api/v1/admin/tsdb/delete_series",
-            404,
-        ),
-        (Role::Select, "/select/42/prometheus/metrics", 400),
-        (Role::Select, "/metrics", 400),
-    ] {
-        assert_eq!(r(role, target).map_err(|e| e.0), Err(status), "{target}");
-    }
-}
-
-#[tokio::test]
-async fn the_mirror_stays_exact_through_vminsert_and_vmselect_tenant_paths() {
-    let servers = Servers::start().await;
-    let (vm, pool) = (&servers.vm, &servers.pool);
-    let cluster = Cluster::start(&vm.url, TENANT, (USER, PASSWORD));
-
-    // The stand-in refuses what a cluster behind vmauth refuses, and
-    // forwards a chunked body (the exporter's have a Content-Length).
-    let auth = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
-    let import_path = format!("/insert/{TENANT}/prometheus/api/v1/import/prometheus");
-    let delete_path = format!("/delete/{TENANT}/prometheus/api/v1/admin/tsdb/delete_series");
-    let export_path = format!("/select/{TENANT}/prometheus/api/v1/export");
-    for (base, path, auth, want) in [
-        (
-            &cluster.insert,
-            "/api/v1/import/prometheus",
-            auth.as_str(),
-            400,
-        ),
-        (
-            &cluster.insert,
-            "/insert/0/prometheus/api/v1/import/prometheus",
-            &auth,
-            404,
-        ),
-        (&cluster.select, &import_path, &auth, 400),
-        (&cluster.insert, &import_path, "Basic d3Jvbmc6d3Jvbmc=", 401),
-        (&cluster.insert, &import_path, &auth, 204),
-    ] {
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\
-             Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
-             8\r\ncluster_\r\n8\r\nprobe 1\n\r\n0\r\n\r\n"
-        );
-        assert_eq!(raw_status(base, &request).await, want, "{path}");
-    }
-    cluster.clear();
-
-    let env: Vec<(&str, String)> = vec![
-        ("DATABASE_URL", servers.pg.url("med")),
-        (
-            "VICTORIAMETRICS_URL",
-            format!("{}/insert/{TENANT}/prometheus", cluster.insert),
-        ),
-        (
-            "VICTORIAMETRICS_SELECT_URL",
-            format!("{}/select/{TENANT}/prometheus", cluster.select),
-        ),
-        (
-            "VICTORIAMETRICS_DELETE_URL",
-            format!("{}/delete/{TENANT}/prometheus", cluster.select),
-        ),
-        ("VICTORIAMETRICS_USERNAME", USER.into()),
-        ("VICTORIAMETRICS_PASSWORD", PASSWORD.into()),
-    ];
-    let with = |extra: &[(&'static str, &str)]| {
-        let mut e = env.clone();
-        e.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        e
-    };
-
-    // First export, in big batches (bodies of hundreds of kilobytes).
-    let before = chrono::Utc::now().timestamp_millis();
-    common::run_ok(
-        &["once"],
-        &with(&[("VICTORIAMETRICS_BATCH_SIZE", "100000")]),
-    );
-    let seen = cluster.seen();
-    assert_mirror(
-        &servers,
-        &cluster,
-        before,
-        "after the first export through the cluster paths",
-    )
-    .await;
-    let imports: Vec<&Seen> = seen
-        .iter()
-        .filter(|s| s.role == Role::Insert && s.path() == import_path)
-        .collect();
-    assert!(!imports.is_empty(), "no import seen: {seen:?}");
-    assert!(
-        imports
-            .iter()
-            .all(|s| s.method == "POST" && s.status == 204),
-        "{imports:?}"
-    );
-    assert!(
-        imports.iter().any(|s| s.body_len > 100_000),
-        "no big body: {imports:?}"
-    );
-    let reset_path = RESET_PATH.to_string();
-    // The read-backs: count and sum per series, and a series' samples.
-    let query_path = format!("/select/{TENANT}/prometheus/api/v1/query");
-    let off = off_paths(
-        &seen,
-        &[
-            &import_path,
-            &delete_path,
-            &reset_path,
-            &query_path,
-            &export_path,
-        ],
-    );
-    assert!(off.is_empty(), "requests off the cluster paths: {off:?}");
-    // The chunked probe landed whole (VictoriaMetrics shows a new series
-    // to searches a moment after it was written).
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let probe = client
-            .get(format!("{}{export_path}", cluster.select))
-            .basic_auth(USER, Some(PASSWORD))
-            .query(&[("match[]", "cluster_probe")])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if probe.contains(r#""__name__":"cluster_probe""#) {
-            assert!(probe.contains(r#""values":[1]"#), "{probe}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the chunked probe was not stored: {probe:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    cluster.clear();
-
-    // Changes that force deletes and rewrites, then the mirror again.
-    sqlx::raw_sql(CHANGES).execute(pool).await.unwrap();
-    let before = chrono::Utc::now().timestamp_millis();
-    common::run_ok(&["once"], &env);
-    // What the exporter sent, before the test's own reads through the proxy.
-    let seen = cluster.seen();
-    assert_mirror(
-        &servers,
-        &cluster,
-        before,
-        "after the changes, through the cluster paths",
-    )
-    .await;
-    let deletes = count_in(&seen, Role::Select, &delete_path, 204);
-    let imports = count_in(&seen, Role::Insert, &import_path, 204);
-    assert!(deletes > 0, "no delete_series seen: {seen:?}");
-    assert!(imports > 0, "no import seen: {seen:?}");
-    let reset_path = RESET_PATH.to_string();
-    // The read-backs: count and sum per series, and a series' samples.
-    let query_path = format!("/select/{TENANT}/prometheus/api/v1/query");
-    let off = off_paths(
-        &seen,
-        &[
-            &import_path,
-            &delete_path,
-            &reset_path,
-            &query_path,
-            &export_path,
-        ],
-    );
-    assert!(off.is_empty(), "requests off the cluster paths: {off:?}");
-    cluster.clear();
-
-    // `check` writes, reads back and deletes a sample through the cluster;
-    // the mirror is left as it was.
-    let out = common::exporter(&["check"], &env);
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "check failed: {report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen = cluster.seen();
-    for (role, path, status) in [
-        (Role::Insert, &import_path, 204),
-        (Role::Select, &export_path, 200),
-        (Role::Select, &delete_path, 204),
-    ] {
-        assert!(count_in(&seen, role, path, status) > 0, "{path}: {seen:?}");
-    }
-    // Besides those and the mirror's read-back, only the retention probe of `check` (a GET of
-    // `/metrics` below the select base, which a real vmselect refuses with
-    // 400 as this stand-in does, so that `check` warns).
-    let off = off_paths(
-        &seen,
-        &[&import_path, &export_path, &delete_path, &query_path],
-    );
-    assert!(
-        off.iter()
-            .all(|s| s.method == "GET" && s.path().ends_with("/metrics")),
-        "requests off the cluster paths: {off:?}"
-    );
-    assert!(
-        seen.iter().all(|s| s.status != 401),
-        "credentials missing: {seen:?}"
-    );
-    assert_mirror(&servers, &cluster, before, "after check").await;
-}
-
-/// Requests seen that were not answered with success on one of `paths`
-/// (each on its own component's port).
-fn off_paths<'a>(seen: &'a [Seen], paths: &[&String]) -> Vec<&'a Seen> {
-    seen.iter()
-        .filter(|s| {
-            let role = if s.path().starts_with("/insert/") {
-                Role::Insert
-            } else {
-                Role::Select
-            };
-            !(s.role == role
-                && (200..300).contains(&s.status)
-                && paths.iter().any(|p| s.path() == p.as_str()))
-        })
-        .collect()
-}
-
-/// Requests seen on `role`'s port at `path` answered `status`, all POSTs.
-fn count_in(seen: &[Seen], role: Role, path: &str, status: u16) -> usize {
-    seen.iter()
-        .filter(|s| s.role == role && s.path() == path && s.status == status)
-        .inspect(|s| assert_eq!(s.method, "POST", "{s:?}"))
-        .count()
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 // A real cluster: VictoriaMetrics' own vmstorage, vminsert and vmselect.
@@ -794,6 +854,16 @@ fn cluster_binaries(test: &str) -> Option<[PathBuf; 3]> {
         return None;
     }
     Some(found.map(Option::unwrap))
+}
+
+/// A PostgreSQL with database `med` loaded with MyElectricalData's schema
+/// and data, and a pool on it.
+async fn loaded_postgres() -> (Postgres, PgPool) {
+    let pg = Postgres::start();
+    let pool = pg.create_db("med").await;
+    sqlx::raw_sql(common::SCHEMA).execute(&pool).await.unwrap();
+    sqlx::raw_sql(common::DATA).execute(&pool).await.unwrap();
+    (pg, pool)
 }
 
 /// A process of the real cluster, killed when dropped.
@@ -991,23 +1061,7 @@ impl RealCluster {
     /// The exporter's settings for tenant 42 of this cluster, on the
     /// PostgreSQL database at `database_url`.
     fn env(&self, database_url: String) -> Vec<(&'static str, String)> {
-        vec![
-            ("DATABASE_URL", database_url),
-            (
-                "VICTORIAMETRICS_URL",
-                format!("{}/insert/{TENANT}/prometheus", self.insert),
-            ),
-            (
-                "VICTORIAMETRICS_SELECT_URL",
-                format!("{}/select/{TENANT}/prometheus", self.select),
-            ),
-            (
-                "VICTORIAMETRICS_DELETE_URL",
-                format!("{}/delete/{TENANT}/prometheus", self.select),
-            ),
-            ("VICTORIAMETRICS_USERNAME", USER.into()),
-            ("VICTORIAMETRICS_PASSWORD", PASSWORD.into()),
-        ]
+        cluster_env(database_url, &self.insert, &self.select)
     }
 
     /// The end of every component's log, for failure messages.
@@ -1050,10 +1104,6 @@ impl Drop for RealCluster {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
 /// A component's own `/metrics` counter `name`, summed over the lines
 /// containing `filter`.
 async fn counter(base: &str, name: &str, filter: &str) -> f64 {
@@ -1066,32 +1116,67 @@ async fn counter(base: &str, name: &str, filter: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    body.lines()
-        .filter(|l| {
-            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    sum_metric(&body, name, filter)
 }
 
-/// The import requests vminsert served, the rows it took, and the
-/// delete_series requests vmselect served.
-async fn traffic(cluster: &RealCluster) -> (f64, f64, f64) {
-    (
-        counter(
+/// What vminsert and vmselect served so far, from their `/metrics`.
+#[derive(Debug, Clone, Copy)]
+struct Traffic {
+    /// The import requests vminsert served.
+    imports: f64,
+    /// The rows vminsert took.
+    rows: f64,
+    /// The delete_series requests vmselect served.
+    deletes: f64,
+}
+
+async fn traffic(cluster: &RealCluster) -> Traffic {
+    Traffic {
+        imports: counter(
             &cluster.insert,
             "vm_http_requests_total",
             "/insert/{}/prometheus/api/v1/import/prometheus",
         )
         .await,
-        counter(&cluster.insert, "vm_rows_inserted_total", "").await,
-        counter(
+        rows: counter(&cluster.insert, "vm_rows_inserted_total", "").await,
+        deletes: counter(
             &cluster.select,
             "vm_http_requests_total",
             "/delete/{}/prometheus/api/v1/admin/tsdb/delete_series",
         )
         .await,
-    )
+    }
+}
+
+/// A `once` through the real cluster, the mirror checked after it.
+struct Pass {
+    /// Just before and just after the `once`, Unix ms.
+    before: i64,
+    after: i64,
+    /// The cluster's traffic before the `once`, and after the check.
+    was: Traffic,
+    now: Traffic,
+}
+
+/// Runs `once` with `env`, then asserts the cluster's mirror `when`.
+async fn once_then_mirror(
+    pool: &PgPool,
+    cluster: &RealCluster,
+    env: &[(&str, String)],
+    when: &str,
+) -> Pass {
+    let before = chrono::Utc::now().timestamp_millis();
+    let was = traffic(cluster).await;
+    common::run_ok(&["once"], env);
+    let after = chrono::Utc::now().timestamp_millis();
+    assert_cluster_mirror(pool, cluster, before, when).await;
+    let now = traffic(cluster).await;
+    Pass {
+        before,
+        after,
+        was,
+        now,
+    }
 }
 
 /// The mirror through vmselect is the spec's model as soon as the
@@ -1138,268 +1223,52 @@ fn halved(mirror: Mirror, when: &str) -> Mirror {
         .collect()
 }
 
-/// A PostgreSQL with database `med` loaded with MyElectricalData's schema
-/// and data, and a pool on it.
-async fn loaded_postgres() -> (Postgres, PgPool) {
-    let pg = Postgres::start();
-    let pool = pg.create_db("med").await;
-    sqlx::raw_sql(common::SCHEMA).execute(&pool).await.unwrap();
-    sqlx::raw_sql(common::DATA).execute(&pool).await.unwrap();
-    (pg, pool)
-}
-
-/// New readings after the last ones: a day of the first meter's load
-/// curve and a Tempo day, appended to their series.
-const APPENDS: &str = r#"
-INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data, updated_at)
-SELECT md5('append' || t), '12345678901234', '2024-11-06', 'detailed', t, w,
-       jsonb_build_object('v', w::text, 'd', '2024-11-06 ' || t || ':00', 'p', 'PT30M', 'n', 'B', 'iv', '0', 'ec', '0'), now()
-  FROM (SELECT to_char(x, 'HH24:MI') AS t, 500 + extract(hour FROM x)::int * 10 AS w
-          FROM generate_series('2000-01-01 00:00'::timestamp, '2000-01-01 23:30', '30 minutes') AS x) AS times;
-INSERT INTO tempo_days (id, date, color) VALUES ('2024-11-11', '2024-11-11 00:00+00', 'RED');
-"#;
-
-#[tokio::test]
-async fn the_mirror_stays_exact_in_a_real_cluster() {
-    let Some(bins) = cluster_binaries("the_mirror_stays_exact_in_a_real_cluster") else {
-        return;
-    };
-    let (pg, pool) = loaded_postgres().await;
-    let cluster = RealCluster::start(&bins, true);
-    let env = cluster.env(pg.url("med"));
-    let none = BTreeMap::new();
-
-    // First export, in big batches.
-    let before = chrono::Utc::now().timestamp_millis();
-    let mut batch = env.clone();
-    batch.push(("VICTORIAMETRICS_BATCH_SIZE", "100000".into()));
-    common::run_ok(&["once"], &batch);
-    assert_cluster_mirror(&pool, &cluster, before, "after the first export").await;
-    // (A series the exporter does not know yet is deleted before its first
-    // write: the first export deletes too.)
-    let (imports, rows, _) = traffic(&cluster).await;
-    assert!(imports > 0.0, "no import reached vminsert");
-    let model = common::model::expected(&pool, &none, before).await;
-    let samples = model.values().map(Vec::len).sum::<usize>() as f64;
-    assert!(
-        rows >= samples,
-        "{rows} rows inserted for {samples} samples"
-    );
-
-    // Changes that force deletes and rewrites.
-    sqlx::raw_sql(CHANGES).execute(&pool).await.unwrap();
-    let before = chrono::Utc::now().timestamp_millis();
-    let (imports0, rows0, deletes0) = traffic(&cluster).await;
-    common::run_ok(&["once"], &env);
-    assert_cluster_mirror(&pool, &cluster, before, "after the changes").await;
-    let (imports, rows, deletes) = traffic(&cluster).await;
-    assert!(deletes > deletes0, "no delete_series reached vmselect");
-    assert!(
-        imports > imports0 && rows > rows0,
-        "no import reached vminsert"
-    );
-
-    // New readings appended.
-    sqlx::raw_sql(APPENDS).execute(&pool).await.unwrap();
-    let before = chrono::Utc::now().timestamp_millis();
-    let (_, rows0, deletes0) = traffic(&cluster).await;
-    common::run_ok(&["once"], &env);
-    assert_cluster_mirror(&pool, &cluster, before, "after the appends").await;
-    let (_, rows, deletes) = traffic(&cluster).await;
-    assert!(rows > rows0, "the appended readings were not written");
-    assert_eq!(
-        deletes, deletes0,
-        "appended readings were written with a delete_series"
-    );
-
-    // Nothing changed: nothing written but the EcoWatt forecast hours that
-    // entered VictoriaMetrics' future window meanwhile, nothing deleted.
-    let before = chrono::Utc::now().timestamp_millis();
-    let (_, rows0, deletes0) = traffic(&cluster).await;
-    common::run_ok(&["once"], &env);
-    let after = chrono::Utc::now().timestamp_millis();
-    assert_cluster_mirror(&pool, &cluster, before, "after a once with nothing changed").await;
-    let (_, rows, deletes) = traffic(&cluster).await;
-    let released = common::model::released(&pool, &none, before, after).await;
-    assert!(
-        rows - rows0 <= released,
-        "a once with nothing changed wrote {} rows ({released} came into the window)",
-        rows - rows0
-    );
-    assert_eq!(deletes, deletes0, "a once with nothing changed deleted");
-
-    // `check` writes, reads back and deletes a sample through the cluster,
-    // and audits the mirror; the mirror is left as it was.
-    let out = common::exporter(&["check"], &env);
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "check failed: {report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for line in [
-        "[ OK ] A sample written and read back",
-        "[ OK ] Series deletion allowed",
-        "[ OK ] Mirror verified",
-    ] {
-        assert!(report.contains(line), "{line}: {report}");
-    }
-    assert!(!report.contains("[FAIL]"), "{report}");
-    assert_cluster_mirror(&pool, &cluster, before, "after check").await;
-}
-
-/// vmselect without `-dedup.minScrapeInterval` in front of two replicas
-/// shows every sample twice: `check` names it with the flag to set, a
-/// `once` with nothing changed writes and deletes nothing, a change is
-/// still written, and each vmstorage holds the model once.
-#[tokio::test]
-async fn a_replicated_cluster_without_dedup_is_named_and_nothing_is_rewritten() {
-    let Some(bins) =
-        cluster_binaries("a_replicated_cluster_without_dedup_is_named_and_nothing_is_rewritten")
-    else {
-        return;
-    };
-    let (pg, pool) = loaded_postgres().await;
-    let cluster = RealCluster::start(&bins, false);
-    let env = cluster.env(pg.url("med"));
-    let none = BTreeMap::new();
-
-    let before = chrono::Utc::now().timestamp_millis();
-    common::run_ok(&["once"], &env);
-    assert_cluster_mirror(&pool, &cluster, before, "after the first export").await;
-
-    // check warns in its mirror item, with what to set where.
-    let out = common::exporter(&["check"], &env);
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "check failed: {report}");
-    let lines: Vec<&str> = report.lines().collect();
-    let warn = lines
-        .iter()
-        .position(|l| l.starts_with("[WARN] Mirror verified"))
-        .unwrap_or_else(|| panic!("no mirror warning: {report}"));
-    assert!(
-        lines[warn].contains("shows every sample twice")
-            && lines[warn + 1].contains("set -dedup.minScrapeInterval=1ms on vmselect"),
-        "{report}"
-    );
-
-    // A once with nothing changed writes nothing but the EcoWatt hours that
-    // entered the window, and deletes nothing.
-    let before = chrono::Utc::now().timestamp_millis();
-    let (_, rows0, deletes0) = traffic(&cluster).await;
-    let log = common::run_ok(&["once"], &env);
-    let after = chrono::Utc::now().timestamp_millis();
-    let (_, rows, deletes) = traffic(&cluster).await;
-    let released = common::model::released(&pool, &none, before, after).await;
-    assert!(
-        rows - rows0 <= released,
-        "the doubled read-back caused {} rows to be written\n{log}",
-        rows - rows0
-    );
-    assert_eq!(
-        deletes, deletes0,
-        "the doubled read-back caused deletes\n{log}"
-    );
-    assert!(log.contains("shows every sample twice"), "{log}");
-    assert!(!log.contains("repairing"), "{log}");
-    assert_cluster_mirror(&pool, &cluster, before, "after a once with nothing changed").await;
-
-    // A change is written, and the mirror is still exact.
-    sqlx::raw_sql(
-        "UPDATE consumption_data SET value = value + 1, updated_at = now() \
-         WHERE granularity = 'daily' AND date = '2024-11-01'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    let before = chrono::Utc::now().timestamp_millis();
-    let log = common::run_ok(&["once"], &env);
-    assert!(
-        traffic(&cluster).await.1 > rows,
-        "the change was not written"
-    );
-    assert!(!log.contains("repairing"), "{log}");
-    assert_cluster_mirror(&pool, &cluster, before, "after a change").await;
-}
-
-/// Measures, on a real cluster, how long after a write of a new series a
-/// delete_series still misses it (vmselect finds the series to delete in
-/// vmstorage's index). Prints a table; run with
-/// `cargo test --test cluster -- --ignored --nocapture`
-/// (`MED_DELETE_TRIES`, 5 by default, and `MED_DELETE_DELAYS_MS`, a comma
-/// list, change the trials).
-#[tokio::test]
-#[ignore = "a measurement of several minutes"]
-async fn delete_series_right_after_a_write_on_a_real_cluster() {
-    let Some(bins) = cluster_binaries("delete_series_right_after_a_write_on_a_real_cluster") else {
-        return;
-    };
-    let cluster = RealCluster::start(&bins, true);
-    let tries: usize = std::env::var("MED_DELETE_TRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+/// Writes a sample of the new series `name` through vminsert, waits
+/// `delay` ms, deletes the series through vmselect, and says 10 s later
+/// whether it still shows through vmselect and each replica.
+async fn write_then_delete(cluster: &RealCluster, name: &str, delay: u64) -> Vec<bool> {
     let http = client();
-    let mut table = Vec::new();
-    let delays: Vec<u64> = std::env::var("MED_DELETE_DELAYS_MS")
-        .ok()
-        .map(|v| v.split(',').filter_map(|d| d.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![0, 500, 1000, 1500, 2000, 3000, 5000]);
-    for delay in delays {
-        let mut left = 0;
-        for n in 0..tries {
-            let name = format!("delete_probe_{delay}_{n}");
-            let now = chrono::Utc::now().timestamp_millis();
-            let status = http
-                .post(format!(
-                    "{}/insert/{TENANT}/prometheus/api/v1/import/prometheus",
-                    cluster.insert
-                ))
-                .basic_auth(USER, Some(PASSWORD))
-                .body(format!("{name}{{pdl=\"1\"}} 1 {now}\n"))
-                .send()
-                .await
-                .unwrap()
-                .status();
-            assert_eq!(status, 204, "import");
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            let status = http
-                .post(format!(
-                    "{}/delete/{TENANT}/prometheus/api/v1/admin/tsdb/delete_series",
-                    cluster.select
-                ))
-                .basic_auth(USER, Some(PASSWORD))
-                .form(&[("match[]", name.as_str())])
-                .send()
-                .await
-                .unwrap()
-                .status();
-            assert_eq!(status, 204, "delete_series");
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            cluster.flush().await;
-            let mut still = Vec::new();
-            for base in std::iter::once(&cluster.select).chain(&cluster.replicas) {
-                let body = http
-                    .get(format!("{base}/select/{TENANT}/prometheus/api/v1/export"))
-                    .basic_auth(USER, Some(PASSWORD))
-                    .query(&[("match[]", name.as_str())])
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                still.push(!body.trim().is_empty());
-            }
-            println!("delay {delay} ms, try {n}: still there (vmselect, replica 0, replica 1): {still:?}");
-            if still[0] {
-                left += 1;
-            }
-        }
-        table.push((delay, left));
+    let now = chrono::Utc::now().timestamp_millis();
+    let status = http
+        .post(format!(
+            "{}/insert/{TENANT}/prometheus/api/v1/import/prometheus",
+            cluster.insert
+        ))
+        .basic_auth(USER, Some(PASSWORD))
+        .body(format!("{name}{{pdl=\"1\"}} 1 {now}\n"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204, "import");
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    let status = http
+        .post(format!(
+            "{}/delete/{TENANT}/prometheus/api/v1/admin/tsdb/delete_series",
+            cluster.select
+        ))
+        .basic_auth(USER, Some(PASSWORD))
+        .form(&[("match[]", name)])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204, "delete_series");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    cluster.flush().await;
+    let mut still = Vec::new();
+    for base in std::iter::once(&cluster.select).chain(&cluster.replicas) {
+        let body = http
+            .get(format!("{base}/select/{TENANT}/prometheus/api/v1/export"))
+            .basic_auth(USER, Some(PASSWORD))
+            .query(&[("match[]", name)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        still.push(!body.trim().is_empty());
     }
-    println!("delay after the write (ms) | series left 10 s after delete_series");
-    for (delay, left) in table {
-        println!("{delay:>26} | {left} of {tries}");
-    }
+    still
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::http::{loopback_listener, on_own_thread};
+
 /// What the proxy does with the next requests.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
@@ -49,29 +51,21 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy to `target` (`127.0.0.1:port`).
     pub fn start(target: &str) -> Self {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", std_listener.local_addr().unwrap());
+        let (std_listener, url) = loopback_listener();
         let fault = Arc::new(Mutex::new((Fault::Pass, None)));
         let hits = Arc::new(Mutex::new(0));
         let (f, h, target) = (fault.clone(), hits.clone(), target.to_string());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    let Ok((client, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let (f, h, target) = (f.clone(), h.clone(), target.clone());
-                    tokio::spawn(async move {
-                        let _ = serve(client, &target, &f, &h).await;
-                    });
-                }
-            });
+        on_own_thread(async move {
+            let listener = TcpListener::from_std(std_listener).unwrap();
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (f, h, target) = (f.clone(), h.clone(), target.clone());
+                tokio::spawn(async move {
+                    let _ = serve(client, &target, &f, &h).await;
+                });
+            }
         });
         Proxy { url, fault, hits }
     }
