@@ -99,17 +99,27 @@ fn split_fields<'r, const N: usize>(
     let text = text.strip_suffix('\n')?;
     let mut fields = [Field::Null; N];
     let mut n = 0;
-    for part in text.split('\t') {
-        let slot = fields.get_mut(n)?;
-        n += 1;
-        *slot = if part == "\\N" {
-            Field::Null
-        } else if part.contains('\\') {
-            unescaped.push(unescape(part)?);
-            Field::Unescaped(unescaped.len() - 1)
-        } else {
-            Field::Text(part)
-        };
+    let (mut start, mut escaped) = (0, false);
+    // One look at each byte (tabs and backslashes are ASCII, so the
+    // positions found are character boundaries).
+    for (i, b) in text.bytes().chain([b'\t']).enumerate() {
+        match b {
+            b'\t' => {
+                let part = &text[start..i];
+                *fields.get_mut(n)? = if part == "\\N" {
+                    Field::Null
+                } else if escaped {
+                    unescaped.push(unescape(part)?);
+                    Field::Unescaped(unescaped.len() - 1)
+                } else {
+                    Field::Text(part)
+                };
+                n += 1;
+                (start, escaped) = (i + 1, false);
+            }
+            b'\\' => escaped = true,
+            _ => {}
+        }
     }
     (n == N).then_some(fields)
 }
