@@ -98,28 +98,33 @@ fn split_fields<'r, const N: usize>(
 ) -> Option<[Field<'r>; N]> {
     let text = text.strip_suffix('\n')?;
     let mut fields = [Field::Null; N];
-    let mut n = 0;
-    let (mut start, mut escaped) = (0, false);
-    // One look at each byte (tabs and backslashes are ASCII, so the
-    // positions found are character boundaries).
-    for (i, b) in text.bytes().chain([b'\t']).enumerate() {
-        match b {
-            b'\t' => {
-                let part = &text[start..i];
-                *fields.get_mut(n)? = if part == "\\N" {
-                    Field::Null
-                } else if escaped {
-                    unescaped.push(unescape(part)?);
-                    Field::Unescaped(unescaped.len() - 1)
-                } else {
-                    Field::Text(part)
-                };
-                n += 1;
-                (start, escaped) = (i + 1, false);
+    let bytes = text.as_bytes();
+    let (mut n, mut start) = (0, 0);
+    loop {
+        // One look at each byte (tabs and backslashes are ASCII, so the
+        // positions found are character boundaries).
+        let (mut end, mut escaped) = (start, false);
+        while let Some(&b) = bytes.get(end) {
+            if b == b'\t' {
+                break;
             }
-            b'\\' => escaped = true,
-            _ => {}
+            escaped |= b == b'\\';
+            end += 1;
         }
+        let part = text.get(start..end)?;
+        *fields.get_mut(n)? = if part == "\\N" {
+            Field::Null
+        } else if escaped {
+            unescaped.push(unescape(part)?);
+            Field::Unescaped(unescaped.len() - 1)
+        } else {
+            Field::Text(part)
+        };
+        n += 1;
+        if end == bytes.len() {
+            break;
+        }
+        start = end + 1;
     }
     (n == N).then_some(fields)
 }
