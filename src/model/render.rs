@@ -112,14 +112,32 @@ pub fn write_milli(buf: &mut Vec<u8>, milli: i64) {
 fn write_digits(buf: &mut Vec<u8>, mut n: u64, width: usize) {
     let mut digits = [b'0'; 20];
     let mut start = digits.len();
-    while n > 0 {
+    // Two digits at a time.
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else if n > 0 {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
+        digits[start] = b'0' + n as u8;
     }
     let start = start.min(digits.len() - width.clamp(1, 20));
     buf.extend_from_slice(&digits[start..]);
 }
+
+/// `00` to `99`.
+const PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
 
 #[cfg(test)]
 mod tests {
@@ -297,6 +315,9 @@ mod tests {
             (i64::MAX, i64::MAX),
             (i64::MIN, 1_705_273_200_000),
             (123_456_789, -1_705_273_200_000),
+            (10_000, 100),
+            (99_099, 1_000_000_000_000_000_000),
+            (100_100, 99),
         ] {
             let mut buf = Vec::new();
             write_line(&mut buf, "m", milli, ts);
