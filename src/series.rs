@@ -1,10 +1,6 @@
 //! A family's series, read from the source and computed by the contract,
 //! in groups small enough to hold in memory.
 
-use std::pin::Pin;
-
-use futures_util::{Stream, TryStreamExt};
-
 use crate::config::Config;
 use crate::model::ecowatt::ecowatt_series;
 use crate::model::energy::EnergyRow;
@@ -15,17 +11,15 @@ use crate::model::tariff::{OffPeakBook, PdlTariff, TariffInputs};
 use crate::model::tempo::{tempo_days, tempo_series};
 use crate::model::zen_flex::zen_flex_series;
 use crate::model::{is_pdl, Contract, Family, Report, Series};
-use crate::source::{energy_row, Source, SourceError};
-use sqlx::postgres::PgRow;
-
-type EnergyRows<'s> = Pin<Box<dyn Stream<Item = Result<PgRow, SourceError>> + Send + 's>>;
+use crate::source::{EnergyDecoder, EnergyRows, Source, SourceError};
 
 /// Yields a family's series: one PDL's energy series at a time, or all
 /// series of a smaller family at once (a few thousand samples).
 pub struct SeriesReader<'s> {
     source: &'s Source,
     family: Family,
-    rows: Option<EnergyRows<'s>>,
+    rows: Option<EnergyRows>,
+    decoder: EnergyDecoder,
     current: Option<PdlRows>,
     /// The colours and off-peak hours the consumption family's tariff
     /// periods need, read before its rows (`None` for production).
@@ -86,6 +80,7 @@ impl<'s> SeriesReader<'s> {
             source,
             family,
             rows: None,
+            decoder: EnergyDecoder::default(),
             current: None,
             tariff: None,
             done: false,
@@ -114,12 +109,10 @@ impl<'s> SeriesReader<'s> {
                     self.tariff = Some(self.tariff_inputs(contract, report).await?);
                 }
                 let tariff = self.tariff.as_ref();
-                let rows = self
-                    .rows
-                    .get_or_insert_with(|| Box::pin(source.energy_rows(family)));
-                while let Some(pg) = rows.try_next().await? {
+                let rows = self.rows.get_or_insert_with(|| source.energy_rows(family));
+                while let Some(line) = rows.next().await? {
                     self.rows_read += 1;
-                    let row = energy_row(&pg, family)?;
+                    let row = self.decoder.energy_row(&line, family)?;
                     let finished = match &self.current {
                         Some(p) if p.energy.pdl() != row.pdl => {
                             self.current.replace(PdlRows::new(family, row.pdl))

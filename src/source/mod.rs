@@ -14,7 +14,7 @@ mod lock;
 mod rows;
 
 pub use lock::ExportLock;
-pub use rows::energy_row;
+pub use rows::{EnergyDecoder, EnergyRows};
 
 /// The names of the tables the exporter reads, in [`Table::ALL`] order.
 const TABLE_NAMES: [&str; TABLES] = {

@@ -1,8 +1,12 @@
 //! The rows of each table, as the contract reads them.
 
-use futures_util::{Stream, TryStreamExt};
-use sqlx::postgres::PgRow;
-use sqlx::Row;
+use bytes::Bytes;
+use chrono::NaiveDate;
+use futures_util::TryStreamExt;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::Postgres;
+use sqlx::{PgPool, Row};
+use tokio::sync::mpsc;
 
 use super::{Source, SourceError};
 use crate::model::ecowatt::EcowattRow;
@@ -13,79 +17,316 @@ use crate::model::tempo::TempoRow;
 use crate::model::zen_flex::ZenFlexRow;
 use crate::model::Family;
 
-/// The query of an energy table, as a `&'static str` as sqlx's streams need.
+/// The query of an energy table, as a `&'static str`: PostgreSQL's text
+/// `COPY` of it, one message a row, parsed here (sqlx's row stream and
+/// per-value decoding cost about a third of a pass's CPU).
 macro_rules! energy_sql {
     ($table:literal) => {
         // In the order of the unique constraint's index, so that PostgreSQL
         // streams rows without sorting a million of them; the quality comes
         // as JSON text, told apart from other JSON in Rust (jsonb_typeof
-        // and a second look-up cost PostgreSQL a third of the query).
+        // and a second look-up cost PostgreSQL a third of the query). The
+        // date comes as days since 1970 and `updated_at` as Unix
+        // microseconds (the second, then the microseconds within it: exact
+        // whatever type `extract` returns), so that no text depends on the
+        // session's DateStyle.
         concat!(
-            "SELECT t.id, t.usage_point_id,
-                    CASE WHEN t.date BETWEEN '0001-01-01' AND '9999-12-31' THEN t.date END,
+            "COPY (SELECT t.id, t.usage_point_id,
+                    CASE WHEN t.date BETWEEN '0001-01-01' AND '9999-12-31' THEN t.date - DATE '1970-01-01' END,
                     t.granularity::text, t.interval_start, t.value::bigint,
                     (t.raw_data -> 'quality')::text,
-                    CASE WHEN t.interval_start IS NULL AND isfinite(t.updated_at) THEN t.updated_at END,
+                    CASE WHEN t.interval_start IS NULL AND isfinite(t.updated_at)
+                         THEN extract(epoch FROM date_trunc('second', t.updated_at))::bigint * 1000000
+                              + extract(microseconds FROM t.updated_at)::bigint % 1000000 END,
                     CASE WHEN t.interval_start IS NOT NULL
                          THEN coalesce(t.raw_data ->> 'p', t.raw_data ->> 'interval_length') END,
                     (t.raw_data -> 'is_placeholder')::text = 'true'
                FROM ",
             $table,
             " AS t
-              ORDER BY t.usage_point_id, t.date, t.granularity, t.interval_start"
+              ORDER BY t.usage_point_id, t.date, t.granularity, t.interval_start) TO STDOUT"
         )
     };
 }
 
-/// Decodes a row of [`Source::energy_rows`], borrowing its text.
-pub fn energy_row<'r>(row: &'r PgRow, family: Family) -> Result<EnergyRow<'r>, SourceError> {
-    let get = |e| SourceError::Query {
-        what: format!("decoding a row of {}", family.table()),
-        source: e,
-    };
-    // The query fixes every column's type, so sqlx's per-value type check
-    // (a measurable share of a million rows' decoding) can be skipped.
-    let updated_at: Option<chrono::DateTime<chrono::Utc>> =
-        row.try_get_unchecked(7).map_err(get)?;
-    Ok(EnergyRow {
-        id: row.try_get_unchecked(0).map_err(get)?,
-        pdl: row.try_get_unchecked(1).map_err(get)?,
-        date: row.try_get_unchecked(2).map_err(get)?,
-        granularity: row.try_get_unchecked(3).map_err(get)?,
-        interval_start: row.try_get_unchecked(4).map_err(get)?,
-        value: row.try_get_unchecked(5).map_err(get)?,
-        quality: row
-            .try_get_unchecked::<Option<&str>, _>(6)
-            .map_err(get)?
-            .and_then(quality_from_json),
-        updated_at: updated_at.map(|t| t.timestamp_micros()),
-        interval: row.try_get_unchecked(8).map_err(get)?,
-        placeholder: row
-            .try_get_unchecked::<Option<bool>, _>(9)
-            .map_err(get)?
-            .unwrap_or(false),
-    })
+/// The columns of [`energy_sql`].
+const ENERGY_COLUMNS: usize = 10;
+
+/// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
+const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// A field of a `COPY` text row.
+#[derive(Clone, Copy)]
+enum Field<'r> {
+    Null,
+    /// Text without escapes, as it came.
+    Text(&'r str),
+    /// Text that held escapes: its index among the unescaped.
+    Unescaped(usize),
+}
+
+/// The text of a `COPY` field with its escapes undone (SPEC of PostgreSQL's
+/// `COPY ... TO` text format: `\b \f \n \r \t \v` and a backslash before
+/// any other character, which stands for itself); `None` for a lone
+/// backslash at the end.
+fn unescape(field: &str) -> Option<String> {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'v' => '\u{b}',
+            other => other,
+        });
+    }
+    Some(out)
+}
+
+/// Splits one row of `COPY` text into its fields; `None` unless it has
+/// exactly `N` fields and ends with its newline.
+fn split_fields<'r, const N: usize>(
+    text: &'r str,
+    unescaped: &mut Vec<String>,
+) -> Option<[Field<'r>; N]> {
+    let text = text.strip_suffix('\n')?;
+    let mut fields = [Field::Null; N];
+    let bytes = text.as_bytes();
+    let (mut n, mut start) = (0, 0);
+    loop {
+        // One look at each byte (tabs and backslashes are ASCII, so the
+        // positions found are character boundaries).
+        let (mut end, mut escaped) = (start, false);
+        while let Some(&b) = bytes.get(end) {
+            if b == b'\t' {
+                break;
+            }
+            escaped |= b == b'\\';
+            end += 1;
+        }
+        let part = text.get(start..end)?;
+        *fields.get_mut(n)? = if part == "\\N" {
+            Field::Null
+        } else if escaped {
+            unescaped.push(unescape(part)?);
+            Field::Unescaped(unescaped.len() - 1)
+        } else {
+            Field::Text(part)
+        };
+        n += 1;
+        if end == bytes.len() {
+            break;
+        }
+        start = end + 1;
+    }
+    (n == N).then_some(fields)
+}
+
+/// Decodes the rows of [`Source::energy_rows`], reusing what it can from
+/// one row to the next.
+#[derive(Debug, Default)]
+pub struct EnergyDecoder {
+    /// This row's fields that held escapes, unescaped.
+    unescaped: Vec<String>,
+    /// The last date decoded: a day's rows come together.
+    day: Option<(i32, NaiveDate)>,
+}
+
+impl EnergyDecoder {
+    /// Decodes one row of [`Source::energy_rows`], borrowing its text.
+    pub fn energy_row<'r>(
+        &'r mut self,
+        line: &'r [u8],
+        family: Family,
+    ) -> Result<EnergyRow<'r>, SourceError> {
+        let bad = |why: &str| SourceError::Query {
+            what: format!("decoding a row of {}", family.table()),
+            source: sqlx::Error::Decode(why.to_string().into()),
+        };
+        let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8"))?;
+        self.unescaped.clear();
+        let fields: [Field<'r>; ENERGY_COLUMNS] = split_fields(text, &mut self.unescaped)
+            .ok_or_else(|| bad("not a row of the query's columns"))?;
+        let unescaped: &'r [String] = &self.unescaped;
+        let get = |i: usize| match fields[i] {
+            Field::Null => None,
+            Field::Text(t) => Some(t),
+            Field::Unescaped(k) => Some(unescaped[k].as_str()),
+        };
+        let text_of = |i: usize| get(i).ok_or_else(|| bad("unexpected NULL"));
+        let int_of = |i: usize| {
+            get(i)
+                .map(|t| t.parse::<i64>().map_err(|_| bad("not an integer")))
+                .transpose()
+        };
+        let date = match int_of(2)? {
+            None => None,
+            Some(days) => {
+                let days = i32::try_from(days).map_err(|_| bad("date out of range"))?;
+                match self.day {
+                    Some((d, date)) if d == days => Some(date),
+                    _ => {
+                        let date = days
+                            .checked_add(UNIX_EPOCH_DAYS_FROM_CE)
+                            .and_then(NaiveDate::from_num_days_from_ce_opt)
+                            .ok_or_else(|| bad("date out of range"))?;
+                        self.day = Some((days, date));
+                        Some(date)
+                    }
+                }
+            }
+        };
+        Ok(EnergyRow {
+            id: text_of(0)?,
+            pdl: text_of(1)?,
+            date,
+            granularity: text_of(3)?,
+            interval_start: get(4),
+            value: int_of(5)?.ok_or_else(|| bad("unexpected NULL"))?,
+            quality: get(6).and_then(quality_from_json),
+            updated_at: int_of(7)?,
+            interval: get(8),
+            placeholder: get(9) == Some("t"),
+        })
+    }
+}
+
+/// How many rows the `COPY` task hands over at a time.
+const COPY_CHUNK: usize = 256;
+
+/// What the `COPY` task hands over.
+enum CopyChunk {
+    Rows(Vec<Bytes>),
+    /// Every row was handed over.
+    End,
+}
+
+/// The rows of an energy table, as `COPY` text: one [`Bytes`] a row, to
+/// decode with [`EnergyDecoder::energy_row`].
+///
+/// A task reads the `COPY` on a connection of its own and hands the rows
+/// over in chunks. A connection whose `COPY` did not run to its end (an
+/// error, or these rows dropped before the last) is closed, never returned
+/// to the pool: sqlx would hand it out with the rest of the `COPY` still
+/// unread.
+pub struct EnergyRows {
+    rx: mpsc::Receiver<Result<CopyChunk, SourceError>>,
+    rows: std::vec::IntoIter<Bytes>,
+    table: &'static str,
+    ended: bool,
+}
+
+impl EnergyRows {
+    /// The next row, `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, SourceError> {
+        loop {
+            if let Some(row) = self.rows.next() {
+                return Ok(Some(row));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.rx.recv().await {
+                Some(Ok(CopyChunk::Rows(rows))) => self.rows = rows.into_iter(),
+                Some(Ok(CopyChunk::End)) => self.ended = true,
+                Some(Err(e)) => return Err(e),
+                // The task ended without saying so: the rows are not all
+                // there, which must not pass for the end of the table.
+                None => {
+                    return Err(SourceError::Query {
+                        what: format!("reading {}", self.table),
+                        source: sqlx::Error::WorkerCrashed,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// A pooled connection that is closed rather than returned to the pool
+/// unless its `COPY` ran to its end.
+struct CopyConnection {
+    conn: PoolConnection<Postgres>,
+    clean: bool,
+}
+
+impl Drop for CopyConnection {
+    fn drop(&mut self) {
+        if !self.clean {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// Runs `sql`, a `COPY ... TO STDOUT`, and hands its rows to `tx`.
+async fn copy_out(
+    pool: PgPool,
+    sql: &'static str,
+    table: &'static str,
+    tx: mpsc::Sender<Result<CopyChunk, SourceError>>,
+) {
+    let result: Result<(), sqlx::Error> = async {
+        let mut conn = CopyConnection {
+            conn: pool.acquire().await?,
+            clean: false,
+        };
+        let mut stream = conn.conn.copy_out_raw(sql).await?;
+        let mut rows = Vec::with_capacity(COPY_CHUNK);
+        while let Some(row) = stream.try_next().await? {
+            rows.push(row);
+            if rows.len() == COPY_CHUNK {
+                let full = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK));
+                if tx.send(Ok(CopyChunk::Rows(full))).await.is_err() {
+                    // Dropped before the end: the connection is closed.
+                    return Ok(());
+                }
+            }
+        }
+        drop(stream);
+        // The COPY ran to its end: the connection is ready for another query.
+        conn.clean = true;
+        if !rows.is_empty() && tx.send(Ok(CopyChunk::Rows(rows))).await.is_err() {
+            return Ok(());
+        }
+        let _ = tx.send(Ok(CopyChunk::End)).await;
+        Ok(())
+    }
+    .await;
+    if let Err(source) = result {
+        let _ = tx
+            .send(Err(SourceError::Query {
+                what: format!("reading {table}"),
+                source,
+            }))
+            .await;
+    }
 }
 
 impl Source {
     /// The rows of an energy table, ordered by PDL so that the series of
     /// one PDL can be built and sent before the next PDL is read; decode
-    /// each with [`energy_row`].
-    pub fn energy_rows(
-        &self,
-        family: Family,
-    ) -> impl Stream<Item = Result<PgRow, SourceError>> + '_ {
+    /// each with [`EnergyDecoder::energy_row`].
+    pub fn energy_rows(&self, family: Family) -> EnergyRows {
         let table = family.table();
         let sql = match family {
             Family::Production => energy_sql!("production_data"),
             _ => energy_sql!("consumption_data"),
         };
-        sqlx::query(sql)
-            .fetch(&self.pool)
-            .map_err(move |source| SourceError::Query {
-                what: format!("reading {table}"),
-                source,
-            })
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(copy_out(self.pool.clone(), sql, table, tx));
+        EnergyRows {
+            rx,
+            rows: Vec::new().into_iter(),
+            table,
+            ended: false,
+        }
     }
 
     /// Every `offpeak_hours` MyElectricalData keeps, in `contract_data` and
@@ -248,5 +489,87 @@ impl Source {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(line: &str) -> Result<String, SourceError> {
+        let mut d = EnergyDecoder::default();
+        let row = d.energy_row(line.as_bytes(), Family::Consumption)?;
+        Ok(format!("{row:?}"))
+    }
+
+    #[test]
+    fn a_copy_row_is_read_as_the_row_it_stands_for() {
+        let mut d = EnergyDecoder::default();
+        let line = "a1\t12345678901234\t19737\tdetailed\t13:30\t541\t\"BRUT\"\t\\N\tPT30M\tf\n";
+        let row = d.energy_row(line.as_bytes(), Family::Consumption).unwrap();
+        assert_eq!(row.id, "a1");
+        assert_eq!(row.pdl, "12345678901234");
+        assert_eq!(row.date, NaiveDate::from_ymd_opt(2024, 1, 15));
+        assert_eq!(row.granularity, "detailed");
+        assert_eq!(row.interval_start, Some("13:30"));
+        assert_eq!(row.value, 541);
+        assert_eq!(row.quality.as_deref(), Some("BRUT"));
+        assert_eq!(row.updated_at, None);
+        assert_eq!(row.interval, Some("PT30M"));
+        assert!(!row.placeholder);
+
+        let line = "d\\\\1\\t2\t12345678901234\t-719162\tdaily\t\\N\t0\t\"a\\\\\"b\"\t-1\t\\N\tt\n";
+        let row = d.energy_row(line.as_bytes(), Family::Consumption).unwrap();
+        assert_eq!(row.id, "d\\1\t2");
+        assert_eq!(row.date, NaiveDate::from_ymd_opt(1, 1, 1));
+        assert_eq!(row.interval_start, None);
+        assert_eq!(row.quality.as_deref(), Some("a\"b"));
+        assert_eq!(row.updated_at, Some(-1));
+        assert_eq!(row.interval, None);
+        assert!(row.placeholder);
+
+        let line = "x\t12345678901234\t\\N\tdaily\t\\N\t5\t\\N\t\\N\t\\N\t\\N\n";
+        let row = d.energy_row(line.as_bytes(), Family::Consumption).unwrap();
+        assert_eq!(
+            (row.date, row.quality, row.placeholder),
+            (None, None, false)
+        );
+    }
+
+    #[test]
+    fn escapes_are_undone_as_copy_writes_them() {
+        assert_eq!(
+            unescape("a\\\\b\\tc\\nd\\re\\bf\\fg\\vh\\Ni\u{1}").as_deref(),
+            Some("a\\b\tc\nd\re\u{8}f\u{c}g\u{b}hNi\u{1}")
+        );
+        assert_eq!(unescape("a\\"), None);
+    }
+
+    #[test]
+    fn anything_but_a_row_of_the_columns_is_an_error_not_a_panic() {
+        for line in [
+            "",
+            "\n",
+            "a\tb\n",
+            "a\t12345678901234\t1\tdaily\t\\N\t5\t\\N\t\\N\t\\N\t\\N",
+            "a\t12345678901234\t1\tdaily\t\\N\t5\t\\N\t\\N\t\\N\t\\N\tx\n",
+            "a\t12345678901234\tx\tdaily\t\\N\t5\t\\N\t\\N\t\\N\t\\N\n",
+            "a\t12345678901234\t99999999999\tdaily\t\\N\t5\t\\N\t\\N\t\\N\t\\N\n",
+            "a\t12345678901234\t1\tdaily\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n",
+            "\\N\t12345678901234\t1\tdaily\t\\N\t5\t\\N\t\\N\t\\N\t\\N\n",
+            "a\\\t12345678901234\t1\tdaily\t\\N\t5\t\\N\t\\N\t\\N\t\\N\n",
+        ] {
+            assert!(decode(line).is_err(), "{line:?}");
+        }
+        let mut d = EnergyDecoder::default();
+        assert!(d.energy_row(b"\xff\t\n", Family::Production).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_line_makes_the_decoder_panic(line in proptest::prelude::any::<Vec<u8>>()) {
+            let mut d = EnergyDecoder::default();
+            let _ = d.energy_row(&line, Family::Consumption);
+        }
     }
 }
