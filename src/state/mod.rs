@@ -55,10 +55,11 @@ impl State {
             .map_err(SourceError::query("reading vm_export_series"))?
         {
             let err = SourceError::query("decoding vm_export_series");
-            let selector: String = row.try_get(1).map_err(err)?;
-            let entry = match out.get_mut(&selector) {
+            // Borrowed: the selector repeats on each of the series' days.
+            let selector: &str = row.try_get(1).map_err(err)?;
+            let entry = match out.get_mut(selector) {
                 Some(e) => e,
-                None => out.entry(selector).or_default(),
+                None => out.entry(selector.to_string()).or_default(),
             };
             entry.id = row
                 .try_get(0)

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use chrono::Datelike;
 use chrono_tz::Tz;
 
 use crate::model::Sample;
@@ -38,6 +37,17 @@ impl Chunk {
         self.digest = self.digest.wrapping_add(sample_hash(s));
     }
 
+    /// Adds another summary of the same bucket.
+    fn merge(&mut self, other: Chunk) {
+        if self.samples == 0 {
+            *self = other;
+        } else if other.samples != 0 {
+            self.samples += other.samples;
+            self.digest = self.digest.wrapping_add(other.digest);
+            self.max_ts = self.max_ts.max(other.max_ts);
+        }
+    }
+
     fn same_samples(&self, other: &Chunk) -> bool {
         self.samples == other.samples && self.digest == other.digest
     }
@@ -47,10 +57,7 @@ impl Chunk {
 /// common era, so that a new local day never touches the previous day's
 /// bucket.
 pub fn bucket_of(ts: i64, tz: Tz) -> i32 {
-    match chrono::DateTime::from_timestamp_millis(ts) {
-        Some(t) => t.with_timezone(&tz).date_naive().num_days_from_ce(),
-        None => i32::MIN,
-    }
+    crate::model::calendar::local_day_number(tz, ts)
 }
 
 /// Set in the hashed value of a fractional sample, so that it differs from
@@ -80,8 +87,25 @@ fn sample_hash(s: Sample) -> i64 {
 /// The per-bucket summaries of a series' samples.
 pub fn chunks_of(samples: &[Sample], tz: Tz) -> BTreeMap<i32, Chunk> {
     let mut out: BTreeMap<i32, Chunk> = BTreeMap::new();
+    // Summed a run of one bucket at a time: a series' samples come in
+    // order, and a map look-up per sample showed in the profile.
+    let mut run: Option<(i32, Chunk)> = None;
     for s in samples {
-        out.entry(bucket_of(s.ts, tz)).or_default().add(*s);
+        let bucket = bucket_of(s.ts, tz);
+        match &mut run {
+            Some((b, chunk)) if *b == bucket => chunk.add(*s),
+            _ => {
+                if let Some((b, chunk)) = run.take() {
+                    out.entry(b).or_default().merge(chunk);
+                }
+                let mut chunk = Chunk::default();
+                chunk.add(*s);
+                run = Some((bucket, chunk));
+            }
+        }
+    }
+    if let Some((b, chunk)) = run {
+        out.entry(b).or_default().merge(chunk);
     }
     out
 }
@@ -188,16 +212,31 @@ pub fn plan(old: Option<&SeriesState>, samples: &[Sample], tz: Tz) -> Plan {
     }
     let mut held: HashMap<i32, Chunk> = HashMap::with_capacity(old.chunks.len());
     let mut after: BTreeMap<i32, i64> = BTreeMap::new();
-    for s in samples {
-        let bucket = bucket_of(s.ts, tz);
-        match old.chunks.get(&bucket) {
-            Some(o) if s.ts <= o.max_ts => held.entry(bucket).or_default().add(*s),
-            Some(o) => {
+    // A run of samples of one bucket at a time (a series comes in order):
+    // one look-up per run rather than per sample.
+    let mut rest = samples;
+    while let Some(first) = rest.first() {
+        let bucket = bucket_of(first.ts, tz);
+        let len = rest
+            .iter()
+            .position(|s| bucket_of(s.ts, tz) != bucket)
+            .unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(len);
+        rest = tail;
+        let Some(o) = old.chunks.get(&bucket) else {
+            after.insert(bucket, i64::MIN);
+            continue;
+        };
+        let mut chunk = Chunk::default();
+        for s in run {
+            if s.ts <= o.max_ts {
+                chunk.add(*s);
+            } else {
                 after.insert(bucket, o.max_ts);
             }
-            None => {
-                after.insert(bucket, i64::MIN);
-            }
+        }
+        if chunk.samples > 0 {
+            held.entry(bucket).or_default().merge(chunk);
         }
     }
     let intact = old

@@ -211,8 +211,11 @@ enum Length {
 pub struct Day {
     date: NaiveDate,
     length: Length,
-    /// Start (Unix ms) → (local start minute, W × minutes).
-    slots: BTreeMap<i64, (u16, i64)>,
+    /// (start in Unix ms, local start minute, W × minutes), by start: rows
+    /// come nearly in order, so a sorted vector beats a map.
+    slots: Vec<(i64, u16, i64)>,
+    /// [`holdable`] for this day, computed once for its calendar and Tempo days.
+    holdable: std::cell::OnceCell<Option<Vec<(i64, u16)>>>,
 }
 
 impl Day {
@@ -220,7 +223,8 @@ impl Day {
         Self {
             date,
             length: Length::One(length),
-            slots: BTreeMap::new(),
+            slots: Vec::with_capacity(usize::from(DAY / length.max(1)) + 2),
+            holdable: std::cell::OnceCell::new(),
         }
     }
 
@@ -231,7 +235,16 @@ impl Day {
         if self.length != Length::One(length) {
             self.length = Length::Mixed;
         }
-        self.slots.insert(start.ts, (start.minute, watt_minutes));
+        let slot = (start.ts, start.minute, watt_minutes);
+        match self.slots.last() {
+            Some(last) if last.0 >= start.ts => {
+                match self.slots.binary_search_by_key(&start.ts, |s| s.0) {
+                    Ok(i) => self.slots[i] = slot,
+                    Err(i) => self.slots.insert(i, slot),
+                }
+            }
+            _ => self.slots.push(slot),
+        }
     }
 
     /// The intervals whose local start is in `[from, to)` (minutes), when
@@ -242,13 +255,16 @@ impl Day {
             return None;
         };
         let inside = |m: &u16| (from..to).contains(m);
-        let want = holdable(tz, self.date, length)?;
+        let want = self
+            .holdable
+            .get_or_init(|| holdable(tz, self.date, length))
+            .as_ref()?;
         let want = want.iter().filter(|(_, m)| inside(m)).map(|(ts, _)| *ts);
-        let got = self.slots.iter().filter(|(_, (m, _))| inside(m));
-        if !want.eq(got.clone().map(|(ts, _)| *ts)) {
+        let got = self.slots.iter().filter(|(_, m, _)| inside(m));
+        if !want.eq(got.clone().map(|(ts, _, _)| *ts)) {
             return None;
         }
-        Some((length, got.map(|(_, v)| *v).collect()))
+        Some((length, got.map(|(_, m, wm)| (*m, *wm)).collect()))
     }
 }
 

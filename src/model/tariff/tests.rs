@@ -64,7 +64,7 @@ fn the_tempo_day_before_spring_forward_lasts_23_hours() {
     let d = day_of("2024-03-30", 30, full(30), 1000);
     // Labels 00:00, 00:30, 01:00, 02:30, 03:00, ... 05:30: ten rows, five hours.
     let next = day_of("2024-03-31", 30, march(30), 1000);
-    assert_eq!(next.slots.values().filter(|(m, _)| *m < 360).count(), 10);
+    assert_eq!(next.slots.iter().filter(|(_, m, _)| *m < 360).count(), 10);
     // HP 32 × 500; HC (4 + 10) × 500: 23 hours in all.
     assert_eq!(tempo_day(PARIS, &d, &next), Some([16_000_000, 7_000_000]));
     // The calendar day has 46 intervals, which is complete.
