@@ -8,6 +8,8 @@
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 
+use crate::model::plain_days;
+
 /// Unix milliseconds of a local wall-clock time, read with Python's `fold=0`
 /// rules, which MyElectricalData uses: a time skipped by spring-forward takes
 /// the UTC offset in force before the change, a time that occurs twice at
@@ -68,9 +70,14 @@ pub fn detailed_start(tz: Tz, date: NaiveDate, label: NaiveTime, minutes: u32) -
         // day (and, for the midnight, a plain next day: a midnight skipped by
         // the clocks would be read with the later offset) both ends are read
         // linearly from the day's midnight.
-        let next_plain =
-            || end_minute < 24 * 60 || date.succ_opt().and_then(|d| plain_day(tz, d)).is_some();
-        if let Some(start) = plain_day(tz, date).filter(|_| next_plain()) {
+        let next_plain = || {
+            end_minute < 24 * 60
+                || date
+                    .succ_opt()
+                    .and_then(|d| plain_days::midnight(tz, d))
+                    .is_some()
+        };
+        if let Some(start) = plain_days::midnight(tz, date).filter(|_| next_plain()) {
             return TrueStart {
                 ts: start + i64::from(label_minute) * 60_000,
                 date,
@@ -99,94 +106,24 @@ fn detailed_start_by_rules(tz: Tz, date: NaiveDate, label: NaiveTime, minutes: u
 
 /// Unix milliseconds of 00:00 local on `date`.
 pub fn day_millis(tz: Tz, date: NaiveDate) -> i64 {
-    plain_day(tz, date).unwrap_or_else(|| local_millis(tz, date.and_time(NaiveTime::MIN)))
+    plain_days::midnight(tz, date)
+        .unwrap_or_else(|| local_millis(tz, date.and_time(NaiveTime::MIN)))
 }
 
 /// The local date of a Unix time, as days from the common era (`i32::MIN`
 /// for a time out of range).
 pub fn local_day_number(tz: Tz, ts: i64) -> i32 {
-    if let Some(day) = PLAIN_DAYS.with(|c| c.get().into_iter().flatten().find(|d| d.holds(tz, ts)))
-    {
-        return day.number;
+    if let Some(number) = plain_days::day_number(tz, ts) {
+        return number;
     }
     let Some(date) =
         chrono::DateTime::from_timestamp_millis(ts).map(|t| t.with_timezone(&tz).date_naive())
     else {
         return i32::MIN;
     };
-    // Looked up to be remembered: the next times are likely on the same day.
-    plain_day(tz, date);
+    // Asked to be remembered: the next times are likely on the same day.
+    plain_days::midnight(tz, date);
     date.num_days_from_ce()
-}
-
-const DAY_MS: i64 = 86_400_000;
-
-/// A local day with one UTC offset from midnight to midnight: wall-clock
-/// time on it is its midnight's Unix time plus the time of day, so that the
-/// rows of such a day (all but two a year) need no look-up in the zone's
-/// rules, which the profile showed as a fifth of the exporter's CPU.
-#[derive(Debug, Clone, Copy)]
-struct PlainDay {
-    tz: Tz,
-    date: NaiveDate,
-    number: i32,
-    /// Unix milliseconds of its midnight.
-    start: i64,
-}
-
-impl PlainDay {
-    fn holds(&self, tz: Tz, ts: i64) -> bool {
-        self.tz == tz && (self.start..self.start + DAY_MS).contains(&ts)
-    }
-}
-
-/// How many plain days are remembered: the rows of a day, its neighbours
-/// and the day being summed.
-const PLAIN_DAYS_KEPT: usize = 4;
-
-thread_local! {
-    /// The plain days looked up last, on this thread; the oldest is replaced.
-    static PLAIN_DAYS: std::cell::Cell<[Option<PlainDay>; PLAIN_DAYS_KEPT]> =
-        const { std::cell::Cell::new([None; PLAIN_DAYS_KEPT]) };
-}
-
-/// Unix milliseconds of `date`'s midnight when the day is plain (one UTC
-/// offset all day long, 24 hours), else `None`.
-fn plain_day(tz: Tz, date: NaiveDate) -> Option<i64> {
-    let kept = PLAIN_DAYS.with(|c| c.get());
-    if let Some(day) = kept.iter().flatten().find(|d| d.tz == tz && d.date == date) {
-        return Some(day.start);
-    }
-    let midnight = date.and_time(NaiveTime::MIN);
-    let start = local_millis(tz, midnight);
-    let end = local_millis(tz, date.succ_opt()?.and_time(NaiveTime::MIN));
-    let offset = |ts: i64| {
-        chrono::DateTime::from_timestamp_millis(ts).map(|t| {
-            tz.offset_from_utc_datetime(&t.naive_utc())
-                .fix()
-                .local_minus_utc()
-        })
-    };
-    let plain = end - start == DAY_MS
-        && offset(start).is_some()
-        && offset(start) == offset(end - 1)
-        && start == (midnight.and_utc().timestamp() - i64::from(offset(start)?)) * 1000;
-    if !plain {
-        return None;
-    }
-    let day = PlainDay {
-        tz,
-        date,
-        number: date.num_days_from_ce(),
-        start,
-    };
-    PLAIN_DAYS.with(|c| {
-        let mut kept = c.get();
-        kept.rotate_right(1);
-        kept[0] = Some(day);
-        c.set(kept);
-    });
-    Some(start)
 }
 
 /// Unix milliseconds of 00:00 local on the first day of `date`'s month.

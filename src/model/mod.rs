@@ -10,6 +10,7 @@ pub mod energy;
 pub mod family;
 pub mod max_power;
 pub mod offpeak;
+pub mod plain_days;
 pub mod render;
 pub mod tariff;
 pub mod tempo;
