@@ -110,9 +110,15 @@ pub fn midnight(tz: Tz, date: NaiveDate) -> Option<i64> {
 /// plain day remembered or on the day after one; `None` when the zone's
 /// rules must tell.
 pub fn day_number(tz: Tz, ts: i64) -> Option<i32> {
+    day_of(tz, ts).map(|(number, _)| number)
+}
+
+/// As [`day_number`], with the day's midnight (Unix ms): every time from it
+/// to 24 hours later is on that day.
+pub fn day_of(tz: Tz, ts: i64) -> Option<(i32, i64)> {
     let recent = with_memory(|m| Some(m.recent))?;
     if let Some(day) = recent.iter().flatten().find(|d| d.holds(tz, ts)) {
-        return Some(day.number);
+        return Some((day.number, day.start));
     }
     // The next day of a recent one: a series goes forward a day at a time.
     let day = recent
@@ -120,7 +126,8 @@ pub fn day_number(tz: Tz, ts: i64) -> Option<i32> {
         .flatten()
         .find(|d| d.tz == tz && (DAY_MS..2 * DAY_MS).contains(&ts.saturating_sub(d.start)))?;
     let next = day.date.succ_opt()?;
-    (midnight(tz, next)? == day.start + DAY_MS).then(|| next.num_days_from_ce())
+    let start = day.start + DAY_MS;
+    (midnight(tz, next)? == start).then(|| (next.num_days_from_ce(), start))
 }
 
 /// Whether `date` is plain, and its midnight, from the zone's rules: both

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use crate::model::Sample;
+use crate::model::{plain_days, Sample};
 
 /// The summary of one bucket of a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,28 +84,39 @@ fn sample_hash(s: Sample) -> i64 {
     (w ^ (w >> 33)) as i64
 }
 
+/// The runs of consecutive samples of one bucket, with their bucket: a
+/// series comes in order, so that a look-up per run (not per sample) does.
+fn runs(samples: &[Sample], tz: Tz) -> impl Iterator<Item = (i32, &[Sample])> {
+    let mut rest = samples;
+    std::iter::from_fn(move || {
+        let first = rest.first()?;
+        let (bucket, len) = match plain_days::day_of(tz, first.ts) {
+            Some((bucket, start)) => {
+                let on_day =
+                    |s: &Sample| s.ts >= start && s.ts.saturating_sub(start) < plain_days::DAY_MS;
+                (bucket, rest.iter().position(|s| !on_day(s)))
+            }
+            None => {
+                let bucket = bucket_of(first.ts, tz);
+                (
+                    bucket,
+                    rest.iter().position(|s| bucket_of(s.ts, tz) != bucket),
+                )
+            }
+        };
+        let (run, tail) = rest.split_at(len.unwrap_or(rest.len()));
+        rest = tail;
+        Some((bucket, run))
+    })
+}
+
 /// The per-bucket summaries of a series' samples.
 pub fn chunks_of(samples: &[Sample], tz: Tz) -> BTreeMap<i32, Chunk> {
     let mut out: BTreeMap<i32, Chunk> = BTreeMap::new();
-    // Summed a run of one bucket at a time: a series' samples come in
-    // order, and a map look-up per sample showed in the profile.
-    let mut run: Option<(i32, Chunk)> = None;
-    for s in samples {
-        let bucket = bucket_of(s.ts, tz);
-        match &mut run {
-            Some((b, chunk)) if *b == bucket => chunk.add(*s),
-            _ => {
-                if let Some((b, chunk)) = run.take() {
-                    out.entry(b).or_default().merge(chunk);
-                }
-                let mut chunk = Chunk::default();
-                chunk.add(*s);
-                run = Some((bucket, chunk));
-            }
-        }
-    }
-    if let Some((b, chunk)) = run {
-        out.entry(b).or_default().merge(chunk);
+    for (bucket, run) in runs(samples, tz) {
+        let mut chunk = Chunk::default();
+        run.iter().for_each(|s| chunk.add(*s));
+        out.entry(bucket).or_default().merge(chunk);
     }
     out
 }
@@ -212,17 +223,7 @@ pub fn plan(old: Option<&SeriesState>, samples: &[Sample], tz: Tz) -> Plan {
     }
     let mut held: HashMap<i32, Chunk> = HashMap::with_capacity(old.chunks.len());
     let mut after: BTreeMap<i32, i64> = BTreeMap::new();
-    // A run of samples of one bucket at a time (a series comes in order):
-    // one look-up per run rather than per sample.
-    let mut rest = samples;
-    while let Some(first) = rest.first() {
-        let bucket = bucket_of(first.ts, tz);
-        let len = rest
-            .iter()
-            .position(|s| bucket_of(s.ts, tz) != bucket)
-            .unwrap_or(rest.len());
-        let (run, tail) = rest.split_at(len);
-        rest = tail;
+    for (bucket, run) in runs(samples, tz) {
         let Some(o) = old.chunks.get(&bucket) else {
             after.insert(bucket, i64::MIN);
             continue;

@@ -7,6 +7,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use url::Url;
 
 pub mod batch;
+mod direct;
 mod read;
 pub mod retry;
 
@@ -127,6 +128,8 @@ impl SinkError {
 #[derive(Debug, Clone)]
 pub struct Sink {
     client: reqwest::Client,
+    /// Imports to a plain-HTTP address without reqwest's per-request cost.
+    direct: Option<std::sync::Arc<direct::Direct>>,
     cfg: VmConfig,
     import_url: Url,
     delete_url: Url,
@@ -151,9 +154,24 @@ impl Sink {
             ))
             .build()
             .unwrap_or_default();
+        let import_url = join(&cfg.import_url, IMPORT_PATH);
+        // Credentials that make no header stay with reqwest, which says so.
+        let authorization = match &cfg.credentials {
+            None => Some(None),
+            Some(c) => basic_authorization(c).map(Some),
+        };
+        let direct = authorization.and_then(|a| {
+            direct::Direct::for_url(
+                &import_url,
+                a,
+                cfg.timeout,
+                cfg.timeout.min(Duration::from_secs(10)),
+            )
+        });
         Self {
             client,
-            import_url: join(&cfg.import_url, IMPORT_PATH),
+            direct: direct.map(std::sync::Arc::new),
+            import_url,
             delete_url: join(&cfg.delete_url, DELETE_PATH),
             export_url: join(&cfg.select_url, EXPORT_PATH),
             query_url: join(&cfg.select_url, QUERY_PATH),
@@ -195,18 +213,38 @@ impl Sink {
             }
             Err(e) => Err(e),
         };
-        match &result {
-            Ok(_) => telemetry::global().request_succeeded(),
-            Err(e) => {
-                telemetry::global().error(e.kind());
-                telemetry::global().request_failed(e);
-            }
-        }
+        count(&result);
         result
     }
 
     /// POSTs Prometheus text lines.
     pub async fn import(&self, body: Bytes) -> Result<(), SinkError> {
+        if let Some(direct) = &self.direct {
+            let what = "importing lines";
+            let result = match direct.post(body).await {
+                Ok((status, _)) if status.is_success() => Ok(()),
+                Ok((status, answer)) => Err(status_error(what, &self.import_url, status, &answer)),
+                Err(f) => Err(SinkError::Transport {
+                    what,
+                    url: self.import_url.to_string(),
+                    reason: format!(
+                        "{}: {}",
+                        if f.timeout {
+                            "timed out"
+                        } else if f.connect {
+                            "cannot connect"
+                        } else {
+                            "connection failed"
+                        },
+                        f.reason
+                    ),
+                    not_sent: f.connect,
+                    timed_out: f.timeout,
+                }),
+            };
+            count(&result);
+            return result;
+        }
         let rb = self
             .client
             .post(self.import_url.clone())
@@ -276,6 +314,31 @@ impl Sink {
         let rb = self.client.get(url.clone());
         self.send("querying", &url, rb).await
     }
+}
+
+/// Counts a request's outcome for `/metrics`.
+fn count<T>(result: &Result<T, SinkError>) {
+    match result {
+        Ok(_) => telemetry::global().request_succeeded(),
+        Err(e) => {
+            telemetry::global().error(e.kind());
+            telemetry::global().request_failed(e);
+        }
+    }
+}
+
+/// The `Authorization` header of basic credentials, marked sensitive so
+/// that no debug output shows it.
+fn basic_authorization(c: &crate::config::Credentials) -> Option<hyper::header::HeaderValue> {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        c.username,
+        c.password()
+    ));
+    let mut value = hyper::header::HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 fn transport(what: &'static str, url: &Url, e: reqwest::Error) -> SinkError {
