@@ -208,12 +208,7 @@ impl Direct {
 
 fn failed(e: hyper::Error) -> Failure {
     let mut reason = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
+    super::push_sources(&mut reason, &e);
     Failure {
         connect: false,
         timeout: false,

@@ -341,6 +341,16 @@ fn basic_authorization(c: &crate::config::Credentials) -> Option<hyper::header::
     Some(value)
 }
 
+/// Appends the chain of `e`'s sources to `text`, each after ": ".
+fn push_sources(text: &mut String, e: &dyn std::error::Error) {
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+}
+
 fn transport(what: &'static str, url: &Url, e: reqwest::Error) -> SinkError {
     let not_sent = e.is_connect();
     let timed_out = e.is_timeout();
@@ -352,12 +362,7 @@ fn transport(what: &'static str, url: &Url, e: reqwest::Error) -> SinkError {
         "connection failed"
     };
     let mut reason = kind.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
+    push_sources(&mut reason, &e);
     SinkError::Transport {
         what,
         url: url.to_string(),
