@@ -25,6 +25,7 @@ RUN scripts/cross-build --install-only "$TARGETPLATFORM"
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+COPY prices/regulated.csv ./prices/regulated.csv
 COPY benches ./benches
 # target/ is a cache shared by the platforms: each builds under target/cross/<triple>/.
 RUN --mount=type=cache,target=/root/.cargo/registry \

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use myelectricaldata_vm_exporter::model::energy::{EnergyRow, PdlEnergy};
 use myelectricaldata_vm_exporter::model::render::{series_head, write_line};
-use myelectricaldata_vm_exporter::model::{Contract, Family, Report};
+use myelectricaldata_vm_exporter::model::{Contract, Family, Report, Scale};
 use std::hint::black_box;
 
 const HEAD: &str =
@@ -26,6 +26,7 @@ fn lines(c: &mut Criterion) {
                     &mut buf,
                     black_box(HEAD),
                     100 + i % 900,
+                    Scale::Milli,
                     1_705_273_200_000 + i * 1_800_000,
                 );
             }
@@ -108,7 +109,7 @@ fn pdl_years(c: &mut Criterion) {
                 }
                 for series in pdl.finish(&contract, &mut report) {
                     for s in &series.samples {
-                        write_line(&mut buf, &series.head, s.milli, s.ts);
+                        write_line(&mut buf, &series.head, s.value, series.scale, s.ts);
                     }
                 }
                 black_box(buf.len())

@@ -61,7 +61,7 @@ pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audi
         let mut compared = Vec::new();
         while let Some(group) = reader.next(&contract, &mut report).await? {
             for series in group {
-                let expected = Expected::of(&series.samples, obs.at_ms);
+                let expected = Expected::of(&series.samples, series.scale, obs.at_ms);
                 let seen = obs.series.get(&series.key);
                 let recent = known
                     .get(&series.selector)

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::model::costs::{KvaBook, KvaOrigin};
 use crate::model::{Table, TABLES as TABLES_READ};
 use crate::source::Source;
 use crate::vm::Sink;
@@ -37,6 +38,8 @@ const PG: &str = "PostgreSQL reachable";
 const TABLES: &str = "MyElectricalData tables present";
 const LOCK: &str = "Export lock";
 const OFFPEAK: &str = "Off-peak hours of each PDL (tariff periods)";
+const KVA: &str = "Subscribed power of each PDL (costs)";
+const PRICES: &str = "Price grid in force (costs)";
 const VM: &str = "VictoriaMetrics reachable";
 const CREDENTIALS: &str = "Credentials accepted";
 const READ_BACK: &str = "A sample written and read back";
@@ -81,6 +84,10 @@ fn skip(check: &'static str, why: &str) -> Item {
 pub async fn run(config: &Config) -> Vec<Item> {
     let mut out = Vec::new();
     let oldest = check_postgres(config, &mut out).await;
+    let today = chrono::Utc::now()
+        .with_timezone(&config.timezone)
+        .date_naive();
+    out.push(check_prices(config, today));
     check_victoriametrics(config, oldest, &mut out).await;
     let reachable = |check: &str| {
         out.iter()
@@ -192,6 +199,7 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
             out.push(ok(TABLES, tables_found(&present)));
             oldest = source.oldest_date().await.ok().flatten();
             out.push(check_offpeak(config, &source).await);
+            out.push(check_kva(config, &source).await);
         }
         Ok(present) => out.push(bad(
             Status::Fail,
@@ -257,6 +265,89 @@ async fn check_offpeak(config: &Config, source: &Source) -> Item {
         OFFPEAK,
         format!("{found}; unreadable: {}", unread.join("; ")),
         "set VICTORIAMETRICS_OFFPEAK_HOURS to the contract's off-peak hours (on the bill, or in the Enedis customer area), such as 22:00-06:00",
+    )
+}
+
+/// Each PDL's subscribed power and where it comes from; a PDL priced at the
+/// default 6 kVA is a warning, as its subscription costs may be wrong.
+async fn check_kva(config: &Config, source: &Source) -> Item {
+    let read = async {
+        Ok::<_, crate::source::SourceError>((
+            source.consumption_pdls().await?,
+            source.subscribed_powers().await?,
+        ))
+    };
+    let (pdls, records) = match read.await {
+        Ok(r) => r,
+        Err(e) => {
+            return bad(
+                Status::Warn,
+                KVA,
+                e.to_string(),
+                "check the database user may read pdls",
+            )
+        }
+    };
+    let mut report = crate::model::Report::default();
+    let book = KvaBook::new(config.subscribed_kva, &records, &mut report);
+    if pdls.is_empty() {
+        return ok(KVA, "no PDL in consumption_data yet");
+    }
+    let each: Vec<(String, KvaOrigin)> = pdls
+        .iter()
+        .map(|pdl| {
+            let (kva, origin) = book.for_pdl(pdl);
+            (format!("{pdl} {kva} kVA ({})", origin.describe()), origin)
+        })
+        .collect();
+    let found = each
+        .iter()
+        .map(|(s, _)| s.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if each.iter().all(|(_, o)| *o != KvaOrigin::Default) {
+        return ok(KVA, found);
+    }
+    bad(
+        Status::Warn,
+        KVA,
+        found,
+        "set VICTORIAMETRICS_SUBSCRIBED_KVA to the contract's power (on the bill: 3, 6, 9, 12, 15, 18, 24, 30 or 36), or record it in MyElectricalData: subscriptions are priced at 6 kVA meanwhile",
+    )
+}
+
+/// Which grid prices the costs and its latest change; a change more than
+/// seven months old is a warning, as regulated prices change on 1 February
+/// and 1 August.
+pub fn check_prices(config: &Config, today: chrono::NaiveDate) -> Item {
+    let grid = &config.prices;
+    let which = match &config.prices_file {
+        Some(path) => format!("{} (VICTORIAMETRICS_PRICES_FILE)", path.display()),
+        None => "the shipped grid (EDF's regulated tariffs)".to_string(),
+    };
+    let Some(latest) = grid.latest_change() else {
+        return bad(
+            Status::Warn,
+            PRICES,
+            format!("{which} holds no price: no cost is computed"),
+            "add prices to the file, or unset VICTORIAMETRICS_PRICES_FILE to use the shipped grid",
+        );
+    };
+    let found = format!(
+        "{which}, {} prices, latest change {latest}",
+        grid.rows().len()
+    );
+    let stale = latest
+        .checked_add_months(chrono::Months::new(7))
+        .is_some_and(|limit| limit < today);
+    if !stale {
+        return ok(PRICES, found);
+    }
+    bad(
+        Status::Warn,
+        PRICES,
+        format!("{found}, more than seven months ago: a regulated change (1 February, 1 August) was probably missed"),
+        "update the exporter, or save `myelectricaldata-vm-exporter prices` to a file, add the new prices and set VICTORIAMETRICS_PRICES_FILE to it",
     )
 }
 
@@ -486,6 +577,27 @@ mod tests {
             "1 of 3 checks failed (1 could not be tried); see what to do above"
         );
         assert!(!passed(&items));
+    }
+
+    #[test]
+    fn a_price_grid_whose_latest_change_is_over_seven_months_old_is_a_warning() {
+        let config = Config::from_pairs([("DATABASE_URL", "postgresql://u@h/db")]).unwrap();
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let latest = config.prices.latest_change().unwrap();
+        let fresh = check_prices(
+            &config,
+            latest.checked_add_months(chrono::Months::new(7)).unwrap(),
+        );
+        assert_eq!(fresh.status, Status::Ok, "{}", fresh.found);
+        assert!(fresh.found.contains("the shipped grid"), "{}", fresh.found);
+        assert!(
+            fresh.found.contains(&format!("latest change {latest}")),
+            "{}",
+            fresh.found
+        );
+        let stale = check_prices(&config, day("2099-01-01"));
+        assert_eq!(stale.status, Status::Warn);
+        assert!(stale.fix.unwrap().contains("VICTORIAMETRICS_PRICES_FILE"));
     }
 
     #[test]

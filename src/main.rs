@@ -34,6 +34,8 @@ enum Command {
     Migrate,
     /// Ask the running daemon's /health (VICTORIAMETRICS_HTTP_LISTEN_ADDR): exit 0 when healthy.
     Health,
+    /// Print the price grid in force (VICTORIAMETRICS_PRICES_FILE, else the shipped one), ready to copy and edit.
+    Prices,
 }
 
 fn main() -> ExitCode {
@@ -45,8 +47,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Some(Command::Health) = cli.command {
-        return health();
+    match cli.command {
+        Some(Command::Health) => return health(),
+        Some(Command::Prices) => return prices(),
+        _ => {}
     }
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -103,6 +107,7 @@ async fn execute(command: Command, config: Config) -> ExitCode {
             .await
         }
         Command::Health => return health(),
+        Command::Prices => return prices(),
         Command::Check => {
             let items = check::run(&config).await;
             print!("{}", check::report(&items));
@@ -147,6 +152,21 @@ fn health() -> ExitCode {
             }
         }
     })
+}
+
+/// The `prices` command: the grid in force, as its file has it, comments
+/// and sources included. Needs no other variable.
+fn prices() -> ExitCode {
+    match config::prices_from_env() {
+        Ok(grid) => {
+            print!("{}", grid.text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// A progress bar when a person watches `once` on a terminal.

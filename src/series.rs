@@ -2,6 +2,7 @@
 //! in groups small enough to hold in memory.
 
 use crate::config::Config;
+use crate::model::costs::{price_series, KvaBook};
 use crate::model::ecowatt::ecowatt_series;
 use crate::model::energy::EnergyRow;
 use crate::model::energy::PdlEnergy;
@@ -126,11 +127,13 @@ impl<'s> SeriesReader<'s> {
                         return Ok(Some(done.finish(contract, tariff, report)));
                     }
                 }
+                if let Some(last) = self.current.take() {
+                    return Ok(Some(last.finish(contract, tariff, report)));
+                }
                 self.done = true;
-                Ok(self
-                    .current
-                    .take()
-                    .map(|p| p.finish(contract, tariff, report)))
+                // The grid the costs were priced with, after the last PDL.
+                Ok((family == Family::Consumption)
+                    .then(|| price_series(contract, &contract.prices, report)))
             }
             Family::Tempo => {
                 self.done = true;
@@ -178,8 +181,10 @@ impl SeriesReader<'_> {
     ) -> Result<TariffInputs, SourceError> {
         let colours = tempo_days(&self.source.tempo_rows().await?, &mut Report::default());
         let records = self.source.offpeak_records().await?;
+        let powers = self.source.subscribed_powers().await?;
         Ok(TariffInputs {
             offpeak: OffPeakBook::new(contract.offpeak_hours.clone(), &records, report),
+            kva: KvaBook::new(contract.subscribed_kva, &powers, report),
             colours,
         })
     }
@@ -207,7 +212,7 @@ pub async fn render_all(
         while let Some(group) = reader.next(&contract, &mut report).await? {
             for series in group {
                 for s in &series.samples {
-                    write_line(&mut buf, &series.head, s.milli, s.ts);
+                    write_line(&mut buf, &series.head, s.value, series.scale, s.ts);
                 }
                 if buf.len() >= 60 * 1024 {
                     out.write_all(&buf)?;

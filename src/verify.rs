@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::model::render::series_key;
-use crate::model::Sample;
+use crate::model::{Sample, Scale};
 
 /// The earliest instant a read-back covers (Unix ms, excluded): the day
 /// after the Unix epoch. VictoriaMetrics 1.79 answers nothing to a window
@@ -89,17 +89,22 @@ pub fn key_of_selector(selector: &str) -> Option<String> {
 pub struct Expected {
     /// Samples.
     pub count: u64,
-    /// Their sum, in thousandths.
-    pub sum_milli: i128,
+    /// Their sum, in units of `scale`.
+    pub sum: i128,
+    /// The series' decimals.
+    pub scale: Scale,
 }
 
 impl Expected {
     /// The samples among `samples` a read-back at `at_ms` covers.
-    pub fn of<'a>(samples: impl IntoIterator<Item = &'a Sample>, at_ms: i64) -> Self {
-        let mut e = Expected::default();
+    pub fn of<'a>(samples: impl IntoIterator<Item = &'a Sample>, scale: Scale, at_ms: i64) -> Self {
+        let mut e = Expected {
+            scale,
+            ..Expected::default()
+        };
         for s in samples.into_iter().filter(|s| covered(s.ts, at_ms)) {
             e.count += 1;
-            e.sum_milli += i128::from(s.milli);
+            e.sum += i128::from(s.value);
         }
         e
     }
@@ -135,10 +140,12 @@ pub fn compare(expected: Expected, observed: Option<&Observed>) -> Verdict {
             Verdict::Absent
         };
     };
-    // VictoriaMetrics sums in floating point: allow well under a thousandth.
-    let want = expected.sum_milli as f64 / 1000.0;
-    let same_sum = (o.sum - want).abs() <= 0.0004 + want.abs() * 1e-12;
-    let doubled_sum = (o.sum - 2.0 * want).abs() <= 0.0008 + want.abs() * 2e-12;
+    // VictoriaMetrics sums in floating point: allow well under one unit
+    // of the last decimal.
+    let want = expected.scale.to_f64(expected.sum);
+    let unit = expected.scale.to_f64(1);
+    let same_sum = (o.sum - want).abs() <= 0.4 * unit + want.abs() * 1e-12;
+    let doubled_sum = (o.sum - 2.0 * want).abs() <= 0.8 * unit + want.abs() * 2e-12;
     if o.count == expected.count && same_sum {
         Verdict::Same
     } else if expected.count > 0 && o.count == 2 * expected.count && doubled_sum {
@@ -248,6 +255,7 @@ impl Verdict {
 pub fn diagnose_verdict(
     verdict: Verdict,
     held: &[Sample],
+    scale: Scale,
     stored: &[(i64, f64)],
 ) -> Option<Diagnosis> {
     let d = match verdict {
@@ -261,14 +269,14 @@ pub fn diagnose_verdict(
             missing: held.iter().map(|s| s.ts).collect(),
             extra: 0,
         },
-        Verdict::Fewer | Verdict::Differs => diagnose(held, stored),
+        Verdict::Fewer | Verdict::Differs => diagnose(held, scale, stored),
     };
     (!d.missing.is_empty() || d.extra > 0).then_some(d)
 }
 
 /// Compares the samples a series holds (`stored`, as `/api/v1/export`
 /// gives them: timestamp and value) with those it should hold.
-pub fn diagnose(expected: &[Sample], stored: &[(i64, f64)]) -> Diagnosis {
+pub fn diagnose(expected: &[Sample], scale: Scale, stored: &[(i64, f64)]) -> Diagnosis {
     let mut held: HashMap<i64, Vec<f64>> = HashMap::with_capacity(stored.len());
     for (ts, v) in stored {
         held.entry(*ts).or_default().push(*v);
@@ -278,10 +286,11 @@ pub fn diagnose(expected: &[Sample], stored: &[(i64, f64)]) -> Diagnosis {
         match held.remove(&s.ts) {
             None => d.missing.push(s.ts),
             Some(values) => {
-                let want = s.milli as f64 / 1000.0;
+                let want = scale.to_f64(s.value.into());
+                let unit = scale.to_f64(1);
                 let right = values
                     .iter()
-                    .filter(|v| (**v - want).abs() <= 0.0004 + want.abs() * 1e-12)
+                    .filter(|v| (**v - want).abs() <= 0.4 * unit + want.abs() * 1e-12)
                     .count();
                 d.extra += (values.len() - right.min(1)) as u64;
             }
@@ -311,11 +320,11 @@ mod tests {
             Sample::whole(D, 10),
             Sample {
                 ts: D + 1,
-                milli: 270_500,
+                value: 270_500,
             },
             Sample::whole(D + 2, 7),
         ];
-        let e = Expected::of(&samples, i64::MAX);
+        let e = Expected::of(&samples, Scale::Milli, i64::MAX);
         assert_eq!(compare(e, Some(&obs(3, 287.5))), Verdict::Same);
         assert_eq!(compare(e, Some(&obs(2, 280.5))), Verdict::Fewer);
         assert_eq!(compare(e, Some(&obs(4, 297.5))), Verdict::Differs);
@@ -325,8 +334,11 @@ mod tests {
         assert_eq!(compare(Expected::default(), None), Verdict::Same);
         // Samples after the read-back's instant, or before the day after
         // the epoch, are not expected.
-        assert_eq!(Expected::of(&samples, D + 1).count, 2);
-        assert_eq!(Expected::of(&[Sample::whole(5, 1)], D).count, 0);
+        assert_eq!(Expected::of(&samples, Scale::Milli, D + 1).count, 2);
+        assert_eq!(
+            Expected::of(&[Sample::whole(5, 1)], Scale::Milli, D).count,
+            0
+        );
     }
 
     #[test]
@@ -336,7 +348,7 @@ mod tests {
             Sample::whole(100_000_000, 10),
             Sample::whole(100_000_001, 5),
         ];
-        let e = Expected::of(&samples, i64::MAX);
+        let e = Expected::of(&samples, Scale::Milli, i64::MAX);
         assert_eq!(compare(e, Some(&obs(4, 30.0))), Verdict::Doubled);
         // Twice the count at another sum is a real difference.
         assert_eq!(compare(e, Some(&obs(4, 31.0))), Verdict::Differs);
@@ -358,18 +370,26 @@ mod tests {
             Sample::whole(3, 30),
         ];
         assert_eq!(
-            diagnose(&expected, &[(1, 10.0), (3, 30.0)]),
+            diagnose(&expected, Scale::Milli, &[(1, 10.0), (3, 30.0)]),
             Diagnosis {
                 missing: vec![2],
                 extra: 0
             }
         );
-        let dup = diagnose(&expected, &[(1, 10.0), (1, 10.0), (2, 20.0), (3, 30.0)]);
+        let dup = diagnose(
+            &expected,
+            Scale::Milli,
+            &[(1, 10.0), (1, 10.0), (2, 20.0), (3, 30.0)],
+        );
         assert_eq!(dup.extra, 1);
-        let other = diagnose(&expected, &[(1, 10.0), (2, 21.0), (3, 30.0), (4, 1.0)]);
+        let other = diagnose(
+            &expected,
+            Scale::Milli,
+            &[(1, 10.0), (2, 21.0), (3, 30.0), (4, 1.0)],
+        );
         assert_eq!(other.extra, 2);
         assert!(!other.only_missing());
-        assert!(diagnose(&expected, &[]).only_missing());
+        assert!(diagnose(&expected, Scale::Milli, &[]).only_missing());
     }
 
     #[test]

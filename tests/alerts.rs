@@ -426,9 +426,21 @@ fn peak_hours_wh(watts: i32) -> f64 {
     32.0 * f64::from(watts) * 30.0 / 60.0
 }
 
-/// The regulated Tempo price of a red day's peak hours since 1 February
-/// 2026, EUR per kWh (the rules file's).
-const RED_PEAK_PRICE: f64 = 0.7060;
+/// The Tempo price of a red day's `period` ("hp" or "hc") in force today
+/// in the shipped grid, EUR per kWh: what the exporter's price series say
+/// and the rules read from them.
+fn red_price(period: &str) -> f64 {
+    let today = Utc::now().with_timezone(&Paris).date_naive();
+    let micro = common::model::Pricing::shipped()
+        .price("TEMPO", &format!("red_{period}"), 6, today)
+        .unwrap();
+    micro as f64 / 1e6
+}
+
+/// A price as the alert writes it: four decimals, a decimal comma.
+fn french(price: f64) -> String {
+    format!("{price:.4} €").replace('.', ",")
+}
 
 /// Waits until vmalert fires `name`.
 async fn wait_firing(vmalert: &Vmalert, name: &str, within: Duration) -> Value {
@@ -484,7 +496,7 @@ fn assert_cost_alert(alert: &Value, want_wh: f64, basis_text: &str) {
     // energies here are whole kWh.
     assert_eq!(want_wh % 1000.0, 0.0);
     let energy = format!("{}kWh", want_wh / 1000.0);
-    let cost = format!("{:.2} €", want_wh / 1000.0 * RED_PEAK_PRICE);
+    let cost = format!("{:.2} €", want_wh / 1000.0 * red_price("hp"));
     assert_eq!(
         alert["annotations"]["summary"],
         format!("Jour Tempo ROUGE demain : environ {energy} en heures pleines")
@@ -494,8 +506,12 @@ fn assert_cost_alert(alert: &Value, want_wh: f64, basis_text: &str) {
         PDL,
         &format!("d'habitude {energy}"),
         basis_text,
-        "0,7060 €",
+        &format!(
+            "à {} le kWh (prix Tempo ROUGE HP en vigueur)",
+            french(red_price("hp"))
+        ),
         &format!("soit environ {cost}."),
+        &format!("coûte {}.", french(red_price("hc"))),
     ] {
         assert!(
             description.contains(part),

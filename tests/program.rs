@@ -179,7 +179,7 @@ async fn migrate_creates_missing_tables_and_changes_nothing_in_an_existing_datab
 
 fn parse_line(line: &str) -> (BTreeMap<String, String>, i64, i64) {
     // name{a="x",b="y"} value ts — label values here hold no escapes; the
-    // value comes back in thousandths, as the model keeps it.
+    // value comes back in the model's fixed-point units.
     let (series, rest) = line.split_once("} ").expect("a line has labels");
     let (name, labels) = series.split_once('{').unwrap();
     let mut l = BTreeMap::from([("__name__".to_string(), name.to_string())]);
@@ -189,12 +189,15 @@ fn parse_line(line: &str) -> (BTreeMap<String, String>, i64, i64) {
     }
     let mut parts = rest.split(' ');
     let text = parts.next().unwrap();
+    // Thousandths, or millionths for euros.
+    let scale = common::model::scale_of(name);
+    let decimals = if scale > 1e3 { 6 } else { 3 };
     assert!(
         text.split_once('.')
-            .is_none_or(|(_, f)| f.len() <= 3 && !f.ends_with('0')),
+            .is_none_or(|(_, f)| f.len() <= decimals && !f.ends_with('0')),
         "{line}: not the shortest exact decimal"
     );
-    let value = (text.parse::<f64>().unwrap() * 1000.0).round() as i64;
+    let value = (text.parse::<f64>().unwrap() * scale).round() as i64;
     let ts = parts.next().unwrap().parse().unwrap();
     (l, value, ts)
 }
@@ -236,6 +239,7 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
         let family = [
             "consumption_period",
             "tempo_consumption",
+            "_eur",
             "consumption",
             "production",
             "tempo",
@@ -246,7 +250,8 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
         .into_iter()
         .find(|f| name.contains(f))
         .map(|f| match f {
-            "consumption_period" | "tempo_consumption" => "consumption",
+            // Tariff periods, their costs and the price grid.
+            "consumption_period" | "tempo_consumption" | "_eur" => "consumption",
             f => f,
         })
         .unwrap();

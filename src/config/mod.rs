@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -16,6 +18,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::model::offpeak::OffPeakHours;
+use crate::model::prices::{PriceGrid, POWERS};
 use crate::model::{Contract, LEGACY_LABEL_TIMES_VAR};
 
 mod values;
@@ -64,6 +67,8 @@ struct RawEnv {
     victoriametrics_labels: Option<String>,
     victoriametrics_offpeak_hours: Option<String>,
     victoriametrics_http_listen_addr: Option<String>,
+    victoriametrics_prices_file: Option<String>,
+    victoriametrics_subscribed_kva: Option<String>,
 }
 
 /// Basic-auth credentials for VictoriaMetrics.
@@ -122,6 +127,12 @@ pub struct Config {
     pub listen_addr: Option<SocketAddr>,
     /// Off-peak hours for every PDL, overriding their contracts'.
     pub offpeak_hours: Option<OffPeakHours>,
+    /// The price grid in force: the shipped one, or the file's.
+    pub prices: Arc<PriceGrid>,
+    /// `VICTORIAMETRICS_PRICES_FILE`, when it replaces the shipped grid.
+    pub prices_file: Option<PathBuf>,
+    /// The subscribed power (kVA) of every PDL, overriding `pdls`'.
+    pub subscribed_kva: Option<u8>,
 }
 
 impl Config {
@@ -136,6 +147,8 @@ impl Config {
     pub fn contract(&self, now_ms: i64) -> Contract {
         Contract {
             offpeak_hours: self.offpeak_hours.clone(),
+            prices: self.prices.clone(),
+            subscribed_kva: self.subscribed_kva,
             legacy_label_times: std::env::var_os(LEGACY_LABEL_TIMES_VAR).is_some_and(|v| v == "1"),
             ..Contract::new(self.timezone, &self.labels, now_ms)
         }
@@ -281,6 +294,22 @@ impl Config {
                     .map_err(|reason| ConfigError::new("VICTORIAMETRICS_OFFPEAK_HOURS", reason))?,
             ),
         };
+        let subscribed_kva = match nonempty(raw.victoriametrics_subscribed_kva) {
+            None => None,
+            Some(v) => Some(
+                v.parse::<u8>()
+                    .ok()
+                    .filter(|k| POWERS.contains(k))
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "VICTORIAMETRICS_SUBSCRIBED_KVA",
+                            format!("expected 3, 6, 9, 12, 15, 18, 24, 30 or 36 (kVA), got {v:?}"),
+                        )
+                    })?,
+            ),
+        };
+        let prices_file = nonempty(raw.victoriametrics_prices_file).map(PathBuf::from);
+        let prices = Arc::new(read_prices(prices_file.as_deref())?);
         Ok(Config {
             database_url,
             enabled,
@@ -299,7 +328,39 @@ impl Config {
             labels,
             listen_addr,
             offpeak_hours,
+            prices,
+            prices_file,
+            subscribed_kva,
         })
+    }
+}
+
+/// `VICTORIAMETRICS_PRICES_FILE`'s grid alone, or the shipped one, for the
+/// `prices` command.
+pub fn prices_from_env() -> Result<PriceGrid, ConfigError> {
+    let var = "VICTORIAMETRICS_PRICES_FILE";
+    let file = match std::env::var_os(var) {
+        None => None,
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(PathBuf::from(v)),
+    };
+    read_prices(file.as_deref())
+}
+
+/// The grid in `file`, or the shipped one; a file that cannot be read or
+/// has a line that does not parse is an error naming it and the line.
+pub fn read_prices(file: Option<&Path>) -> Result<PriceGrid, ConfigError> {
+    const VAR: &str = "VICTORIAMETRICS_PRICES_FILE";
+    match file {
+        None => PriceGrid::shipped()
+            .map_err(|e| ConfigError::new(VAR, format!("the shipped price grid, {e}"))),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(VAR, format!("cannot read {}: {e}", path.display()))
+            })?;
+            PriceGrid::parse(&text)
+                .map_err(|e| ConfigError::new(VAR, format!("{} {e}", path.display())))
+        }
     }
 }
 
@@ -443,6 +504,9 @@ mod tests {
             ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", "0.0.0.0:http"),
             ("VICTORIAMETRICS_LABELS", "[1]"),
             ("VICTORIAMETRICS_USERNAME", "alice"),
+            ("VICTORIAMETRICS_SUBSCRIBED_KVA", "7"),
+            ("VICTORIAMETRICS_SUBSCRIBED_KVA", "6kVA"),
+            ("VICTORIAMETRICS_PRICES_FILE", "/nonexistent/prices.csv"),
         ];
         for (var, value) in cases {
             let err = with(&[(var, value)]).unwrap_err();
@@ -458,6 +522,43 @@ mod tests {
         assert_eq!(err.var, "DATABASE_URL");
         let err = Config::from_pairs([("DATABASE_URL", "mysql://x@y/z")]).unwrap_err();
         assert_eq!(err.var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn a_price_file_replaces_the_shipped_grid_and_a_bad_line_is_named() {
+        let c = with(&[]).unwrap();
+        assert_eq!(
+            c.prices.rows().len(),
+            PriceGrid::shipped().unwrap().rows().len()
+        );
+        let dir = std::env::temp_dir().join(format!("med-prices-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.csv");
+        std::fs::write(&good, "# mine\n2026-08-01,BASE,,base,0.1952\n").unwrap();
+        let file = |p: &std::path::Path| {
+            let mut pairs: Vec<(String, String)> = base()
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            pairs.push((
+                "VICTORIAMETRICS_PRICES_FILE".into(),
+                p.display().to_string(),
+            ));
+            Config::from_pairs(pairs)
+        };
+        let c = file(&good).unwrap();
+        assert_eq!(c.prices.rows().len(), 1);
+        let bad = dir.join("bad.csv");
+        std::fs::write(
+            &bad,
+            "2026-08-01,BASE,,base,0.1952\n\n2026-08-01,BASE,,base,0,19\n",
+        )
+        .unwrap();
+        let e = file(&bad).unwrap_err();
+        assert_eq!(e.var, "VICTORIAMETRICS_PRICES_FILE");
+        let shown = e.to_string();
+        assert!(shown.contains("bad.csv line 3: expected 5"), "{shown}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

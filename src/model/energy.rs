@@ -293,7 +293,7 @@ impl PdlEnergy {
                 };
                 let curve = &mut self.detailed[slot].1;
                 let milli = interval_energy_milli(row.value, minutes);
-                curve.energy.push(Sample { ts, milli });
+                curve.energy.push(Sample { ts, value: milli });
                 curve.power.push(Sample::whole(ts, row.value));
                 Some(Interval {
                     start,
@@ -473,7 +473,7 @@ mod tests {
         let mut buf = Vec::new();
         let daily = &series[0];
         for s in &daily.samples {
-            super::super::render::write_line(&mut buf, &daily.head, s.milli, s.ts);
+            super::super::render::write_line(&mut buf, &daily.head, s.value, daily.scale, s.ts);
         }
         assert_eq!(
             String::from_utf8(buf).unwrap(),
@@ -515,7 +515,7 @@ mod tests {
                 r#"myelectricaldata_production_wh{pdl="12345678901234",type="monthly"}"#,
             ]
         );
-        let monthly: Vec<i64> = series[5].samples.iter().map(|s| s.milli).collect();
+        let monthly: Vec<i64> = series[5].samples.iter().map(|s| s.value).collect();
         assert_eq!(monthly, [30_000, 5_000]);
         assert!(r.skipped.is_empty());
     }
@@ -572,7 +572,7 @@ mod tests {
         p.push(&c, later, &mut r);
         p.push(&c, earlier, &mut r);
         let series = p.finish(&c, &mut r);
-        assert_eq!(series[0].samples[0].milli, 2000);
+        assert_eq!(series[0].samples[0].value, 2000);
         assert_eq!(r.skipped.len(), 1);
         assert_eq!(r.skipped[0].row, "a-earlier");
     }
@@ -642,16 +642,22 @@ mod tests {
         let series = p.finish(&c, &mut r);
         assert_eq!(r.skipped.len(), 1);
         assert_eq!(r.skipped[0].row, "bad");
-        let wh: Vec<i64> = series[0].samples.iter().map(|s| s.milli).collect();
+        let wh: Vec<i64> = series[0].samples.iter().map(|s| s.value).collect();
         let want: Vec<i64> = lengths.iter().map(|l| l.3).collect();
         assert_eq!(wh, want);
         assert!(series[1]
             .head
             .starts_with("myelectricaldata_consumption_power_w{"));
-        let w: Vec<i64> = series[1].samples.iter().map(|s| s.milli / 1000).collect();
+        let w: Vec<i64> = series[1].samples.iter().map(|s| s.value / 1000).collect();
         assert_eq!(w, lengths.iter().map(|l| l.2).collect::<Vec<_>>());
         let mut buf = Vec::new();
-        crate::model::render::write_line(&mut buf, &series[0].head, series[0].samples[0].milli, 0);
+        crate::model::render::write_line(
+            &mut buf,
+            &series[0].head,
+            series[0].samples[0].value,
+            series[0].scale,
+            0,
+        );
         assert!(String::from_utf8(buf).unwrap().contains("} 270.5 0"));
     }
 
@@ -675,6 +681,6 @@ mod tests {
         assert!(r.skipped.is_empty());
         assert_eq!(series.len(), 2, "daily and monthly only");
         assert_eq!(series[0].samples.len(), 1);
-        assert_eq!(series[1].samples[0].milli, 7000);
+        assert_eq!(series[1].samples[0].value, 7000);
     }
 }

@@ -33,6 +33,10 @@ pub mod metric {
     pub const MAX_POWER_VA: &str = "myelectricaldata_max_power_va";
     /// Zen Flex days, by kind.
     pub const ZEN_FLEX_DAY: &str = "myelectricaldata_zen_flex_day";
+    /// What a day cost under each regulated option, in €.
+    pub const COST_EUR: &str = "myelectricaldata_cost_eur";
+    /// The price grid in force, in € per kWh or per month.
+    pub const PRICE_EUR: &str = "myelectricaldata_price_eur";
 }
 
 /// A table of MyElectricalData's database the exporter reads.
@@ -115,7 +119,11 @@ pub enum Family {
     /// `consumption_data`, and the tariff periods of its load curve
     /// (`myelectricaldata_consumption_period_wh` and
     /// `myelectricaldata_tempo_consumption_wh`, with `tempo_days` and the
-    /// contracts' off-peak hours): one read of the table for both.
+    /// contracts' off-peak hours) and their costs
+    /// (`myelectricaldata_cost_eur`, with the subscribed powers of `pdls`),
+    /// one read of the table for all; and the price grid the costs are
+    /// computed with (`myelectricaldata_price_eur`), so that a new grid
+    /// rewrites both together.
     Consumption,
     /// `myelectricaldata_production_wh`, from `production_data`.
     Production,
@@ -154,8 +162,8 @@ static SPECS: [Spec; FAMILIES] = [
     Spec {
         name: "consumption",
         table: Table::ConsumptionData,
-        // With the tariff periods of its load curve: the colours, and the
-        // contracts' off-peak hours.
+        // With the tariff periods of its load curve and their costs: the
+        // colours, the contracts' off-peak hours and subscribed powers.
         reads: &[
             Table::ConsumptionData,
             Table::TempoDays,
@@ -167,6 +175,8 @@ static SPECS: [Spec; FAMILIES] = [
             CONSUMPTION_POWER_W,
             CONSUMPTION_PERIOD_WH,
             TEMPO_CONSUMPTION_WH,
+            COST_EUR,
+            PRICE_EUR,
         ],
     },
     Spec {

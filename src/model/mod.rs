@@ -5,12 +5,14 @@
 //! with what was exported before and to render as Prometheus text lines.
 
 pub mod calendar;
+pub mod costs;
 pub mod ecowatt;
 pub mod energy;
 pub mod family;
 pub mod max_power;
 pub mod offpeak;
 pub mod plain_days;
+pub mod prices;
 pub mod render;
 pub mod tariff;
 pub mod tempo;
@@ -28,11 +30,13 @@ pub use family::{metric, Family, Table, FAMILIES, TABLES};
 pub const OWN_LABELS: [&str; 5] = ["pdl", "type", "color", "quality", "region"];
 
 /// Every label the exporter sets itself; `VICTORIAMETRICS_LABELS` may not use them.
-pub const RESERVED_LABELS: [&str; 7] = [
-    "pdl", "type", "color", "quality", "region", "day_type", "period",
+pub const RESERVED_LABELS: [&str; 11] = [
+    "pdl", "type", "color", "quality", "region", "day_type", "period", "option", "part", "kva",
+    "item",
 ];
 
-/// One sample: Unix milliseconds and a value in thousandths.
+/// One sample: Unix milliseconds and a fixed-point value, in the
+/// thousandths or millionths its series' [`Scale`] says.
 ///
 /// Values are fixed-point so that they render exactly and sum without float
 /// noise: counts, levels, W and VA are whole; the energy of a load-curve
@@ -44,8 +48,41 @@ pub const RESERVED_LABELS: [&str; 7] = [
 pub struct Sample {
     /// Unix milliseconds.
     pub ts: i64,
-    /// The value, in thousandths.
-    pub milli: i64,
+    /// The value, in units of its series' [`Scale`].
+    pub value: i64,
+}
+
+/// How many decimals a series' values carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scale {
+    /// Thousandths: energy, power, counts and levels.
+    #[default]
+    Milli,
+    /// Millionths: euros, as costs are rounded to 0.000001 €.
+    Micro,
+}
+
+impl Scale {
+    /// Fixed-point units in one.
+    pub const fn per_unit(self) -> i64 {
+        match self {
+            Scale::Milli => 1_000,
+            Scale::Micro => 1_000_000,
+        }
+    }
+
+    /// Decimals written.
+    pub const fn decimals(self) -> u32 {
+        match self {
+            Scale::Milli => 3,
+            Scale::Micro => 6,
+        }
+    }
+
+    /// A fixed-point value (or sum) as the float VictoriaMetrics answers.
+    pub fn to_f64(self, value: i128) -> f64 {
+        value as f64 / self.per_unit() as f64
+    }
 }
 
 impl Sample {
@@ -53,7 +90,7 @@ impl Sample {
     pub const fn whole(ts: i64, value: i64) -> Self {
         Self {
             ts,
-            milli: value.saturating_mul(1000),
+            value: value.saturating_mul(1000),
         }
     }
 }
@@ -71,6 +108,8 @@ pub struct Series {
     pub key: String,
     /// Its samples, sorted by timestamp, one per timestamp.
     pub samples: Vec<Sample>,
+    /// The decimals of its samples' values.
+    pub scale: Scale,
     /// Its `pdl` label, if it has one.
     pub pdl: Option<String>,
 }
@@ -125,6 +164,10 @@ pub struct Contract {
     pub cutoff_ms: i64,
     /// `VICTORIAMETRICS_OFFPEAK_HOURS`, which overrides every contract's.
     pub offpeak_hours: Option<crate::model::offpeak::OffPeakHours>,
+    /// The price grid costs are computed with (empty: no cost, no price).
+    pub prices: std::sync::Arc<crate::model::prices::PriceGrid>,
+    /// `VICTORIAMETRICS_SUBSCRIBED_KVA`, which overrides every PDL's.
+    pub subscribed_kva: Option<u8>,
     /// Stamp load-curve samples at their label read with `fold=0`, as
     /// releases before the daylight-saving fix did. Only the upgrade test
     /// sets it (through [`LEGACY_LABEL_TIMES_VAR`]), to build the mirror an
@@ -148,6 +191,8 @@ impl Contract {
                 .collect(),
             cutoff_ms: now_ms.saturating_add(FUTURE_WINDOW_MS),
             offpeak_hours: None,
+            prices: Default::default(),
+            subscribed_kva: None,
             legacy_label_times: false,
         }
     }
@@ -160,6 +205,21 @@ impl Contract {
         &self,
         name: &str,
         own: &[(&str, &str)],
+        samples: Vec<Sample>,
+        report: &mut Report,
+    ) -> Option<Series> {
+        self.series_in(name, own, &[], Scale::Milli, samples, report)
+    }
+
+    /// As [`Contract::series`], for values in `scale` and a metric with
+    /// labels of its own (`pins`) that some of its series lack: the
+    /// selector matches those as empty too.
+    pub fn series_in(
+        &self,
+        name: &str,
+        own: &[(&str, &str)],
+        pins: &[&str],
+        scale: Scale,
         mut samples: Vec<Sample>,
         report: &mut Report,
     ) -> Option<Series> {
@@ -198,7 +258,8 @@ impl Contract {
         if deduped.is_empty() {
             return None;
         }
-        let selector = render::series_selector(name, &labels, &OWN_LABELS);
+        let pinned: Vec<&str> = OWN_LABELS.iter().chain(pins).copied().collect();
+        let selector = render::series_selector(name, &labels, &pinned);
         let key = render::series_key(name, labels.iter().copied());
         let pdl = own
             .iter()
@@ -209,6 +270,7 @@ impl Contract {
             selector,
             key,
             samples: deduped,
+            scale,
             pdl,
         })
     }

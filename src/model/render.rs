@@ -1,5 +1,7 @@
 //! Prometheus text lines: label escaping, series heads, selectors, lines.
 
+use crate::model::Scale;
+
 /// Appends `value` to `out`, escaped as the Prometheus text format and
 /// PromQL string literals both require: backslash, double quote, newline.
 /// Nothing else is escaped: the format defines no other escape, and
@@ -73,11 +75,11 @@ pub fn series_selector(name: &str, labels: &Labels<'_>, own_labels: &[&str]) -> 
 }
 
 /// Appends one line, `head value timestamp_ms\n`, to `buf`; the value is
-/// given in thousandths.
-pub fn write_line(buf: &mut Vec<u8>, head: &str, milli: i64, timestamp_ms: i64) {
+/// given in units of `scale`.
+pub fn write_line(buf: &mut Vec<u8>, head: &str, value: i64, scale: Scale, timestamp_ms: i64) {
     buf.extend_from_slice(head.as_bytes());
     buf.push(b' ');
-    write_milli(buf, milli);
+    write_fixed(buf, value, scale);
     buf.push(b' ');
     if timestamp_ms < 0 {
         buf.push(b'-');
@@ -86,18 +88,19 @@ pub fn write_line(buf: &mut Vec<u8>, head: &str, milli: i64, timestamp_ms: i64) 
     buf.push(b'\n');
 }
 
-/// Writes a value given in thousandths as the shortest exact decimal:
-/// `15200`, `270.5`, `16.667`, `-0.25`.
-pub fn write_milli(buf: &mut Vec<u8>, milli: i64) {
-    let abs = milli.unsigned_abs();
-    let (whole, mut frac) = (abs / 1000, abs % 1000);
-    if milli < 0 {
+/// Writes a fixed-point value as the shortest exact decimal: in
+/// thousandths, `15200`, `270.5`, `16.667`, `-0.25`.
+pub fn write_fixed(buf: &mut Vec<u8>, value: i64, scale: Scale) {
+    let abs = value.unsigned_abs();
+    let per_unit = scale.per_unit().unsigned_abs();
+    let (whole, mut frac) = (abs / per_unit, abs % per_unit);
+    if value < 0 {
         buf.push(b'-');
     }
     write_digits(buf, whole, 1);
     if frac != 0 {
         buf.push(b'.');
-        let mut digits = 3;
+        let mut digits = scale.decimals() as usize;
         while frac % 10 == 0 {
             frac /= 10;
             digits -= 1;
@@ -231,7 +234,7 @@ mod tests {
         ) {
             let head = series_head("m", &[("pdl", &a), ("home", &b)]);
             let mut buf = Vec::new();
-            write_line(&mut buf, &head, value, ts);
+            write_line(&mut buf, &head, value, Scale::Milli, ts);
             let line = String::from_utf8(buf).unwrap();
             proptest::prop_assert_eq!(line.matches('\n').count(), 1, "one line, ending the line: {:?}", line);
             let parsed = parse(&line);
@@ -276,8 +279,14 @@ mod tests {
     #[test]
     fn a_line_is_head_value_and_millisecond_timestamp() {
         let mut buf = Vec::new();
-        write_line(&mut buf, "m{a=\"b\"}", 15_200_000, 1_705_273_200_000);
-        write_line(&mut buf, "m{a=\"b\"}", -3000, 0);
+        write_line(
+            &mut buf,
+            "m{a=\"b\"}",
+            15_200_000,
+            Scale::Milli,
+            1_705_273_200_000,
+        );
+        write_line(&mut buf, "m{a=\"b\"}", -3000, Scale::Milli, 0);
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "m{a=\"b\"} 15200 1705273200000\nm{a=\"b\"} -3 0\n"
@@ -288,7 +297,7 @@ mod tests {
     fn fractional_values_are_written_as_exact_decimals_without_float_noise() {
         let text = |m: i64| {
             let mut buf = Vec::new();
-            write_milli(&mut buf, m);
+            write_fixed(&mut buf, m, Scale::Milli);
             String::from_utf8(buf).unwrap()
         };
         assert_eq!(text(270_500), "270.5");
@@ -302,6 +311,10 @@ mod tests {
         assert_eq!(text(1_000), "1");
         assert_eq!(text(10_010), "10.01");
         assert_eq!(text(-100), "-0.1");
+        let mut buf = Vec::new();
+        write_fixed(&mut buf, 1_234_560, Scale::Micro);
+        write_fixed(&mut buf, 7, Scale::Micro);
+        assert_eq!(String::from_utf8(buf).unwrap(), "1.234560.000007");
     }
 
     #[test]
@@ -320,7 +333,7 @@ mod tests {
             (100_100, 99),
         ] {
             let mut buf = Vec::new();
-            write_line(&mut buf, "m", milli, ts);
+            write_line(&mut buf, "m", milli, Scale::Milli, ts);
             let sign = if milli < 0 { "-" } else { "" };
             let (whole, frac) = (milli.unsigned_abs() / 1000, milli.unsigned_abs() % 1000);
             let value = if frac == 0 {

@@ -100,7 +100,7 @@ mod tests {
             series[1].head,
             r#"myelectricaldata_zen_flex_day{day_type="SOBRIETE"}"#
         );
-        let values = |s: &Series| s.samples.iter().map(|x| x.milli / 1000).collect::<Vec<_>>();
+        let values = |s: &Series| s.samples.iter().map(|x| x.value / 1000).collect::<Vec<_>>();
         assert_eq!(values(&series[0]), [0, 1]);
         assert_eq!(values(&series[1]), [1, 0]);
         assert_eq!(values(&series[2]), [0, 0]);

@@ -32,7 +32,10 @@ impl Exporter {
         // What VictoriaMetrics should hold already: copied out only when it
         // differs (the common case costs no allocation per series).
         let held = || series.samples.iter().filter(|s| !plan.sends(s, tz));
-        let verdict = verify::compare(Expected::of(held(), obs.at_ms), obs.series.get(&series.key));
+        let verdict = verify::compare(
+            Expected::of(held(), series.scale, obs.at_ms),
+            obs.series.get(&series.key),
+        );
         let accepted = obs.copies.accepts(verdict);
         if !accepted && old.age < self.config.verify_delay {
             // A sample on its way is not a lost one: compared again later.
@@ -54,7 +57,8 @@ impl Exporter {
         } else {
             Vec::new()
         };
-        let Some(diagnosis) = verify::diagnose_verdict(verdict, &held, &stored) else {
+        let Some(diagnosis) = verify::diagnose_verdict(verdict, &held, series.scale, &stored)
+        else {
             return Ok(plan);
         };
         outcome.repaired += 1;

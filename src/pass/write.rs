@@ -131,12 +131,14 @@ impl<'a> Writer<'a> {
         let chunks = chunks_of(&series.samples, tz);
         outcome.expect.push((
             series.key.clone(),
-            Expected::of(&series.samples, outcome.expect_at),
+            Expected::of(&series.samples, series.scale, outcome.expect_at),
         ));
         let (replace, chunks) = match &plan {
             Plan::Append(after) | Plan::Resend { after, .. } => {
                 let samples = series.samples.iter().copied().filter(|s| plan.sends(s, tz));
-                self.batcher.push(id, &series.head, samples).await?;
+                self.batcher
+                    .push(id, &series.head, series.scale, samples)
+                    .await?;
                 outcome.appended += 1;
                 // The touched buckets now hold all their samples.
                 let chunks = chunks
@@ -149,7 +151,12 @@ impl<'a> Writer<'a> {
             Plan::Rewrite => {
                 tracing::debug!(series = %series.head, samples = series.samples.len(), "rewriting series");
                 self.batcher
-                    .push(id, &series.head, series.samples.iter().copied())
+                    .push(
+                        id,
+                        &series.head,
+                        series.scale,
+                        series.samples.iter().copied(),
+                    )
                     .await?;
                 outcome.rewritten += 1;
                 (true, chunks.into_iter().collect())

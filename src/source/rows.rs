@@ -384,6 +384,29 @@ impl Source {
         Ok(out)
     }
 
+    /// Each PDL's `pdls.subscribed_power` (kVA) where MyElectricalData
+    /// records one; nothing when the table or its column is absent.
+    pub async fn subscribed_powers(&self) -> Result<Vec<(String, i64)>, SourceError> {
+        let has_column: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                             WHERE attrelid = to_regclass('pdls') AND attname = 'subscribed_power'
+                               AND NOT attisdropped)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(SourceError::query("looking for pdls.subscribed_power"))?;
+        if !has_column {
+            return Ok(Vec::new());
+        }
+        sqlx::query_as(
+            "SELECT usage_point_id::text, subscribed_power::bigint FROM pdls
+              WHERE subscribed_power IS NOT NULL AND usage_point_id IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(SourceError::query("reading pdls.subscribed_power"))
+    }
+
     /// The distinct PDLs of `consumption_data`, walking its index rather
     /// than scanning the table.
     pub async fn consumption_pdls(&self) -> Result<Vec<String>, SourceError> {

@@ -69,10 +69,10 @@ const FRACTION_TAG: i64 = 1 << 62;
 /// hashes as it did when values were integers, so that an upgrade finds the
 /// series it had written unchanged.
 fn sample_hash(s: Sample) -> i64 {
-    let value = if s.milli % 1000 == 0 {
-        s.milli / 1000
+    let value = if s.value % 1000 == 0 {
+        s.value / 1000
     } else {
-        s.milli ^ FRACTION_TAG
+        s.value ^ FRACTION_TAG
     };
     let mut z = (s.ts as u64) ^ (value as u64).rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -315,11 +315,11 @@ mod tests {
         // The digest of 2024-01-15 00:00 → 15200, as version 0.1 stored it.
         assert_eq!(sample_hash(s(D, 15200)), 0xaf6a_1501_c5ac_42c9_u64 as i64);
         assert_ne!(
-            sample_hash(Sample { ts: D, milli: 500 }),
-            sample_hash(Sample { ts: D, milli: 0 })
+            sample_hash(Sample { ts: D, value: 500 }),
+            sample_hash(Sample { ts: D, value: 0 })
         );
         assert_ne!(
-            sample_hash(Sample { ts: D, milli: 500 }),
+            sample_hash(Sample { ts: D, value: 500 }),
             sample_hash(s(D, 500))
         );
     }

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::retry::Retry;
 use super::{Sink, SinkError};
 use crate::model::render::write_line;
-use crate::model::Sample;
+use crate::model::{Sample, Scale};
 
 /// Why a batch was not delivered.
 #[derive(Debug, thiserror::Error)]
@@ -201,13 +201,14 @@ impl Batcher {
         &mut self,
         id: i64,
         head: &str,
+        scale: Scale,
         samples: impl IntoIterator<Item = Sample>,
     ) -> Result<(), BatchError> {
         for s in samples {
             if self.ids.last() != Some(&id) {
                 self.ids.push(id);
             }
-            write_line(&mut self.buf, head, s.milli, s.ts);
+            write_line(&mut self.buf, head, s.value, scale, s.ts);
             self.lines += 1;
             self.pushed += 1;
             if self.lines >= self.size {

@@ -11,7 +11,8 @@ use myelectricaldata_vm_exporter::model::calendar::{day_millis, local_millis};
 use sqlx::{PgPool, Row};
 
 /// Series labels (with `__name__`) → samples (timestamp, value in
-/// thousandths) sorted by timestamp.
+/// thousandths, or millionths for the euro series: see [`scale_of`]) sorted
+/// by timestamp.
 pub type Mirror = BTreeMap<BTreeMap<String, String>, Vec<(i64, i64)>>;
 
 /// The load curve by (pdl, local date of the true start), then true start
@@ -73,9 +74,78 @@ fn labels(
     l
 }
 
+/// Fixed-point units in one of a series' values: millionths for euros
+/// (SPEC: costs rounded to 0.000001 €), thousandths for the rest.
+pub fn scale_of(name: &str) -> f64 {
+    if name.ends_with("_eur") {
+        1e6
+    } else {
+        1e3
+    }
+}
+
+/// The price grid and subscribed power costs are computed with, read apart
+/// from the exporter's parser: (from, option, kva, item, millionths of a euro).
+#[derive(Debug, Clone)]
+pub struct Pricing {
+    rows: Vec<(NaiveDate, String, Option<i64>, String, i64)>,
+    /// `VICTORIAMETRICS_SUBSCRIBED_KVA`, when the exporter runs with it.
+    pub kva: Option<i64>,
+}
+
+impl Pricing {
+    /// The grid the exporter ships, each PDL at its `pdls.subscribed_power`.
+    pub fn shipped() -> Self {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/prices/regulated.csv");
+        Self::from_text(&std::fs::read_to_string(path).unwrap(), None)
+    }
+
+    /// A grid written as `VICTORIAMETRICS_PRICES_FILE` takes it.
+    pub fn from_text(text: &str, kva: Option<i64>) -> Self {
+        let rows = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let c: Vec<&str> = l.split(',').map(str::trim).collect();
+                (
+                    NaiveDate::parse_from_str(c[0], "%Y-%m-%d").unwrap(),
+                    c[1].to_string(),
+                    (!c[2].is_empty()).then(|| c[2].parse().unwrap()),
+                    c[3].to_string(),
+                    (c[4].parse::<f64>().unwrap() * 1e6).round() as i64,
+                )
+            })
+            .collect();
+        Self { rows, kva }
+    }
+
+    /// The price in force: the latest `from` on or before `date` for that
+    /// power or every power, the power's own row on a tie.
+    pub fn price(&self, option: &str, item: &str, kva: i64, date: NaiveDate) -> Option<i64> {
+        self.rows
+            .iter()
+            .filter(|(from, o, k, i, _)| {
+                o == option && i == item && *from <= date && k.is_none_or(|k| k == kva)
+            })
+            .max_by_key(|(from, _, k, _, _)| (*from, k.is_some()))
+            .map(|r| r.4)
+    }
+}
+
 /// What the spec says VictoriaMetrics holds for this database, at `now_ms`.
 pub async fn expected(pool: &PgPool, extra: &BTreeMap<String, String>, now_ms: i64) -> Mirror {
-    expected_with(pool, extra, now_ms, false).await
+    expected_with(pool, extra, now_ms, false, &Pricing::shipped()).await
+}
+
+/// [`expected`] for an exporter run with its own price grid or power.
+pub async fn expected_priced(
+    pool: &PgPool,
+    extra: &BTreeMap<String, String>,
+    now_ms: i64,
+    pricing: &Pricing,
+) -> Mirror {
+    expected_with(pool, extra, now_ms, false, pricing).await
 }
 
 /// What releases before the daylight-saving fix left in VictoriaMetrics:
@@ -85,7 +155,7 @@ pub async fn expected_legacy(
     extra: &BTreeMap<String, String>,
     now_ms: i64,
 ) -> Mirror {
-    expected_with(pool, extra, now_ms, true).await
+    expected_with(pool, extra, now_ms, true, &Pricing::shipped()).await
 }
 
 async fn expected_with(
@@ -93,6 +163,7 @@ async fn expected_with(
     extra: &BTreeMap<String, String>,
     now_ms: i64,
     legacy: bool,
+    pricing: &Pricing,
 ) -> Mirror {
     let cutoff = now_ms + 2 * 86_400_000 - 3_600_000;
     // A second sample at one timestamp replaces the first: rows are read in
@@ -248,7 +319,7 @@ async fn expected_with(
         }
     }
 
-    for (l, ts, milli) in tariff(pool, &curve).await {
+    for (l, ts, milli) in tariff(pool, &curve, pricing).await {
         let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
         add(labels(l[0].1.as_str(), &pairs[1..], extra), ts, milli);
     }
@@ -358,7 +429,7 @@ pub fn from_export(export: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>>) 
         .map(|(l, samples)| {
             let mut s: Vec<(i64, i64)> = samples
                 .into_iter()
-                .map(|(t, v)| (t, (v * 1000.0).round() as i64))
+                .map(|(t, v)| (t, (v * scale_of(&l["__name__"])).round() as i64))
                 .collect();
             s.sort();
             (l, s)
@@ -449,9 +520,58 @@ fn ranges_in(json: &str) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// The samples of the tariff-period series (SPEC §3, "Tariff periods"):
-/// (labels with the name first, timestamp, mWh).
-async fn tariff(pool: &PgPool, curve: &Curve) -> Vec<(Vec<(&'static str, String)>, i64, i64)> {
+/// The samples of the tariff-period series (SPEC §3, "Tariff periods"),
+/// their costs and the price grid's ("Costs"): (labels with the name first,
+/// timestamp, mWh or millionths of a euro).
+async fn tariff(
+    pool: &PgPool,
+    curve: &Curve,
+    pricing: &Pricing,
+) -> Vec<(Vec<(&'static str, String)>, i64, i64)> {
+    // Subscribed powers: the setting, else pdls.subscribed_power, else 6.
+    let mut powers: BTreeMap<String, i64> = BTreeMap::new();
+    let has_power: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                         WHERE table_name = 'pdls' AND column_name = 'subscribed_power')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    if has_power {
+        let rows: Vec<(String, Option<i32>)> =
+            sqlx::query_as("SELECT usage_point_id, subscribed_power FROM pdls")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        for (pdl, kva) in rows {
+            if let Some(k) = kva
+                .map(i64::from)
+                .filter(|k| [3, 6, 9, 12, 15, 18, 24, 30, 36].contains(k))
+            {
+                powers.insert(pdl, k);
+            }
+        }
+    }
+    let kva_of = |pdl: &str| pricing.kva.unwrap_or(powers.get(pdl).copied().unwrap_or(6));
+    // n / d rounded half up (n ≥ 0).
+    let round = |n: i128, d: i128| ((n + d / 2) / d) as i64;
+    let cost = |parts: &[(i64, i64)]| {
+        round(
+            parts
+                .iter()
+                .map(|(mwh, price)| i128::from(*mwh) * i128::from(*price))
+                .sum(),
+            1_000_000,
+        )
+    };
+    let cost_labels = |pdl: &str, option: &str, part: &str| {
+        vec![
+            ("__name__", "myelectricaldata_cost_eur".to_string()),
+            ("pdl", pdl.to_string()),
+            ("option", option.to_string()),
+            ("part", part.to_string()),
+        ]
+    };
     // Off-peak hours: contract_data, then pdls, then 22:00-06:00.
     let mut offpeak: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
     for table in ["contract_data", "pdls"] {
@@ -555,6 +675,27 @@ async fn tariff(pool: &PgPool, curve: &Curve) -> Vec<(Vec<(&'static str, String)
                     v,
                 ));
             }
+            let kva = kva_of(pdl);
+            let price = |option: &str, item: &str| pricing.price(option, item, kva, *date);
+            if let Some(p) = price("BASE", "base") {
+                out.push((
+                    cost_labels(pdl, "BASE", "energy"),
+                    ts,
+                    cost(&[(milli(all), p)]),
+                ));
+            }
+            if let (Some(hp), Some(hcp)) = (price("HC_HP", "hp"), price("HC_HP", "hc")) {
+                let c = cost(&[(milli(all - hc), hp), (milli(hc), hcp)]);
+                out.push((cost_labels(pdl, "HC_HP", "energy"), ts, c));
+            }
+            let first = NaiveDate::from_ymd_opt(date.year(), date.month(), 1).unwrap();
+            let days = (first + chrono::Months::new(1) - first).num_days() as i128;
+            for option in ["BASE", "HC_HP", "TEMPO"] {
+                if let Some(month) = price(option, "subscription_month") {
+                    let c = round(i128::from(month), days);
+                    out.push((cost_labels(pdl, option, "subscription"), ts, c));
+                }
+            }
         }
         let colour = match colours.get(date).map(String::as_str) {
             Some("BLUE") => "BLEU",
@@ -577,6 +718,19 @@ async fn tariff(pool: &PgPool, curve: &Curve) -> Vec<(Vec<(&'static str, String)
             .map(|(_, e)| e)
             .sum();
         let hc: i64 = evening.iter().chain(&morning).map(|(_, e)| e).sum::<i64>() - hp;
+        let en = match colour {
+            "BLEU" => "blue",
+            "BLANC" => "white",
+            _ => "red",
+        };
+        let kva = kva_of(pdl);
+        if let (Some(php), Some(phc)) = (
+            pricing.price("TEMPO", &format!("{en}_hp"), kva, *date),
+            pricing.price("TEMPO", &format!("{en}_hc"), kva, *date),
+        ) {
+            let c = cost(&[(milli(hp), php), (milli(hc), phc)]);
+            out.push((cost_labels(pdl, "TEMPO", "energy"), ts, c));
+        }
         for (period, v) in [("HP", milli(hp)), ("HC", milli(hc))] {
             out.push((
                 vec![
@@ -592,6 +746,18 @@ async fn tariff(pool: &PgPool, curve: &Curve) -> Vec<(Vec<(&'static str, String)
                 v,
             ));
         }
+    }
+    // The grid itself: one series per option, power and item.
+    for (from, option, kva, item, micro) in &pricing.rows {
+        let mut l = vec![
+            ("__name__", "myelectricaldata_price_eur".to_string()),
+            ("option", option.clone()),
+        ];
+        if let Some(k) = kva {
+            l.push(("kva", k.to_string()));
+        }
+        l.push(("item", item.clone()));
+        out.push((l, day_millis(Paris, *from), *micro));
     }
     out
 }

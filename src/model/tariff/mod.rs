@@ -28,6 +28,7 @@ use serde_json::Value;
 pub use crate::model::offpeak::OffPeakHours;
 
 use crate::model::calendar::{day_millis, TempoColor, TrueStart};
+use crate::model::costs::{KvaBook, PdlCosts};
 use crate::model::energy::{watt_minutes_milli, Interval};
 use crate::model::{Contract, Report, Sample, Series};
 
@@ -185,6 +186,8 @@ pub fn describe_offpeak(book: &OffPeakBook, pdls: &[String]) -> String {
 pub struct TariffInputs {
     /// Each PDL's off-peak hours.
     pub offpeak: OffPeakBook,
+    /// Each PDL's subscribed power, for its costs.
+    pub kva: KvaBook,
     /// The Tempo colour of each day known, sorted by date.
     pub colours: Vec<(NaiveDate, TempoColor)>,
 }
@@ -319,12 +322,17 @@ fn holdable(tz: Tz, date: NaiveDate, length: u16) -> Option<Vec<(i64, u16)>> {
 /// The energy (mWh) of a complete calendar day by period, peak first:
 /// W × minutes summed, then rounded once.
 pub fn calendar_day(tz: Tz, day: &Day, offpeak: &OffPeakHours) -> Option<[i64; 2]> {
+    calendar_watt_minutes(tz, day, offpeak).map(|sums| sums.map(watt_minutes_milli))
+}
+
+/// [`calendar_day`]'s sums before rounding, in W × minutes.
+fn calendar_watt_minutes(tz: Tz, day: &Day, offpeak: &OffPeakHours) -> Option<[i64; 2]> {
     let (_, rows) = day.part(tz, 0, DAY)?;
     let mut sums = [0i64; 2];
     for (start, watt_minutes) in rows {
         sums[usize::from(offpeak.contains(start))] += watt_minutes;
     }
-    Some(sums.map(watt_minutes_milli))
+    Some(sums)
 }
 
 /// The energy (mWh) of the Tempo day of `day` (06:00 on it to 06:00 on
@@ -360,6 +368,8 @@ pub struct PdlTariff {
     periods: [Vec<Sample>; 2],
     /// Tempo-day samples by colour, peak then off-peak.
     tempo: [[Vec<Sample>; 2]; 3],
+    /// The days' costs.
+    costs: PdlCosts,
 }
 
 impl PdlTariff {
@@ -371,6 +381,7 @@ impl PdlTariff {
             open: BTreeMap::new(),
             periods: Default::default(),
             tempo: Default::default(),
+            costs: PdlCosts::default(),
         }
     }
 
@@ -408,10 +419,17 @@ impl PdlTariff {
         let tz = contract.tz;
         let ts = day_millis(tz, day.date);
         let (offpeak, _) = inputs.offpeak.for_pdl(&self.pdl);
-        if let Some(sums) = calendar_day(tz, &day, offpeak) {
+        let (kva, _) = inputs.kva.for_pdl(&self.pdl);
+        let grid = &contract.prices;
+        if let Some(wm) = calendar_watt_minutes(tz, &day, offpeak) {
+            let sums = wm.map(watt_minutes_milli);
             for (series, milli) in self.periods.iter_mut().zip(sums) {
-                series.push(Sample { ts, milli });
+                series.push(Sample { ts, value: milli });
             }
+            // BASE prices the whole day's energy, itself rounded once.
+            let all = watt_minutes_milli(wm[0] + wm[1]);
+            self.costs
+                .calendar_day(grid, kva, day.date, ts, [sums[0], sums[1], all]);
         }
         if let Some(prev) = &self.previous {
             if let (Some(colour), Some(sums)) =
@@ -419,8 +437,9 @@ impl PdlTariff {
             {
                 let ts = day_millis(tz, prev.date);
                 for (series, milli) in self.tempo[colour.index()].iter_mut().zip(sums) {
-                    series.push(Sample { ts, milli });
+                    series.push(Sample { ts, value: milli });
                 }
+                self.costs.tempo_day(grid, kva, prev.date, ts, colour, sums);
             }
         }
         self.previous = Some(day);
@@ -437,7 +456,7 @@ impl PdlTariff {
             self.close(contract, inputs, day);
         }
         let pdl = self.pdl.as_str();
-        let mut out = Vec::with_capacity(8);
+        let mut out = Vec::with_capacity(14);
         for (period, samples) in Period::ALL.into_iter().zip(self.periods) {
             out.extend(contract.series(
                 PERIOD_METRIC,
@@ -460,6 +479,7 @@ impl PdlTariff {
                 ));
             }
         }
+        out.extend(self.costs.finish(contract, pdl, report));
         out
     }
 }

@@ -213,6 +213,7 @@ fn row<'a>(d: &'a str, start: &'a str, watts: i64, p: Option<&'a str>) -> Energy
 fn series_of(colours: &[(&str, TempoColor)], offpeak: Option<&str>) -> Vec<Series> {
     let contract = Contract::new(PARIS, &BTreeMap::new(), 1_800_000_000_000);
     let inputs = TariffInputs {
+        kva: Default::default(),
         offpeak: OffPeakBook::new(
             offpeak.map(|o| OffPeakHours::parse_setting(o).unwrap()),
             &[],
@@ -252,7 +253,7 @@ fn values(series: &[Series], head: &str) -> Vec<(i64, i64)> {
     series
         .iter()
         .find(|s| s.head == head)
-        .map(|s| s.samples.iter().map(|x| (x.ts, x.milli)).collect())
+        .map(|s| s.samples.iter().map(|x| (x.ts, x.value)).collect())
         .unwrap_or_default()
 }
 
