@@ -1,13 +1,16 @@
 //! The Grafana dashboard `docs/grafana/myelectricaldata.json` against a real
 //! VictoriaMetrics fed by the exporter: every query of every panel, with the
 //! dashboard's variables substituted as Grafana would, returns data; a few
-//! return exactly what PostgreSQL's rows say (the Tempo cost, the Tempo and
-//! Zen Flex calendars, today's and tomorrow's colours, the EcoWatt days
-//! ahead, the load curve's power, each day's maximum power and its share of
-//! the subscribed power); and the exporter-health panels show what the
-//! daemon itself reports, scraped by VictoriaMetrics from its `/metrics`:
-//! its work, and its read-backs of VictoriaMetrics (the repairs of what
-//! VictoriaMetrics lost, the last full reconciliation that verified).
+//! return exactly what PostgreSQL's rows say (the Tempo and Zen Flex
+//! calendars, today's and tomorrow's colours, the EcoWatt days ahead, the
+//! load curve's power, each day's maximum power and its share of the
+//! subscribed power); the cost panels show the days the spec's model prices
+//! from the rows and the price grid, summed by hand (`common::priced`), and
+//! the price panel the grid in force each day; and the exporter-health
+//! panels show what the daemon itself reports, scraped by VictoriaMetrics
+//! from its `/metrics`: its work, and its read-backs of VictoriaMetrics (the
+//! repairs of what VictoriaMetrics lost, the last full reconciliation that
+//! verified).
 //!
 //! The tests come first; the helpers each needs follow, in the same order.
 //! How Grafana reads the dashboard and queries VictoriaMetrics is in
@@ -19,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Europe::Paris;
 use myelectricaldata_vm_exporter::model::calendar::{day_millis, local_millis};
 use serde_json::Value;
@@ -28,7 +31,10 @@ use sqlx::{PgPool, Row};
 use common::grafana::{
     assert_points_near, dashboard, panel, panels, shown, Grafana, Points, Query,
 };
-use common::model::{expected, from_export};
+use common::model::{expected, expected_priced, from_export, Pricing};
+use common::priced::{
+    cheapest_at, daily_points, monthly_points, season_start, totals_at, utc_midnight, PricedDays,
+};
 use common::{free_port, spawn_exporter, Daemon, Servers, Victoria};
 
 /// A PDL of the demo data, which has daily, detailed and production rows
@@ -56,24 +62,6 @@ fn demo_range() -> (i64, i64) {
     )
 }
 
-/// The tariff variables and their defaults: the regulated prices in force
-/// since 1 February 2026 (EUR/kWh incl. taxes) and the subscriptions of a
-/// 9 kVA meter (EUR a month incl. taxes).
-const TARIFF_DEFAULTS: &[(&str, &str)] = &[
-    ("price_tempo_bleu_hp", "0.1612"),
-    ("price_tempo_bleu_hc", "0.1325"),
-    ("price_tempo_blanc_hp", "0.1871"),
-    ("price_tempo_blanc_hc", "0.1499"),
-    ("price_tempo_rouge_hp", "0.7060"),
-    ("price_tempo_rouge_hc", "0.1575"),
-    ("price_hp", "0.2065"),
-    ("price_hc", "0.1579"),
-    ("price_base", "0.1927"),
-    ("subscription_base", "19.88"),
-    ("subscription_hphc", "19.88"),
-    ("subscription_tempo", "19.84"),
-];
-
 #[test]
 fn the_dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
     let d = dashboard();
@@ -95,7 +83,8 @@ fn the_dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
         "label_values(myelectricaldata_consumption_wh, pdl)"
     );
     assert_eq!(pdl["datasource"]["uid"], "${datasource}");
-    assert_tariff_variables(&d);
+    assert_no_price_variables(&d);
+    assert_cost_panels_name_the_exporters_grid(&d);
     assert_subscribed_power_variable(&d);
 
     assert_panels_tile_the_grid(&d);
@@ -107,7 +96,7 @@ async fn every_dashboard_query_returns_data_and_the_calendar_shows_each_days_col
     common::away_from_paris_midnight().await;
     let servers = Servers::start().await;
     add_tempo_days_around_today(&servers.pool).await;
-    export_demo_data(&servers).await;
+    export_demo_data(&servers, &[]).await;
     let grafana = Grafana::new(&servers.vm.url, &dashboard()).with_var("pdl", PDL);
     let qs = &grafana.queries;
     assert!(qs.len() >= 20, "{} queries", qs.len());
@@ -162,7 +151,7 @@ async fn every_dashboard_query_returns_data_and_the_calendar_shows_each_days_col
 #[tokio::test]
 async fn the_load_curve_max_power_and_zen_flex_panels_show_what_the_rows_say() {
     let servers = Servers::start().await;
-    export_demo_data(&servers).await;
+    export_demo_data(&servers, &[]).await;
     let pool = &servers.pool;
     let grafana = Grafana::new(&servers.vm.url, &dashboard()).with_var("pdl", &both_pdls());
 
@@ -373,7 +362,7 @@ async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoria
 }
 
 #[tokio::test]
-async fn the_cost_panels_price_each_tempo_day_and_each_period_of_the_load_curve_as_the_rows_say() {
+async fn the_cost_panels_sum_the_days_priced_at_the_grids_prices_in_force_as_the_rows_say() {
     let servers = Servers::start().await;
     let pool = &servers.pool;
     // The load-curve days are all blue in the demo data: one red and one
@@ -385,27 +374,27 @@ async fn the_cost_panels_price_each_tempo_day_and_each_period_of_the_load_curve_
     .execute(pool)
     .await
     .unwrap();
-    export_demo_data(&servers).await;
-    let grafana = Grafana::new(&servers.vm.url, &dashboard()).with_var("pdl", &both_pdls());
-    for (name, default) in TARIFF_DEFAULTS {
-        assert_eq!(
-            grafana.number(name),
-            default.parse::<f64>().unwrap(),
-            "{name}"
-        );
-    }
+    // The shipped grid, every price of which changes twice more among the
+    // load-curve days: on the 25-hour day of the October change of time,
+    // and on the day after the red one.
+    let dir = tempfile::tempdir().unwrap();
+    let (file, pricing) = grid_changing_on(dir.path(), &["2024-10-27", "2024-11-04"]);
+    export_demo_data(&servers, &[("VICTORIAMETRICS_PRICES_FILE", &file)]).await;
+    let now = Utc::now().timestamp_millis();
+    let days = PricedDays::of(&expected_priced(pool, &BTreeMap::new(), now, &pricing).await);
+    let pdls = [PDL, PDL_10_MIN];
+    let grafana = grafana_costs(&servers);
 
-    // The Tempo cost, from the rows alone: each interval belongs to the
-    // Tempo day that began at the last 06:00 before its start, in peak
-    // hours from 06:00 to 22:00; a Tempo day counts when its colour is
-    // known and the load curve covers it (its date and the next).
-    let rows = intervals(pool).await;
-    let tempo = tempo_costs(&grafana, pool, &rows).await;
+    // The model's days, by hand: a Tempo day counts when its colour is
+    // known and the load curve covers it (its date and the next); the three
+    // options have their costs on the same eight days.
+    let tempo_days: Vec<String> = days
+        .days(&format!("{PDL} TEMPO energy"))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
-        tempo.per_day[PDL]
-            .keys()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>(),
+        tempo_days,
         [
             "2023-10-28",
             "2023-10-29",
@@ -418,73 +407,108 @@ async fn the_cost_panels_price_each_tempo_day_and_each_period_of_the_load_curve_
         ],
         "the Tempo days the load curve covers"
     );
-    assert_eq!(tempo.per_day.len(), 2, "both meters");
-    assert!(
-        ["BLEU HP", "BLANC HC", "ROUGE HP", "ROUGE HC"]
-            .iter()
-            .all(|k| tempo.by_colour.contains_key(*k)),
-        "{:?}",
-        tempo.by_colour
-    );
+    let common: BTreeMap<&str, BTreeSet<NaiveDate>> =
+        pdls.iter().map(|p| (*p, days.complete_days(p))).collect();
+    for pdl in pdls {
+        let base = days.days(&format!("{pdl} BASE energy"));
+        assert_eq!(base.len(), 15, "{pdl}: 15 complete calendar days");
+        assert_eq!(common[pdl].len(), 8, "{pdl}: the eight Tempo days");
+    }
 
-    // HP/HC and Base: the energy of each complete calendar day in each
-    // period of the PDL's contract, as the model computes it from the rows
-    // and the contracts; Base's is also the whole day's rows.
-    let period_wh = period_energy(pool).await;
-    assert_eq!(
-        period_wh.len(),
-        30,
-        "15 load-curve days of 2 meters: {period_wh:?}"
-    );
-    let (hphc_day, base_day) = hphc_and_base_costs(&grafana, &rows, &period_wh);
-
-    // Per day and per month, each option.
-    let start = utc_midnight(NaiveDate::from_ymd_opt(2023, 3, 1).unwrap());
-    let end = utc_midnight(NaiveDate::from_ymd_opt(2024, 11, 30).unwrap());
-    let options = [("A", &tempo.per_day), ("B", &hphc_day), ("C", &base_day)];
-    assert_costs_per_day_and_month(&grafana, &options, start, end).await;
-
-    // Over the whole period: the Tempo cost, by colour and period, and the
-    // share of red peak hours.
-    let end = utc_midnight(NaiveDate::from_ymd_opt(2024, 12, 1).unwrap());
-    assert_tempo_over_the_period(&grafana, &tempo, start, end).await;
-
-    // The comparison: the three options over the same days (those with
-    // both a complete calendar day and a complete Tempo day), energy plus
-    // the monthly subscription x 12 / 365 a day.
-    for (ref_id, per_day, subscription) in [
-        ("A", &base_day, "subscription_base"),
-        ("B", &hphc_day, "subscription_hphc"),
-        ("C", &tempo.per_day, "subscription_tempo"),
+    // Per day and per month, each option: energy + subscription.
+    let start = utc_midnight(date("2023-03-01"));
+    let end = utc_midnight(date("2024-11-30"));
+    let all = days.per_day(|_, _| true);
+    for (panel, want) in [
+        ("Coût par jour : Base, HP/HC et Tempo", daily_points(&all)),
+        ("Coût par mois : Base, HP/HC et Tempo", monthly_points(&all)),
     ] {
-        let mut want = Points::new();
-        for (pdl, days) in &tempo.per_day {
-            let common: Vec<NaiveDate> = days
-                .keys()
-                .filter(|d| period_wh.contains_key(&(pdl.clone(), **d)))
-                .copied()
-                .collect();
-            assert_eq!(
-                common.len(),
-                8,
-                "{pdl}: the eight Tempo days of the fixture"
+        let q = grafana.query(panel, "A");
+        assert_eq!(q.interval(start, end), 86_400, "{panel}: a 1-day step");
+        let a = grafana.run(q, start, end).await;
+        assert_close(panel, &a.keyed(&["pdl", "option"]), &want, &a.sent);
+    }
+
+    // Over the whole period: the Tempo cost, by colour and period at the
+    // price of each day, and the share of red peak hours.
+    let end = utc_midnight(date("2024-12-01"));
+    assert_tempo_over_the_period(&grafana, &days, &pricing, start, end).await;
+
+    // The comparison: the three options over the days that have all their
+    // costs, subscription included; and the cheapest of them.
+    let compared = days.per_day(|pdl, d| common[pdl].contains(&d));
+    for (panel, want) in [
+        (
+            "Comparaison Base, HP/HC et Tempo sur la période",
+            totals_at(&compared, end),
+        ),
+        (
+            "Option la moins chère sur la période",
+            cheapest_at(&compared, end),
+        ),
+    ] {
+        let a = grafana.run_panel(panel, "A", start, end).await;
+        assert_close(panel, &a.keyed(&["pdl", "option"]), &want, &a.sent);
+    }
+
+    // Twelve months and the Tempo season up to the range's end, whatever
+    // its start: at the end of 2024, the season (from 1 September) leaves
+    // out the days of March that the twelve months count; at the end of
+    // August, both count the same days.
+    for end in [date("2024-12-01"), date("2024-08-31")] {
+        let at = utc_midnight(end);
+        let year = days.per_day(|_, d| {
+            let t = paris_midnight(d);
+            at - 365 * 86_400 < t && t <= at
+        });
+        let season = days.per_day(|_, d| (season_start(end)..=end).contains(&d));
+        let tempo = format!("{PDL} TEMPO");
+        assert_eq!(
+            year[&tempo].len() > season[&tempo].len(),
+            end.month() >= 9,
+            "{end}: the days of 12 months {:?}, of the season {:?}",
+            year[&tempo].keys(),
+            season[&tempo].keys()
+        );
+        for (panel, want) in [
+            (
+                "Coût sur 12 mois : Base, HP/HC et Tempo",
+                totals_at(&year, at),
+            ),
+            (
+                "Coût de la saison Tempo : Base, HP/HC et Tempo",
+                totals_at(&season, at),
+            ),
+        ] {
+            let a = grafana.run_panel(panel, "A", at - 86_400, at).await;
+            assert_close(
+                &format!("{panel} at {end}"),
+                &a.keyed(&["pdl", "option"]),
+                &want,
+                &a.sent,
             );
-            let energy = total_at(per_day, Some(&common), end)[pdl][&end];
-            let fixed = grafana.number(subscription) * 12.0 / 365.0 * common.len() as f64;
-            want.insert(pdl.clone(), BTreeMap::from([(end, energy + fixed)]));
         }
-        let panel = "Comparaison Base, HP/HC et Tempo sur la période";
-        let a = grafana.run_panel(panel, ref_id, start, end).await;
-        assert_close(&format!("comparison {ref_id}"), &a.by_pdl(), &want, &a.sent);
+    }
+
+    // The prices in force each day, at two powers: at 6 kVA, Base's own
+    // price wins over the one for every power of the same date (from
+    // 1 February 2026, and the test's lower ones); at 9 kVA, the one for
+    // every power replaces its own from 1 February 2022.
+    for kva in [6, 9] {
+        for (from, to) in [("2021-01-01", "2026-12-01"), ("2024-10-20", "2024-11-10")] {
+            let grafana = grafana_costs(&servers).with_var("subscribed_kva", &kva.to_string());
+            assert_prices(&grafana, &pricing, kva, from, to).await;
+        }
     }
 }
 
 // Shared by the tests above: the servers' data, dates, ranges and checks.
 
-/// Runs the exporter once over the demo data and waits until
-/// VictoriaMetrics lists both PDLs, as the `$pdl` variable's query does.
-async fn export_demo_data(servers: &Servers) {
-    common::run_ok(&["once"], &servers.env(&[]));
+/// Runs the exporter once over the demo data, with the settings `env`,
+/// and waits until VictoriaMetrics lists both PDLs, as the `$pdl`
+/// variable's query does.
+async fn export_demo_data(servers: &Servers, env: &[(&'static str, &str)]) {
+    common::run_ok(&["once"], &servers.env(env));
     let vm = servers.vm.url.as_str();
 
     // What was written becomes searchable within a second.
@@ -566,12 +590,6 @@ fn paris_midnight(date: NaiveDate) -> i64 {
     day_millis(Paris, date) / 1000
 }
 
-/// Unix seconds of 00:00 UTC on `date`: where a 1-day step reads the day
-/// whose samples lie at its local midnight, just before.
-fn utc_midnight(date: NaiveDate) -> i64 {
-    date.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp()
-}
-
 /// Unix seconds of a row's `date` at its `interval_start` (00:00 when
 /// NULL), local time.
 fn row_instant(date: NaiveDate, start: Option<&str>) -> i64 {
@@ -606,36 +624,38 @@ fn variable<'a>(d: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no variable {name}"))
 }
 
-/// The prices (EUR/kWh) and the monthly subscriptions (EUR) of the three
-/// options, textboxes defaulting to the regulated tariff, each saying
-/// where its default comes from and when it changes.
-fn assert_tariff_variables(d: &Value) {
-    let vars = d["templating"]["list"].as_array().unwrap();
-    assert!(
-        vars.iter()
-            .all(|v| !["price_bleu", "price_blanc", "price_rouge"]
-                .contains(&v["name"].as_str().unwrap())),
-        "the blended Tempo prices are gone"
-    );
-    for (name, default) in TARIFF_DEFAULTS {
-        let v = variable(d, name);
-        assert_eq!(v["type"], "textbox", "{name}");
-        assert_eq!(v["query"], *default, "{name}");
-        assert_eq!(v["current"]["value"], v["query"], "{name}");
-        let value: f64 = default.parse().unwrap();
-        let range = if name.starts_with("subscription_") {
-            5.0..60.0
-        } else {
-            0.05..1.0
-        };
-        assert!(range.contains(&value), "{name} = {value}");
-        let description = v["description"].as_str().unwrap();
-        assert!(
-            description.contains("1er février et le 1er août")
-                && description.contains("Par défaut"),
-            "{name}: {description}"
-        );
+/// The prices are the exporter's series: no price variable is left.
+fn assert_no_price_variables(d: &Value) {
+    let names: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["datasource", "pdl", "subscribed_kva"]);
+}
+
+/// Every panel that reads costs or prices says where the prices come from.
+fn assert_cost_panels_name_the_exporters_grid(d: &Value) {
+    let mut seen = 0;
+    for p in panels(d) {
+        let reads = p["targets"].as_array().into_iter().flatten().any(|t| {
+            let e = t["expr"].as_str().unwrap_or_default();
+            e.contains("myelectricaldata_cost_eur") || e.contains("myelectricaldata_price_eur")
+        });
+        if reads {
+            seen += 1;
+            let description = p["description"].as_str().unwrap_or_default();
+            assert!(
+                description.contains("grille de prix de l'exportateur")
+                    && description.contains("prices/regulated.csv")
+                    && description.contains("VICTORIAMETRICS_PRICES_FILE"),
+                "{}: {description}",
+                p["title"]
+            );
+        }
     }
+    assert_eq!(seen, 9, "the cost and price panels");
 }
 
 /// The subscribed power, in kVA: the standard Linky powers, 9 by default.
@@ -1362,332 +1382,134 @@ async fn assert_last_verification_stat(
         a.sent
     );
 }
+// The costs and the prices.
 
-// The costs.
+/// The demo data's PDLs record no subscribed power: the exporter prices
+/// them at 6 kVA.
+const DEMO_KVA: i64 = 6;
 
-/// One interval of the load curve, from its row: PDL, local date, start
-/// (minutes after 00:00 local) and energy (Wh: the average power times the
-/// interval's length).
-struct Interval {
-    pdl: String,
-    date: NaiveDate,
-    minute: u32,
-    wh: f64,
-}
+/// Every price of the grid: (option, item).
+const PRICE_ITEMS: [(&str, &str); 12] = [
+    ("BASE", "subscription_month"),
+    ("BASE", "base"),
+    ("HC_HP", "subscription_month"),
+    ("HC_HP", "hp"),
+    ("HC_HP", "hc"),
+    ("TEMPO", "subscription_month"),
+    ("TEMPO", "blue_hp"),
+    ("TEMPO", "blue_hc"),
+    ("TEMPO", "white_hp"),
+    ("TEMPO", "white_hc"),
+    ("TEMPO", "red_hp"),
+    ("TEMPO", "red_hc"),
+];
 
-/// Every detailed consumption row that is a reading, as an [`Interval`].
-async fn intervals(pool: &PgPool) -> Vec<Interval> {
-    let rows = sqlx::query(
-        "SELECT usage_point_id, date, interval_start, value,
-                coalesce(raw_data->>'p', raw_data->>'interval_length', 'PT30M')
-           FROM consumption_data
-          WHERE granularity = 'detailed'
-            AND coalesce(raw_data->>'is_placeholder', 'false') <> 'true'",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    rows.iter()
-        .map(|r| {
-            let start: String = r.get(2);
-            let t = NaiveTime::parse_from_str(&start, "%H:%M").unwrap();
-            let length: String = r.get(4);
-            let minutes: f64 = match length.strip_prefix("PT") {
-                Some(m) if m.ends_with('M') => m.trim_end_matches('M').parse().unwrap(),
-                Some(h) if h.ends_with('H') => {
-                    h.trim_end_matches('H').parse::<f64>().unwrap() * 60.0
-                }
-                _ => panic!("interval length {length:?}"),
+/// The shipped grid with every price changing again on each of `dates`
+/// (each time a little more, the subscriptions at [`DEMO_KVA`]), and
+/// Base's kWh at [`DEMO_KVA`] a little less than for every power, written
+/// in `dir`: the file's path, and the grid as the model reads it.
+fn grid_changing_on(dir: &Path, dates: &[&str]) -> (String, Pricing) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/prices/regulated.csv");
+    let mut grid = std::fs::read_to_string(path).unwrap();
+    grid.push_str("# The dashboard test's changes.\n");
+    for (n, day) in dates.iter().enumerate() {
+        for (i, (option, item)) in PRICE_ITEMS.iter().enumerate() {
+            let (kva, eur) = if *item == "subscription_month" {
+                (DEMO_KVA.to_string(), 20.0 + (n * 12 + i) as f64)
+            } else {
+                (String::new(), 0.1 + (n * 12 + i) as f64 / 100.0)
             };
-            use chrono::Timelike;
-            Interval {
-                pdl: r.get(0),
-                date: r.get(1),
-                minute: t.hour() * 60 + t.minute(),
-                wh: f64::from(r.get::<i32, _>(3)) * minutes / 60.0,
+            grid.push_str(&format!("{day},{option},{kva},{item},{eur:.4}\n"));
+            if *item == "base" {
+                let own = eur - 0.005;
+                grid.push_str(&format!("{day},{option},{DEMO_KVA},{item},{own:.4}\n"));
             }
-        })
-        .collect()
-}
-
-/// EUR by key (a PDL) and day.
-type DailyCost = BTreeMap<String, BTreeMap<NaiveDate, f64>>;
-
-/// The Tempo option's cost, from the rows alone.
-struct TempoCosts {
-    /// By PDL and Tempo day.
-    per_day: DailyCost,
-    /// By "COLOUR PERIOD" (`ROUGE HP`), all PDLs together.
-    by_colour: BTreeMap<String, f64>,
-    /// The energy (Wh) of red days' peak hours, by PDL.
-    red_hp_wh: BTreeMap<String, f64>,
-    /// The energy (Wh) of the Tempo days counted, by PDL.
-    all_wh: BTreeMap<String, f64>,
-}
-
-/// The Tempo option's costs at the dashboard's prices: each interval
-/// belongs to the Tempo day that began at the last 06:00 before its start,
-/// in peak hours from 06:00 to 22:00; a Tempo day counts when its colour is
-/// known and the load curve covers it (its date and the next).
-async fn tempo_costs(grafana: &Grafana, pool: &PgPool, rows: &[Interval]) -> TempoCosts {
-    let colours: BTreeMap<NaiveDate, String> =
-        sqlx::query_as::<_, (String, String)>("SELECT id, color::text FROM tempo_days")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, c)| (date(&id), c))
-            .collect();
-    let curve_days: BTreeSet<(String, NaiveDate)> =
-        rows.iter().map(|i| (i.pdl.clone(), i.date)).collect();
-    // (pdl, Tempo day, period) → Wh
-    let mut tempo_wh: BTreeMap<(String, NaiveDate, &str), f64> = BTreeMap::new();
-    for i in rows {
-        let (day, period) = if i.minute >= 6 * 60 {
-            (i.date, if i.minute < 22 * 60 { "HP" } else { "HC" })
-        } else {
-            (i.date.pred_opt().unwrap(), "HC")
-        };
-        let covered = curve_days.contains(&(i.pdl.clone(), day))
-            && curve_days.contains(&(i.pdl.clone(), day.succ_opt().unwrap()));
-        if covered && colours.contains_key(&day) {
-            *tempo_wh.entry((i.pdl.clone(), day, period)).or_default() += i.wh;
         }
     }
-    let mut costs = TempoCosts {
-        per_day: DailyCost::new(),
-        by_colour: BTreeMap::new(),
-        red_hp_wh: BTreeMap::new(),
-        all_wh: BTreeMap::new(),
-    };
-    for ((pdl, day, period), wh) in &tempo_wh {
-        let c = &colours[day];
-        let price = grafana.number(&format!(
-            "price_tempo_{}_{}",
-            colour_name(c),
-            period.to_lowercase()
-        ));
-        *costs
-            .per_day
-            .entry(pdl.clone())
-            .or_default()
-            .entry(*day)
-            .or_default() += wh * price / 1000.0;
-        *costs
-            .by_colour
-            .entry(format!("{} {period}", colour_label(c)))
-            .or_default() += wh * price / 1000.0;
-        *costs.all_wh.entry(pdl.clone()).or_default() += wh;
-        let red = costs.red_hp_wh.entry(pdl.clone()).or_insert(0.0);
-        if c == "RED" && *period == "HP" {
-            *red += wh;
-        }
-    }
-    costs
+    let file = dir.join("prices.csv");
+    std::fs::write(&file, &grid).unwrap();
+    (file.display().to_string(), Pricing::from_text(&grid, None))
 }
 
-/// A Tempo colour as the price variables name it.
-fn colour_name(c: &str) -> &'static str {
-    match c {
-        "BLUE" => "bleu",
-        "WHITE" => "blanc",
-        "RED" => "rouge",
-        c => panic!("colour {c}"),
-    }
+/// Grafana on the servers' VictoriaMetrics, both PDLs chosen.
+fn grafana_costs(servers: &Servers) -> Grafana {
+    Grafana::new(&servers.vm.url, &dashboard()).with_var("pdl", &both_pdls())
 }
 
-/// A Tempo colour as the exporter's `color` label says it.
-fn colour_label(c: &str) -> &'static str {
-    match c {
-        "BLUE" => "BLEU",
-        "WHITE" => "BLANC",
-        "RED" => "ROUGE",
-        c => panic!("colour {c}"),
-    }
-}
-
-/// The energy of each complete calendar day in each period of the PDL's
-/// contract, as the model computes it: (PDL, day) → period → Wh.
-async fn period_energy(pool: &PgPool) -> BTreeMap<(String, NaiveDate), BTreeMap<String, f64>> {
-    let now = Utc::now().timestamp_millis();
-    let mirror = expected(pool, &BTreeMap::new(), now).await;
-    let mut period_wh: BTreeMap<(String, NaiveDate), BTreeMap<String, f64>> = BTreeMap::new();
-    for (l, samples) in &mirror {
-        if l["__name__"] != "myelectricaldata_consumption_period_wh" {
-            continue;
-        }
-        for (ts, mwh) in samples {
-            let day = Utc
-                .timestamp_millis_opt(*ts)
-                .unwrap()
-                .with_timezone(&Paris)
-                .date_naive();
-            period_wh
-                .entry((l["pdl"].clone(), day))
-                .or_default()
-                .insert(l["period"].clone(), *mwh as f64 / 1000.0);
-        }
-    }
-    period_wh
-}
-
-/// The HP/HC and Base options' costs of each day of `period_wh`, at the
-/// dashboard's prices, checking that HP + HC is the whole day's rows.
-fn hphc_and_base_costs(
+/// The Tempo panels over `start..end`, which hold every day of `days`:
+/// the energy's cost, the same by colour and period (each day's energy at
+/// the price in force that day, which adds up to the cost), and the share
+/// of red peak hours.
+async fn assert_tempo_over_the_period(
     grafana: &Grafana,
-    rows: &[Interval],
-    period_wh: &BTreeMap<(String, NaiveDate), BTreeMap<String, f64>>,
-) -> (DailyCost, DailyCost) {
-    let (hp, hc, base) = (
-        grafana.number("price_hp"),
-        grafana.number("price_hc"),
-        grafana.number("price_base"),
-    );
-    let mut hphc_day = DailyCost::new();
-    let mut base_day = DailyCost::new();
-    for ((pdl, day), periods) in period_wh {
-        let whole: f64 = rows
-            .iter()
-            .filter(|i| &i.pdl == pdl && i.date == *day)
-            .map(|i| i.wh)
-            .sum();
-        let total = periods["HP"] + periods["HC"];
-        assert!(
-            (total - whole).abs() <= 1e-6 * whole,
-            "{pdl} on {day}: HP + HC = {total} Wh, the rows {whole} Wh"
-        );
-        hphc_day
-            .entry(pdl.clone())
-            .or_default()
-            .insert(*day, (periods["HP"] * hp + periods["HC"] * hc) / 1000.0);
-        base_day
-            .entry(pdl.clone())
-            .or_default()
-            .insert(*day, total * base / 1000.0);
-    }
-    (hphc_day, base_day)
-}
-
-/// The per-day and per-month cost panels show each option's (target,
-/// costs) over `start..end`, at a 1-day step.
-async fn assert_costs_per_day_and_month(
-    grafana: &Grafana,
-    options: &[(&str, &DailyCost)],
+    days: &PricedDays,
+    pricing: &Pricing,
     start: i64,
     end: i64,
 ) {
-    for (panel, monthly) in [
-        ("Coût par jour : Base, HP/HC et Tempo", false),
-        ("Coût par mois : Base, HP/HC et Tempo", true),
-    ] {
-        for (ref_id, per_day) in options {
-            let q = grafana.query(panel, ref_id);
-            assert_eq!(q.interval(start, end), 86_400, "{panel}: a 1-day step");
-            let a = grafana.run(q, start, end).await;
-            let want = if monthly {
-                by_month(per_day)
-            } else {
-                at_utc_midnights(per_day)
-            };
-            assert_close(&format!("{panel} {ref_id}"), &a.by_pdl(), &want, &a.sent);
-        }
+    let energy: Points = [PDL, PDL_10_MIN]
+        .iter()
+        .map(|pdl| {
+            let eur: f64 = days.cost[&format!("{pdl} TEMPO energy")].values().sum();
+            (pdl.to_string(), BTreeMap::from([(end, eur)]))
+        })
+        .collect();
+    let panel = "Coût Tempo sur la période";
+    let a = grafana.run_panel(panel, "A", start, end).await;
+    assert_close(panel, &a.by_pdl(), &energy, &a.sent);
+
+    let by_colour = days.tempo_by_colour(pricing, DEMO_KVA, |_| true);
+    for k in ["BLEU HP", "BLANC HC", "ROUGE HP", "ROUGE HC"] {
+        assert!(by_colour.contains_key(k), "{k}: {by_colour:?}");
     }
+    let total: f64 = energy.values().map(|p| p[&end]).sum();
+    let split: f64 = by_colour.values().sum();
+    assert!((total - split).abs() < 1e-5, "{total} € split in {split} €");
+    let want: Points = by_colour
+        .into_iter()
+        .map(|(k, v)| (k, BTreeMap::from([(end, v)])))
+        .collect();
+    let panel = "Coût Tempo par couleur et période";
+    let a = grafana.run_panel(panel, "A", start, end).await;
+    assert_close(panel, &a.keyed(&["color", "period"]), &want, &a.sent);
+
+    let want: Points = days
+        .red_peak_share()
+        .into_iter()
+        .map(|(pdl, share)| (pdl, BTreeMap::from([(end, share)])))
+        .collect();
+    assert!(want.values().all(|s| s[&end] > 0.0), "{want:?}");
+    let panel = "Part de l'énergie en heures pleines rouges";
+    let a = grafana.run_panel(panel, "A", start, end).await;
+    assert_close(panel, &a.by_pdl(), &want, &a.sent);
 }
 
-/// The Tempo panels over the whole period: the cost, by colour and period,
-/// and the share of red peak hours.
-async fn assert_tempo_over_the_period(grafana: &Grafana, tempo: &TempoCosts, start: i64, end: i64) {
-    let a = grafana
-        .run_panel("Coût Tempo sur la période", "A", start, end)
-        .await;
-    assert_close(
-        "Tempo over the period",
-        &a.by_pdl(),
-        &total_at(&tempo.per_day, None, end),
-        &a.sent,
-    );
-    let a = grafana
-        .run_panel("Coût Tempo par couleur et période", "A", start, end)
-        .await;
-    let want: Points = tempo
-        .by_colour
-        .iter()
-        .map(|(k, v)| (k.clone(), BTreeMap::from([(end, *v)])))
-        .collect();
-    assert_close(
-        "Tempo by colour and period",
-        &a.keyed(&["color", "period"]),
+/// The price panel over `from..to`, its subscribed power set to `kva`: at
+/// each of its points (00:00 UTC of a date), every price of the grid in
+/// force on that date at that power.
+async fn assert_prices(grafana: &Grafana, pricing: &Pricing, kva: i64, from: &str, to: &str) {
+    let panel = "Prix en vigueur : kWh et abonnements";
+    let q = grafana.query(panel, "A");
+    let (start, end) = (utc_midnight(date(from)), utc_midnight(date(to)));
+    let step = q.interval(start, end);
+    let mut want = Points::new();
+    for (option, item) in PRICE_ITEMS {
+        for t in
+            (start - start.rem_euclid(step)..=end - end.rem_euclid(step)).step_by(step as usize)
+        {
+            let day = Utc.timestamp_opt(t, 0).unwrap().date_naive();
+            if let Some(micro) = pricing.price(option, item, kva, day) {
+                want.entry(format!("{option} {item}"))
+                    .or_default()
+                    .insert(t, micro as f64 / 1e6);
+            }
+        }
+    }
+    let a = grafana.run(q, start, end).await;
+    assert_exact(
+        &format!("{panel} at {kva} kVA"),
+        &a.keyed(&["option", "item"]),
         &want,
         &a.sent,
     );
-    let a = grafana
-        .run_panel(
-            "Part de l'énergie en heures pleines rouges",
-            "A",
-            start,
-            end,
-        )
-        .await;
-    let want: Points = tempo
-        .all_wh
-        .iter()
-        .map(|(pdl, all)| {
-            (
-                pdl.clone(),
-                BTreeMap::from([(end, tempo.red_hp_wh[pdl] / all * 100.0)]),
-            )
-        })
-        .collect();
-    assert!(want.values().all(|s| s[&end] > 0.0), "{want:?}");
-    assert_close("share of red peak hours", &a.by_pdl(), &want, &a.sent);
-}
-
-/// Each key's total over `days` (all when `None`), at `end`.
-fn total_at(m: &DailyCost, days: Option<&[NaiveDate]>, end: i64) -> Points {
-    m.iter()
-        .map(|(pdl, per_day)| {
-            let sum: f64 = per_day
-                .iter()
-                .filter(|(d, _)| days.is_none_or(|days| days.contains(d)))
-                .map(|(_, v)| v)
-                .sum();
-            (pdl.clone(), BTreeMap::from([(end, sum)]))
-        })
-        .collect()
-}
-
-/// Sums `per_day` (key → day → EUR) by calendar month, each month at 00:00
-/// UTC of its last day.
-fn by_month(per_day: &DailyCost) -> Points {
-    use chrono::Datelike;
-    let mut out = Points::new();
-    for (k, days) in per_day {
-        for (d, v) in days {
-            let next = if d.month() == 12 {
-                NaiveDate::from_ymd_opt(d.year() + 1, 1, 1)
-            } else {
-                NaiveDate::from_ymd_opt(d.year(), d.month() + 1, 1)
-            }
-            .unwrap();
-            let last = next.pred_opt().unwrap();
-            *out.entry(k.clone())
-                .or_default()
-                .entry(utc_midnight(last))
-                .or_default() += v;
-        }
-    }
-    out
-}
-
-/// `per_day` with each day at 00:00 UTC of its date.
-fn at_utc_midnights(per_day: &DailyCost) -> Points {
-    per_day
-        .iter()
-        .map(|(k, days)| {
-            (
-                k.clone(),
-                days.iter().map(|(d, v)| (utc_midnight(*d), *v)).collect(),
-            )
-        })
-        .collect()
 }

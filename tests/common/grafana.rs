@@ -126,8 +126,8 @@ pub fn queries(d: &Value) -> Vec<Query> {
     out
 }
 
-/// The dashboard's own variables with their default values: the price
-/// textboxes, the subscribed power's list.
+/// The dashboard's own variables with their default values: textboxes and
+/// constants, custom lists (the subscribed power's).
 pub fn variables(d: &Value) -> Vec<(String, String)> {
     let mut vars = Vec::new();
     for v in d["templating"]["list"].as_array().unwrap() {

@@ -1,8 +1,9 @@
 //! What the integration tests share, by subject: the throwaway servers
 //! (`servers`), the exporter binary (`exporter`), the independent model of
-//! the mirror (`model`), reading VictoriaMetrics back (`promql`), the
-//! Grafana dashboard as Grafana would query it (`grafana`), the fault proxy
-//! (`proxy`) and a small HTTP server for stand-ins (`http`).
+//! the mirror (`model`) and its priced days summed by hand (`priced`),
+//! reading VictoriaMetrics back (`promql`), the Grafana dashboard as Grafana
+//! would query it (`grafana`), the fault proxy (`proxy`) and a small HTTP
+//! server for stand-ins (`http`).
 //!
 //! Each test file compiles this module on its own and uses part of it.
 
@@ -12,6 +13,7 @@ pub mod exporter;
 pub mod grafana;
 pub mod http;
 pub mod model;
+pub mod priced;
 pub mod promql;
 pub mod proxy;
 pub mod servers;
