@@ -10,16 +10,18 @@
 //! - [`model`]: the pure core, rows in and series out. The family table
 //!   ([`model::family`]: each family's metrics and tables, said once), samples
 //!   and series, labels, local time and daylight saving
-//!   ([`model::calendar`]), off-peak hours, tariff periods, Prometheus text
-//!   lines. No I/O; imports nothing above it.
+//!   ([`model::calendar`]), off-peak hours, tariff periods, the price grid
+//!   and the days' costs ([`model::prices`], [`model::costs`]), Prometheus
+//!   text lines. No I/O; imports nothing above it.
 //! - [`config`]: the `VICTORIAMETRICS_*` environment, validated at start.
 //! - [`telemetry`]: self-monitoring counters and the health state machine; a
 //!   leaf that other modules record into.
 //! - [`source`]: PostgreSQL: MyElectricalData's tables streamed as they are,
 //!   change tokens, the export lock, the migrations.
 //! - [`state`]: what VictoriaMetrics holds, summarised per series and day in
-//!   the `vm_export_*` tables, and the plan of a series: unchanged, append,
-//!   rewrite.
+//!   the `vm_export_*` tables (read a group of series at a time, so that
+//!   memory does not grow with the history), and the plan of a series:
+//!   unchanged, append, rewrite.
 //! - [`series`]: a family's rows read into series, one PDL at a time.
 //! - [`verify`]: read-back judged, purely: expected against observed, a
 //!   verdict, a diagnosis, a repair.

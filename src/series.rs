@@ -9,13 +9,13 @@ use crate::model::energy::PdlEnergy;
 use crate::model::max_power::max_power_series;
 use crate::model::render::write_line;
 use crate::model::tariff::{OffPeakBook, PdlTariff, TariffInputs};
-use crate::model::tempo::{tempo_days, tempo_series};
+use crate::model::tempo::{tempo_days, tempo_series, TempoRow};
 use crate::model::zen_flex::zen_flex_series;
 use crate::model::{is_pdl, Contract, Family, Report, Series};
 use crate::source::{EnergyDecoder, EnergyRows, Source, SourceError};
 
-/// Yields a family's series: one PDL's energy series at a time, or all
-/// series of a smaller family at once (a few thousand samples).
+/// Yields a family's series: one PDL's energy or Tempo series at a time, or
+/// all series of a smaller family at once (a few thousand samples).
 pub struct SeriesReader<'s> {
     source: &'s Source,
     family: Family,
@@ -25,6 +25,8 @@ pub struct SeriesReader<'s> {
     /// The colours and off-peak hours the consumption family's tariff
     /// periods need, read before its rows (`None` for production).
     tariff: Option<TariffInputs>,
+    /// The Tempo calendar and the PDLs still to give its series.
+    tempo: Option<(Vec<TempoRow>, std::vec::IntoIter<String>)>,
     done: bool,
     rows_read: u64,
 }
@@ -84,6 +86,7 @@ impl<'s> SeriesReader<'s> {
             decoder: EnergyDecoder::default(),
             current: None,
             tariff: None,
+            tempo: None,
             done: false,
             rows_read: 0,
         }
@@ -136,17 +139,36 @@ impl<'s> SeriesReader<'s> {
                     .then(|| price_series(contract, &contract.prices, report)))
             }
             Family::Tempo => {
-                self.done = true;
-                let rows = self.source.tempo_rows().await?;
-                self.rows_read = rows.len() as u64;
-                let pdls: Vec<String> = self
-                    .source
-                    .consumption_pdls()
-                    .await?
-                    .into_iter()
-                    .filter(|p| is_pdl(p))
-                    .collect();
-                Ok(Some(tempo_series(contract, &rows, &pdls, report)))
+                // One PDL's series at a time: the same calendar for each,
+                // so that a thousand meters' years are never held at once.
+                // A bad row is reported with the first PDL only.
+                let mut scratch = Report::default();
+                let report = match self.tempo {
+                    Some(_) => &mut scratch,
+                    None => report,
+                };
+                if self.tempo.is_none() {
+                    let rows = self.source.tempo_rows().await?;
+                    self.rows_read = rows.len() as u64;
+                    let pdls: Vec<String> = self
+                        .source
+                        .consumption_pdls()
+                        .await?
+                        .into_iter()
+                        .filter(|p| is_pdl(p))
+                        .collect();
+                    self.tempo = Some((rows, pdls.into_iter()));
+                }
+                let Some((rows, pdls)) = self.tempo.as_mut() else {
+                    return Ok(None);
+                };
+                match pdls.next() {
+                    Some(pdl) => Ok(Some(tempo_series(contract, rows, &[pdl], report))),
+                    None => {
+                        self.done = true;
+                        Ok(None)
+                    }
+                }
             }
             Family::Ecowatt => {
                 self.done = true;

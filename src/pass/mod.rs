@@ -20,15 +20,17 @@
 //! The pass records its own counters and logs one line.
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::model::Series;
 use crate::model::{Family, Report};
 use crate::progress::{Display, Progress};
 use crate::series::SeriesReader;
 use crate::source::Source;
-use crate::state::{self, State};
+use crate::state::{self, Plan, SeriesState, State};
+use crate::verify::Observation;
 use crate::vm::retry::Retry;
 use crate::vm::Sink;
 
@@ -42,6 +44,9 @@ pub use outcome::{Outcome, PassError};
 pub use write::DELETE_SETTLE;
 
 use write::Writer;
+
+/// Series whose recorded buckets are read from the state at once.
+const CHUNKS_READ_AHEAD: usize = 32;
 
 /// Reads the source and keeps VictoriaMetrics equal to it, one pass at a
 /// time. Used from one task: its timing notes are plain cells.
@@ -130,20 +135,12 @@ impl Exporter {
         );
         let mut reader = SeriesReader::new(&self.source, family);
         while let Some(group) = reader.next(&contract, &mut report).await? {
-            let mut work = Vec::new();
-            for series in group {
-                self.check_cancel()?;
+            for series in &group {
                 seen.insert(series.selector.clone());
-                let old = known.get(&series.selector);
-                let plan = state::plan(old, &series.samples, contract.tz);
-                let plan = match &observed {
-                    Some(obs) => self.repair(&series, old, plan, obs, &mut outcome).await?,
-                    None => plan,
-                };
-                if plan != state::Plan::Unchanged {
-                    work.push((series, plan));
-                }
             }
+            let work = self
+                .plan_group(group, &known, observed.as_ref(), contract.tz, &mut outcome)
+                .await?;
             writer.write(work, &mut outcome).await?;
             progress.update(reader.rows_read(), writer.acked());
         }
@@ -157,6 +154,53 @@ impl Exporter {
         crate::telemetry::global().pass(&outcome.counts());
         outcome.log(family, started.elapsed());
         Ok(outcome)
+    }
+
+    /// Plans each series of a group against what the state records of it
+    /// and, when read back, what VictoriaMetrics shows; keeps the changed
+    /// ones. The recorded buckets are read a few series at a time, so that
+    /// memory stays that of one PDL's series, however many PDLs and years.
+    async fn plan_group(
+        &self,
+        group: Vec<Series>,
+        known: &HashMap<String, SeriesState>,
+        observed: Option<&Observation>,
+        tz: chrono_tz::Tz,
+        outcome: &mut Outcome,
+    ) -> Result<Vec<(Series, Plan)>, PassError> {
+        let ids: Vec<Option<i64>> = group
+            .iter()
+            .map(|s| known.get(&s.selector).map(|k| k.id))
+            .collect();
+        let mut work = Vec::new();
+        let mut chunks = HashMap::new();
+        for (i, series) in group.into_iter().enumerate() {
+            if i % CHUNKS_READ_AHEAD == 0 {
+                let next: Vec<i64> = ids[i..(i + CHUNKS_READ_AHEAD).min(ids.len())]
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                chunks = self.state.load_chunks(&next).await?;
+            }
+            self.check_cancel()?;
+            let old = known.get(&series.selector).map(|k| SeriesState {
+                chunks: chunks.remove(&k.id).unwrap_or_default(),
+                ..k.clone()
+            });
+            let plan = state::plan(old.as_ref(), &series.samples, tz);
+            let plan = match observed {
+                Some(obs) => {
+                    self.repair(&series, old.as_ref(), plan, obs, outcome)
+                        .await?
+                }
+                None => plan,
+            };
+            if plan != Plan::Unchanged {
+                work.push((series, plan));
+            }
+        }
+        Ok(work)
     }
 
     /// Counts and logs the rows the family's computation skipped.

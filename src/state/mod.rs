@@ -15,6 +15,19 @@ mod plan;
 
 pub use plan::{bucket_of, chunks_of, plan, Chunk, Done, Plan, SeriesState};
 
+/// Buckets recorded per `INSERT`.
+const CHUNKS_PER_STATEMENT: usize = 4096;
+
+/// Buckets to record, as the columns of one `INSERT … SELECT unnest(…)`.
+#[derive(Default)]
+struct ChunkColumns {
+    ids: Vec<i64>,
+    buckets: Vec<i32>,
+    samples: Vec<i32>,
+    digests: Vec<i64>,
+    max_ts: Vec<i64>,
+}
+
 /// The `vm_export_*` tables.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -36,17 +49,20 @@ impl State {
             .map_err(SourceError::query("looking for vm_export_series"))
     }
 
-    /// Everything recorded of a family's series, by selector.
+    /// What is recorded of each of a family's series, by selector, without
+    /// its buckets: a few hundred bytes a series, whatever the history's
+    /// length (the buckets of a thousand meters' years would take hundreds
+    /// of MB); [`State::load_chunks`] reads those of one group of series.
     pub async fn load(&self, family: Family) -> Result<HashMap<String, SeriesState>, SourceError> {
+        let err = || SourceError::query("decoding vm_export_series");
         let mut rows = sqlx::query(
-            "SELECT s.id, s.selector, s.pending, c.bucket, c.samples, c.digest, c.max_ts,
-                    EXTRACT(EPOCH FROM now() - s.updated_at)::float8, s.rejected IS NOT NULL
-               FROM vm_export_series s LEFT JOIN vm_export_chunk c ON c.series_id = s.id
+            "SELECT s.id, s.selector, s.pending,
+                    EXTRACT(EPOCH FROM now() - s.updated_at)::float8, s.rejected IS NOT NULL,
+                    (SELECT coalesce(sum(c.samples), 0)::bigint FROM vm_export_chunk c WHERE c.series_id = s.id)
+               FROM vm_export_series s
               WHERE s.family = $1",
         )
         .bind(family.as_str())
-        // Streamed: a row per series and day, each with the series' selector,
-        // would otherwise be held all at once (tens of MB for a large history).
         .fetch(&self.pool);
         let mut out: HashMap<String, SeriesState> = HashMap::new();
         while let Some(row) = rows
@@ -54,48 +70,54 @@ impl State {
             .await
             .map_err(SourceError::query("reading vm_export_series"))?
         {
-            let err = SourceError::query("decoding vm_export_series");
-            // Borrowed: the selector repeats on each of the series' days.
-            let selector: &str = row.try_get(1).map_err(err)?;
-            let entry = match out.get_mut(selector) {
-                Some(e) => e,
-                None => out.entry(selector.to_string()).or_default(),
-            };
-            entry.id = row
-                .try_get(0)
-                .map_err(SourceError::query("decoding vm_export_series"))?;
-            entry.pending = row
-                .try_get(2)
-                .map_err(SourceError::query("decoding vm_export_series"))?;
-            let age: Option<f64> = row
-                .try_get(7)
-                .map_err(SourceError::query("decoding vm_export_series"))?;
-            entry.age = Duration::try_from_secs_f64(age.unwrap_or(0.0)).unwrap_or(Duration::ZERO);
-            entry.rejected = row
-                .try_get(8)
-                .map_err(SourceError::query("decoding vm_export_series"))?;
-            let bucket: Option<i32> = row
-                .try_get(3)
-                .map_err(SourceError::query("decoding vm_export_chunk"))?;
-            if let Some(bucket) = bucket {
-                let samples = row
-                    .try_get(4)
-                    .map_err(SourceError::query("decoding vm_export_chunk"))?;
-                let digest = row
-                    .try_get(5)
-                    .map_err(SourceError::query("decoding vm_export_chunk"))?;
-                let max_ts = row
-                    .try_get(6)
-                    .map_err(SourceError::query("decoding vm_export_chunk"))?;
-                entry.chunks.insert(
-                    bucket,
+            let age: Option<f64> = row.try_get(3).map_err(err())?;
+            let held: i64 = row.try_get(5).map_err(err())?;
+            out.insert(
+                row.try_get(1).map_err(err())?,
+                SeriesState {
+                    id: row.try_get(0).map_err(err())?,
+                    pending: row.try_get(2).map_err(err())?,
+                    chunks: HashMap::new(),
+                    held: held.max(0) as u64,
+                    age: Duration::try_from_secs_f64(age.unwrap_or(0.0)).unwrap_or(Duration::ZERO),
+                    rejected: row.try_get(4).map_err(err())?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// The buckets of the series `ids`, by series id.
+    pub async fn load_chunks(
+        &self,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, HashMap<i32, Chunk>>, SourceError> {
+        let mut out: HashMap<i64, HashMap<i32, Chunk>> = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let err = || SourceError::query("decoding vm_export_chunk");
+        let mut rows = sqlx::query(
+            "SELECT series_id, bucket, samples, digest, max_ts FROM vm_export_chunk
+              WHERE series_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch(&self.pool);
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(SourceError::query("reading vm_export_chunk"))?
+        {
+            out.entry(row.try_get(0).map_err(err())?)
+                .or_default()
+                .insert(
+                    row.try_get(1).map_err(err())?,
                     Chunk {
-                        samples,
-                        digest,
-                        max_ts,
+                        samples: row.try_get(2).map_err(err())?,
+                        digest: row.try_get(3).map_err(err())?,
+                        max_ts: row.try_get(4).map_err(err())?,
                     },
                 );
-            }
         }
         Ok(out)
     }
@@ -122,23 +144,6 @@ impl State {
         }
         let replaced: Vec<i64> = done.iter().filter(|d| d.replace).map(|d| d.id).collect();
         let ids: Vec<i64> = done.iter().map(|d| d.id).collect();
-        let total: usize = done.iter().map(|d| d.chunks.len()).sum();
-        let mut c_max: Vec<i64> = Vec::with_capacity(total);
-        let (mut c_ids, mut c_buckets, mut c_samples, mut c_digests) = (
-            Vec::with_capacity(total),
-            Vec::with_capacity(total),
-            Vec::with_capacity(total),
-            Vec::with_capacity(total),
-        );
-        for d in done {
-            for (bucket, chunk) in &d.chunks {
-                c_ids.push(d.id);
-                c_buckets.push(*bucket);
-                c_samples.push(chunk.samples);
-                c_digests.push(chunk.digest);
-                c_max.push(chunk.max_ts);
-            }
-        }
         let mut tx = self
             .pool
             .begin()
@@ -151,20 +156,37 @@ impl State {
             .map_err(SourceError::query(
                 "clearing rewritten series in vm_export_chunk",
             ))?;
-        sqlx::query(
-            "INSERT INTO vm_export_chunk (series_id, bucket, samples, digest, max_ts)
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[], $5::bigint[])
-             ON CONFLICT (series_id, bucket)
-             DO UPDATE SET samples = EXCLUDED.samples, digest = EXCLUDED.digest, max_ts = EXCLUDED.max_ts",
-        )
-        .bind(&c_ids)
-        .bind(&c_buckets)
-        .bind(&c_samples)
-        .bind(&c_digests)
-        .bind(&c_max)
-        .execute(&mut *tx)
-        .await
-        .map_err(SourceError::query("recording vm_export_chunk"))?;
+        // In statements of a bounded size: the connection keeps the buffer
+        // a statement was encoded in, and 64 long series' buckets at once
+        // left several MB behind on each pooled connection.
+        let mut chunks = done
+            .iter()
+            .flat_map(|d| d.chunks.iter().map(move |(bucket, c)| (d.id, *bucket, *c)))
+            .peekable();
+        while chunks.peek().is_some() {
+            let mut c = ChunkColumns::default();
+            for (id, bucket, chunk) in chunks.by_ref().take(CHUNKS_PER_STATEMENT) {
+                c.ids.push(id);
+                c.buckets.push(bucket);
+                c.samples.push(chunk.samples);
+                c.digests.push(chunk.digest);
+                c.max_ts.push(chunk.max_ts);
+            }
+            sqlx::query(
+                "INSERT INTO vm_export_chunk (series_id, bucket, samples, digest, max_ts)
+                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[], $5::bigint[])
+                 ON CONFLICT (series_id, bucket)
+                 DO UPDATE SET samples = EXCLUDED.samples, digest = EXCLUDED.digest, max_ts = EXCLUDED.max_ts",
+            )
+            .bind(&c.ids)
+            .bind(&c.buckets)
+            .bind(&c.samples)
+            .bind(&c.digests)
+            .bind(&c.max_ts)
+            .execute(&mut *tx)
+            .await
+            .map_err(SourceError::query("recording vm_export_chunk"))?;
+        }
         let rejected: Vec<Option<String>> = done.iter().map(|d| d.rejected.clone()).collect();
         sqlx::query(
             "UPDATE vm_export_series s SET pending = FALSE, rejected = r.rejected, updated_at = NOW()

@@ -128,8 +128,11 @@ pub struct SeriesState {
     pub id: i64,
     /// A write was begun and not acknowledged: VictoriaMetrics' content is unknown.
     pub pending: bool,
-    /// The buckets it holds.
+    /// The buckets it holds: loaded for one group of series at a time
+    /// ([`super::State::load_chunks`]), empty in a family's summary.
     pub chunks: HashMap<i32, Chunk>,
+    /// How many samples it holds, as recorded (the sum over its buckets).
+    pub held: u64,
     /// How long ago (by PostgreSQL's clock) it was last marked pending or recorded.
     pub age: Duration,
     /// VictoriaMetrics refused its lines for good, as they were recorded.
@@ -139,8 +142,7 @@ pub struct SeriesState {
 impl SeriesState {
     /// How many samples it holds, as recorded.
     pub fn samples(&self) -> u64 {
-        let held: i64 = self.chunks.values().map(|c| i64::from(c.samples)).sum();
-        held.max(0) as u64
+        self.held
     }
 }
 
@@ -283,6 +285,7 @@ mod tests {
         SeriesState {
             id: 1,
             chunks: chunks_of(samples, Paris).into_iter().collect(),
+            held: samples.len() as u64,
             ..SeriesState::default()
         }
     }
