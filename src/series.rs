@@ -157,6 +157,10 @@ impl<'s> SeriesReader<'s> {
                         .into_iter()
                         .filter(|p| is_pdl(p))
                         .collect();
+                    if pdls.is_empty() {
+                        // No PDL to give series to: its bad rows are still told.
+                        tempo_days(&rows, report);
+                    }
                     self.tempo = Some((rows, pdls.into_iter()));
                 }
                 let Some((rows, pdls)) = self.tempo.as_mut() else {
