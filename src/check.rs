@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::model::costs::{KvaBook, KvaOrigin};
+use crate::model::prices::{powers_listed, DEFAULT_KVA};
 use crate::model::{Table, TABLES as TABLES_READ};
 use crate::source::Source;
 use crate::vm::Sink;
@@ -312,7 +313,10 @@ async fn check_kva(config: &Config, source: &Source) -> Item {
         Status::Warn,
         KVA,
         found,
-        "set VICTORIAMETRICS_SUBSCRIBED_KVA to the contract's power (on the bill: 3, 6, 9, 12, 15, 18, 24, 30 or 36), or record it in MyElectricalData: subscriptions are priced at 6 kVA meanwhile",
+        format!(
+            "set VICTORIAMETRICS_SUBSCRIBED_KVA to the contract's power (on the bill: {}), or record it in MyElectricalData: subscriptions are priced at {DEFAULT_KVA} kVA meanwhile",
+            powers_listed()
+        ),
     )
 }
 

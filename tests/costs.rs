@@ -142,6 +142,24 @@ async fn each_day_is_priced_at_the_prices_then_in_force_and_a_change_rewrites_on
 
     let (_, first) = once_priced(&servers, &env, &pricing, "priced with the user's grid").await;
 
+    // check says which grid prices the costs and at which power each PDL is.
+    let out = exporter(&["check"], &env);
+    let report = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        // A user grid whose latest change is two years old: a warning.
+        "[WARN] Price grid in force (costs)".to_string(),
+        "more than seven months ago".to_string(),
+        format!(
+            "{} (VICTORIAMETRICS_PRICES_FILE), 17 prices, latest change 2024-11-04",
+            file.display()
+        ),
+        format!("{PDL} 9 kVA (pdls.subscribed_power)"),
+        format!("{OTHER} 6 kVA (the default, no subscribed power recorded)"),
+        "[WARN] Subscribed power of each PDL (costs)".to_string(),
+    ] {
+        assert!(report.contains(&line), "{line:?} not in {report}");
+    }
+
     // By hand. Subscriptions: 9 kVA BASE 15.00 a month over November's 30
     // days, 16.50 from the 4th; 6 kVA 12.00; TEMPO only at 9 kVA.
     assert_eq!(
@@ -255,6 +273,23 @@ async fn each_day_is_priced_at_the_prices_then_in_force_and_a_change_rewrites_on
     };
     let want = ((tempo("HP") * 700_000 + tempo("HC") * 160_000) as f64 / 1e6).round() as i64;
     assert_eq!(cost(&red, PDL, "TEMPO", "energy", "2024-11-04"), Some(want));
+    // A subscribed power set for every PDL overrides pdls': 9 kVA's rows
+    // give way to 6 kVA's (BASE 12.00 a month, no TEMPO subscription).
+    let mut six = env.clone();
+    six.push(("VICTORIAMETRICS_SUBSCRIBED_KVA", "6".into()));
+    let pricing6 = Pricing::from_text(&grid("0.1350"), Some(6));
+    let (_, at6) = once_priced(&servers, &six, &pricing6, "at a subscribed power of 6 kVA").await;
+    assert_eq!(
+        cost(&at6, PDL, "BASE", "subscription", "2024-11-03"),
+        Some(400_000)
+    );
+    assert_eq!(cost(&at6, PDL, "TEMPO", "subscription", "2024-11-03"), None);
+    assert_eq!(
+        cost(&at6, PDL, "BASE", "energy", "2024-11-03").map(|c| c * 21),
+        cost(&red, PDL, "BASE", "energy", "2024-11-03").map(|c| c * 20),
+        "0.20 instead of 0.21 per kWh"
+    );
+
     // The grid itself, as series: the corrected row at its date.
     assert_eq!(
         value(

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::model::offpeak::OffPeakHours;
-use crate::model::prices::{PriceGrid, POWERS};
+use crate::model::prices::{powers_listed, PriceGrid, POWERS};
 use crate::model::{Contract, LEGACY_LABEL_TIMES_VAR};
 
 mod values;
@@ -303,7 +303,7 @@ impl Config {
                     .ok_or_else(|| {
                         ConfigError::new(
                             "VICTORIAMETRICS_SUBSCRIBED_KVA",
-                            format!("expected 3, 6, 9, 12, 15, 18, 24, 30 or 36 (kVA), got {v:?}"),
+                            format!("expected {} (kVA), got {v:?}", powers_listed()),
                         )
                     })?,
             ),

@@ -18,7 +18,7 @@ use chrono::{Datelike, NaiveDate};
 
 use crate::model::calendar::{day_millis, TempoColor};
 use crate::model::metric::{COST_EUR, PRICE_EUR};
-use crate::model::prices::{Item, PriceGrid, PriceOption, DEFAULT_KVA, POWERS};
+use crate::model::prices::{powers_listed, Item, PriceGrid, PriceOption, DEFAULT_KVA, POWERS};
 use crate::model::{Contract, Report, Sample, Scale, Series};
 
 /// The `part` label of a cost.
@@ -68,7 +68,8 @@ impl KvaBook {
                     "pdls",
                     pdl.clone(),
                     format!(
-                        "subscribed_power {kva} is not a regulated power (3, 6, 9, 12, 15, 18, 24, 30 or 36 kVA); {DEFAULT_KVA} kVA is assumed"
+                        "subscribed_power {kva} is not a regulated power ({} kVA); {DEFAULT_KVA} kVA is assumed",
+                        powers_listed()
                     ),
                 ),
             }

@@ -22,6 +22,15 @@ pub const SHIPPED: &str = include_str!("../../prices/regulated.csv");
 /// The powers (kVA) a regulated contract may subscribe.
 pub const POWERS: [u8; 9] = [3, 6, 9, 12, 15, 18, 24, 30, 36];
 
+/// [`POWERS`] as messages list them: `3, 6, …, 30 or 36`.
+pub fn powers_listed() -> String {
+    let all: Vec<String> = POWERS.iter().map(u8::to_string).collect();
+    match all.split_last() {
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// The power assumed for a PDL whose subscribed power nobody recorded.
 pub const DEFAULT_KVA: u8 = 6;
 
@@ -283,9 +292,7 @@ fn parse_row(line: &str, number: usize) -> Result<PriceRow, String> {
             k.parse::<u8>()
                 .ok()
                 .filter(|k| POWERS.contains(k))
-                .ok_or_else(|| {
-                    format!("kva {k:?} is not empty nor one of 3, 6, 9, 12, 15, 18, 24, 30, 36")
-                })?,
+                .ok_or_else(|| format!("kva {k:?} is not empty nor one of {}", powers_listed()))?,
         ),
     };
     let item = Item::ALL
@@ -454,6 +461,7 @@ mod tests {
         assert_eq!(parse_micro("7"), Some(7_000_000));
         assert_eq!(parse_micro(".5"), Some(500_000));
         assert_eq!(parse_micro("0.000001"), Some(1));
+        assert_eq!(powers_listed(), "3, 6, 9, 12, 15, 18, 24, 30 or 36");
         assert_eq!(parse_micro("."), None);
     }
 }
