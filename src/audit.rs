@@ -60,7 +60,7 @@ pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audi
         // verdict, recently written).
         let mut compared = Vec::new();
         while let Some(group) = reader.next(&contract, &mut report).await? {
-            for series in group {
+            for series in group.series {
                 let expected = Expected::of(&series.samples, series.scale, obs.at_ms);
                 let seen = obs.series.get(&series.key);
                 let recent = known

@@ -14,11 +14,33 @@ use crate::model::zen_flex::zen_flex_series;
 use crate::model::{is_pdl, Contract, Family, Report, Series};
 use crate::source::{EnergyDecoder, EnergyRows, Source, SourceError};
 
+/// A group of series the reader yields.
+#[derive(Debug, Default)]
+pub struct Group {
+    /// The series.
+    pub series: Vec<Series>,
+    /// The PDL whose rows of an energy table gave them all, every row of it
+    /// read, none skipped and no sample held back: what the state may
+    /// record as read (`state::reads`). `None` for other groups.
+    pub settled: Option<String>,
+}
+
+impl From<Vec<Series>> for Group {
+    fn from(series: Vec<Series>) -> Self {
+        Group {
+            series,
+            settled: None,
+        }
+    }
+}
+
 /// Yields a family's series: one PDL's energy or Tempo series at a time, or
 /// all series of a smaller family at once (a few thousand samples).
 pub struct SeriesReader<'s> {
     source: &'s Source,
     family: Family,
+    /// For an energy family, read only these PDLs' rows.
+    only: Option<Vec<String>>,
     rows: Option<EnergyRows>,
     decoder: EnergyDecoder,
     current: Option<PdlRows>,
@@ -37,13 +59,16 @@ pub struct SeriesReader<'s> {
 struct PdlRows {
     energy: PdlEnergy,
     tariff: Option<PdlTariff>,
+    /// The report's skipped rows and held-back samples when it began.
+    noted: (usize, u64),
 }
 
 impl PdlRows {
-    fn new(family: Family, pdl: &str) -> Self {
+    fn new(family: Family, pdl: &str, report: &Report) -> Self {
         Self {
             energy: PdlEnergy::new(family, pdl),
             tariff: (family == Family::Consumption).then(|| PdlTariff::new(pdl)),
+            noted: (report.skipped.len(), report.held_back),
         }
     }
 
@@ -67,12 +92,17 @@ impl PdlRows {
         contract: &Contract,
         inputs: Option<&TariffInputs>,
         report: &mut Report,
-    ) -> Vec<Series> {
-        let mut out = self.energy.finish(contract, report);
+    ) -> Group {
+        let pdl = self.energy.pdl().to_string();
+        let mut series = self.energy.finish(contract, report);
         if let (Some(t), Some(inputs)) = (self.tariff, inputs) {
-            out.extend(t.finish(contract, inputs, report));
+            series.extend(t.finish(contract, inputs, report));
         }
-        out
+        let clean = self.noted == (report.skipped.len(), report.held_back);
+        Group {
+            series,
+            settled: clean.then_some(pdl),
+        }
     }
 }
 
@@ -82,6 +112,7 @@ impl<'s> SeriesReader<'s> {
         Self {
             source,
             family,
+            only: None,
             rows: None,
             decoder: EnergyDecoder::default(),
             current: None,
@@ -90,6 +121,12 @@ impl<'s> SeriesReader<'s> {
             done: false,
             rows_read: 0,
         }
+    }
+
+    /// Reads only these PDLs' rows of an energy family (none when empty).
+    pub fn only(mut self, pdls: Option<Vec<String>>) -> Self {
+        self.only = pdls;
+        self
     }
 
     /// Rows read so far.
@@ -102,7 +139,7 @@ impl<'s> SeriesReader<'s> {
         &mut self,
         contract: &Contract,
         report: &mut Report,
-    ) -> Result<Option<Vec<Series>>, SourceError> {
+    ) -> Result<Option<Group>, SourceError> {
         if self.done {
             return Ok(None);
         }
@@ -113,21 +150,34 @@ impl<'s> SeriesReader<'s> {
                     self.tariff = Some(self.tariff_inputs(contract, report).await?);
                 }
                 let tariff = self.tariff.as_ref();
-                let rows = self.rows.get_or_insert_with(|| source.energy_rows(family));
-                while let Some(line) = rows.next().await? {
-                    self.rows_read += 1;
-                    let row = self.decoder.energy_row(&line, family)?;
-                    let finished = match &self.current {
-                        Some(p) if p.energy.pdl() != row.pdl => {
-                            self.current.replace(PdlRows::new(family, row.pdl))
+                let only = self.only.as_deref();
+                let rows = match only {
+                    // Nothing to read: no query.
+                    Some([]) => None,
+                    _ => Some(
+                        self.rows
+                            .get_or_insert_with(|| source.energy_rows(family, only)),
+                    ),
+                };
+                if let Some(rows) = rows {
+                    while let Some(line) = rows.next().await? {
+                        self.rows_read += 1;
+                        let row = self.decoder.energy_row(&line, family)?;
+                        // The previous PDL is finished before this row is
+                        // looked at, so that what it reports is its own.
+                        let finished = match &self.current {
+                            Some(p) if p.energy.pdl() != row.pdl => self
+                                .current
+                                .take()
+                                .map(|done| done.finish(contract, tariff, report)),
+                            _ => None,
+                        };
+                        self.current
+                            .get_or_insert_with(|| PdlRows::new(family, row.pdl, report))
+                            .push(contract, tariff, row, report);
+                        if finished.is_some() {
+                            return Ok(finished);
                         }
-                        _ => None,
-                    };
-                    self.current
-                        .get_or_insert_with(|| PdlRows::new(family, row.pdl))
-                        .push(contract, tariff, row, report);
-                    if let Some(done) = finished {
-                        return Ok(Some(done.finish(contract, tariff, report)));
                     }
                 }
                 if let Some(last) = self.current.take() {
@@ -136,7 +186,7 @@ impl<'s> SeriesReader<'s> {
                 self.done = true;
                 // The grid the costs were priced with, after the last PDL.
                 Ok((family == Family::Consumption)
-                    .then(|| price_series(contract, &contract.prices, report)))
+                    .then(|| price_series(contract, &contract.prices, report).into()))
             }
             Family::Tempo => {
                 // One PDL's series at a time: the same calendar for each,
@@ -167,7 +217,7 @@ impl<'s> SeriesReader<'s> {
                     return Ok(None);
                 };
                 match pdls.next() {
-                    Some(pdl) => Ok(Some(tempo_series(contract, rows, &[pdl], report))),
+                    Some(pdl) => Ok(Some(tempo_series(contract, rows, &[pdl], report).into())),
                     None => {
                         self.done = true;
                         Ok(None)
@@ -178,19 +228,19 @@ impl<'s> SeriesReader<'s> {
                 self.done = true;
                 let rows = self.source.ecowatt_rows().await?;
                 self.rows_read = rows.len() as u64;
-                Ok(Some(ecowatt_series(contract, &rows, report)))
+                Ok(Some(ecowatt_series(contract, &rows, report).into()))
             }
             Family::MaxPower => {
                 self.done = true;
                 let rows = self.source.max_power_rows().await?;
                 self.rows_read = rows.len() as u64;
-                Ok(Some(max_power_series(contract, &rows, report)))
+                Ok(Some(max_power_series(contract, &rows, report).into()))
             }
             Family::ZenFlex => {
                 self.done = true;
                 let rows = self.source.zen_flex_rows().await?;
                 self.rows_read = rows.len() as u64;
-                Ok(Some(zen_flex_series(contract, &rows, report)))
+                Ok(Some(zen_flex_series(contract, &rows, report).into()))
             }
         }
     }
@@ -236,7 +286,7 @@ pub async fn render_all(
     for family in Family::ALL {
         let mut reader = SeriesReader::new(source, family);
         while let Some(group) = reader.next(&contract, &mut report).await? {
-            for series in group {
+            for series in group.series {
                 for s in &series.samples {
                     write_line(&mut buf, &series.head, s.value, series.scale, s.ts);
                 }

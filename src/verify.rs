@@ -52,6 +52,16 @@ pub struct Observation {
 /// The [`series_key`] of a series from the selector the exporter wrote it
 /// under (`{__name__="m",a="x",b=""}`: labels matched as empty are absent).
 pub fn key_of_selector(selector: &str) -> Option<String> {
+    let (name, labels) = parse_selector(selector)?;
+    Some(series_key(
+        &name,
+        labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+}
+
+/// The metric name and the labels of a selector the exporter wrote, those
+/// matched as empty left out.
+pub fn parse_selector(selector: &str) -> Option<(String, Vec<(String, String)>)> {
     let mut rest = selector.strip_prefix('{')?.strip_suffix('}')?;
     let mut name = None;
     let mut labels: Vec<(String, String)> = Vec::new();
@@ -78,10 +88,7 @@ pub fn key_of_selector(selector: &str) -> Option<String> {
             labels.push((k.to_string(), value));
         }
     }
-    Some(series_key(
-        &name?,
-        labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    ))
+    Some((name?, labels))
 }
 
 /// What a series should hold as seen at an instant: the samples up to it.

@@ -153,6 +153,20 @@ pub struct Spec {
     /// Its metric names: the read-back selects these, so a metric missing
     /// here would read back as absent and be rewritten at every pass.
     pub metrics: &'static [&'static str],
+    /// Whether its table's rows are read by PDL (`usage_point_id`, `date`):
+    /// a pass then re-reads only the PDLs whose rows changed since the last
+    /// pass that read them (`state::reads`).
+    pub by_pdl: bool,
+}
+
+/// The decimals a metric's values carry: euros in millionths, everything
+/// else in thousandths.
+pub fn scale_of(metric: &str) -> super::Scale {
+    if metric == COST_EUR || metric == PRICE_EUR {
+        super::Scale::Micro
+    } else {
+        super::Scale::Milli
+    }
 }
 
 use metric::*;
@@ -178,12 +192,14 @@ static SPECS: [Spec; FAMILIES] = [
             COST_EUR,
             PRICE_EUR,
         ],
+        by_pdl: true,
     },
     Spec {
         name: "production",
         table: Table::ProductionData,
         reads: &[Table::ProductionData],
         metrics: &[PRODUCTION_WH, PRODUCTION_POWER_W],
+        by_pdl: true,
     },
     Spec {
         name: "tempo",
@@ -191,24 +207,28 @@ static SPECS: [Spec; FAMILIES] = [
         // Tempo series exist for each PDL of consumption_data.
         reads: &[Table::TempoDays, Table::ConsumptionData],
         metrics: &[TEMPO_COLOR, TEMPO_REMAINING],
+        by_pdl: false,
     },
     Spec {
         name: "ecowatt",
         table: Table::Ecowatt,
         reads: &[Table::Ecowatt],
         metrics: &[ECOWATT_LEVEL, ECOWATT_HOURLY_LEVEL],
+        by_pdl: false,
     },
     Spec {
         name: "max_power",
         table: Table::MaxPowerData,
         reads: &[Table::MaxPowerData],
         metrics: &[MAX_POWER_VA],
+        by_pdl: false,
     },
     Spec {
         name: "zen_flex",
         table: Table::ZenFlexDays,
         reads: &[Table::ZenFlexDays],
         metrics: &[ZEN_FLEX_DAY],
+        by_pdl: false,
     },
 ];
 
@@ -248,6 +268,11 @@ impl Family {
     pub fn metrics(self) -> &'static [&'static str] {
         self.spec().metrics
     }
+
+    /// Whether its rows are read by PDL, re-reading only those that changed.
+    pub fn by_pdl(self) -> bool {
+        self.spec().by_pdl
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +289,13 @@ mod tests {
             assert_eq!(t as usize, i);
             assert_eq!(Table::named(t.name()), Some(t));
         }
+    }
+
+    #[test]
+    fn euros_carry_millionths_and_everything_else_thousandths() {
+        assert_eq!(scale_of(COST_EUR), crate::model::Scale::Micro);
+        assert_eq!(scale_of(PRICE_EUR), crate::model::Scale::Micro);
+        assert_eq!(scale_of(CONSUMPTION_WH), crate::model::Scale::Milli);
     }
 
     #[test]

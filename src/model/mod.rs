@@ -132,6 +132,8 @@ pub struct Report {
     pub skipped: Vec<Skip>,
     /// The earliest timestamp held back as too far in the future, if any.
     pub next_held_back: Option<i64>,
+    /// How many samples were held back.
+    pub held_back: u64,
 }
 
 impl Report {
@@ -145,6 +147,7 @@ impl Report {
     }
 
     fn hold_back(&mut self, ts: i64) {
+        self.held_back += 1;
         self.next_held_back = Some(self.next_held_back.map_or(ts, |t| t.min(ts)));
     }
 }

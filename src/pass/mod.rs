@@ -29,14 +29,15 @@ use crate::model::{Family, Report};
 use crate::progress::{Display, Progress};
 use crate::series::SeriesReader;
 use crate::source::Source;
-use crate::state::{self, Plan, SeriesState, State};
-use crate::verify::Observation;
+use crate::state::{self, chunks_of, Plan, SeriesState, State};
+use crate::verify::{self, Observation};
 use crate::vm::retry::Retry;
 use crate::vm::Sink;
 
 mod confirm;
 mod outcome;
 mod plan;
+mod unread;
 mod write;
 
 pub use confirm::{read_back_wait, Shown, Unconfirmed};
@@ -126,20 +127,45 @@ impl Exporter {
             outcome.unverified += 1;
         }
 
-        let mut seen: HashSet<String> = HashSet::with_capacity(known.len());
+        // The PDLs whose rows did not change since they were last read, and
+        // that VictoriaMetrics holds as recorded, are not read again.
+        let unread = self
+            .unread(family, &contract, &known, observed.as_ref(), &mut outcome)
+            .await?;
+        let mut seen: HashSet<String> = known
+            .keys()
+            .filter(|sel| {
+                verify::parse_selector(sel).is_some_and(|(_, labels)| {
+                    labels
+                        .iter()
+                        .any(|(k, v)| k == "pdl" && unread.pdls.contains(v))
+                })
+            })
+            .cloned()
+            .collect();
+        let mut settled: Vec<(String, i32)> = Vec::new();
         let mut writer = Writer::new(self, family, &known);
         let mut progress = Progress::new(
             family,
             self.source.estimated_rows(family).await.unwrap_or(0),
             self.display,
         );
-        let mut reader = SeriesReader::new(&self.source, family);
+        let mut reader = SeriesReader::new(&self.source, family).only(unread.read);
         while let Some(group) = reader.next(&contract, &mut report).await? {
-            for series in &group {
+            for series in &group.series {
                 seen.insert(series.selector.clone());
             }
+            if let Some(pdl) = group.settled {
+                settled.push((pdl, group.series.len() as i32));
+            }
             let work = self
-                .plan_group(group, &known, observed.as_ref(), contract.tz, &mut outcome)
+                .plan_group(
+                    group.series,
+                    &known,
+                    observed.as_ref(),
+                    contract.tz,
+                    &mut outcome,
+                )
                 .await?;
             writer.write(work, &mut outcome).await?;
             progress.update(reader.rows_read(), writer.acked());
@@ -149,6 +175,9 @@ impl Exporter {
 
         self.delete_unproduced(family, &known, &seen, observed.as_ref(), &mut outcome)
             .await?;
+        // The pass completed: what it read of each PDL is recorded.
+        self.state.record_reads(family, &settled).await?;
+        outcome.rows_read = reader.rows_read();
         self.note_skipped(family, &report, &mut outcome);
         outcome.next_held_back = report.next_held_back;
         crate::telemetry::global().pass(&outcome.counts());
@@ -174,6 +203,7 @@ impl Exporter {
             .collect();
         let mut work = Vec::new();
         let mut chunks = HashMap::new();
+        let mut totals = Vec::new();
         for (i, series) in group.into_iter().enumerate() {
             if i % CHUNKS_READ_AHEAD == 0 {
                 let next: Vec<i64> = ids[i..(i + CHUNKS_READ_AHEAD).min(ids.len())]
@@ -198,8 +228,12 @@ impl Exporter {
             };
             if plan != Plan::Unchanged {
                 work.push((series, plan));
+            } else if let Some(old) = old.filter(|o| o.total.is_none()) {
+                // Recorded by an older release, without its sums.
+                totals.push((old.id, chunks_of(&series.samples, tz).into_iter().collect()));
             }
         }
+        self.state.record_totals(&totals).await?;
         Ok(work)
     }
 

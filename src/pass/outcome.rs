@@ -68,6 +68,8 @@ pub struct Outcome {
     pub deleted: u64,
     /// Rows skipped as malformed.
     pub skipped: u64,
+    /// Rows read from PostgreSQL.
+    pub rows_read: u64,
     /// Earliest sample held back as too far ahead.
     pub next_held_back: Option<i64>,
     /// Series whose lines VictoriaMetrics rejected for good (a 4xx).
@@ -118,6 +120,7 @@ impl Outcome {
         self.rewritten += o.rewritten;
         self.deleted += o.deleted;
         self.skipped += o.skipped;
+        self.rows_read += o.rows_read;
         self.left_pending += o.left_pending;
         self.rejected += o.rejected;
         self.read_back |= o.read_back;
@@ -153,6 +156,7 @@ impl Outcome {
                 tracing::event!(
                     $level,
                     family = family.as_str(),
+                    rows = self.rows_read,
                     lines = self.lines,
                     batches = self.batches,
                     appended = self.appended,

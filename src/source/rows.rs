@@ -17,39 +17,46 @@ use crate::model::tempo::TempoRow;
 use crate::model::zen_flex::ZenFlexRow;
 use crate::model::Family;
 
-/// The query of an energy table, as a `&'static str`: PostgreSQL's text
-/// `COPY` of it, one message a row, parsed here (sqlx's row stream and
-/// per-value decoding cost about a third of a pass's CPU).
-macro_rules! energy_sql {
-    ($table:literal) => {
-        // In the order of the unique constraint's index, so that PostgreSQL
-        // streams rows without sorting a million of them; the quality comes
-        // as JSON text, told apart from other JSON in Rust (jsonb_typeof
-        // and a second look-up cost PostgreSQL a third of the query). The
-        // date comes as days since 1970 and `updated_at` as Unix
-        // microseconds (the second, then the microseconds within it: exact
-        // whatever type `extract` returns), so that no text depends on the
-        // session's DateStyle.
-        concat!(
-            "COPY (SELECT t.id, t.usage_point_id,
-                    CASE WHEN t.date BETWEEN '0001-01-01' AND '9999-12-31' THEN t.date - DATE '1970-01-01' END,
-                    t.granularity::text, t.interval_start, t.value::bigint,
-                    (t.raw_data -> 'quality')::text,
-                    CASE WHEN t.interval_start IS NULL AND isfinite(t.updated_at)
-                         THEN extract(epoch FROM date_trunc('second', t.updated_at))::bigint * 1000000
-                              + extract(microseconds FROM t.updated_at)::bigint % 1000000 END,
-                    CASE WHEN t.interval_start IS NOT NULL
-                         THEN coalesce(t.raw_data ->> 'p', t.raw_data ->> 'interval_length') END,
-                    (t.raw_data -> 'is_placeholder')::text = 'true'
-               FROM ",
-            $table,
-            " AS t
-              ORDER BY t.usage_point_id, t.date, t.granularity, t.interval_start) TO STDOUT"
-        )
+/// The query of an energy table: PostgreSQL's text `COPY` of it, one
+/// message a row, parsed here (sqlx's row stream and per-value decoding
+/// cost about a third of a pass's CPU); only the rows of `only` when given.
+fn energy_sql(table: &str, only: Option<&[String]>) -> String {
+    // COPY takes no parameters: the PDLs are dollar-quoted literals, which
+    // no setting escapes; a PDL holding a `$` (never a real one) reads
+    // the whole table instead.
+    let filter = match only {
+        Some([]) => "WHERE FALSE".to_string(),
+        Some(pdls) if !pdls.iter().any(|p| p.contains('$')) => {
+            let quoted: Vec<String> = pdls.iter().map(|p| format!("$p${p}$p$")).collect();
+            format!("WHERE t.usage_point_id IN ({})", quoted.join(", "))
+        }
+        _ => String::new(),
     };
+    // In the order of the unique constraint's index, so that PostgreSQL
+    // streams rows without sorting a million of them; the quality comes
+    // as JSON text, told apart from other JSON in Rust (jsonb_typeof
+    // and a second look-up cost PostgreSQL a third of the query). The
+    // date comes as days since 1970 and `updated_at` as Unix
+    // microseconds (the second, then the microseconds within it: exact
+    // whatever type `extract` returns), so that no text depends on the
+    // session's DateStyle.
+    format!(
+        "COPY (SELECT t.id, t.usage_point_id,
+                CASE WHEN t.date BETWEEN '0001-01-01' AND '9999-12-31' THEN t.date - DATE '1970-01-01' END,
+                t.granularity::text, t.interval_start, t.value::bigint,
+                (t.raw_data -> 'quality')::text,
+                CASE WHEN t.interval_start IS NULL AND isfinite(t.updated_at)
+                     THEN extract(epoch FROM date_trunc('second', t.updated_at))::bigint * 1000000
+                          + extract(microseconds FROM t.updated_at)::bigint % 1000000 END,
+                CASE WHEN t.interval_start IS NOT NULL
+                     THEN coalesce(t.raw_data ->> 'p', t.raw_data ->> 'interval_length') END,
+                (t.raw_data -> 'is_placeholder')::text = 'true'
+           FROM {table} AS t {filter}
+          ORDER BY t.usage_point_id, t.date, t.granularity, t.interval_start) TO STDOUT"
+    )
 }
 
-/// The columns of [`energy_sql`].
+/// The columns of [`energy_sql`]'s rows.
 const ENERGY_COLUMNS: usize = 10;
 
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
@@ -288,7 +295,7 @@ impl Drop for CopyConnection {
 /// Runs `sql`, a `COPY ... TO STDOUT`, and hands its rows to `tx`.
 async fn copy_out(
     pool: PgPool,
-    sql: &'static str,
+    sql: String,
     table: &'static str,
     tx: mpsc::Sender<Result<CopyChunk, SourceError>>,
 ) {
@@ -297,7 +304,7 @@ async fn copy_out(
             conn: pool.acquire().await?,
             clean: false,
         };
-        let mut stream = conn.conn.copy_out_raw(sql).await?;
+        let mut stream = conn.conn.copy_out_raw(&sql).await?;
         let mut rows = Vec::with_capacity(COPY_CHUNK);
         while let Some(row) = stream.try_next().await? {
             rows.push(row);
@@ -330,15 +337,16 @@ async fn copy_out(
 }
 
 impl Source {
-    /// The rows of an energy table, ordered by PDL so that the series of
-    /// one PDL can be built and sent before the next PDL is read; decode
-    /// each with [`EnergyDecoder::energy_row`].
-    pub fn energy_rows(&self, family: Family) -> EnergyRows {
-        let table = family.table();
-        let sql = match family {
-            Family::Production => energy_sql!("production_data"),
-            _ => energy_sql!("consumption_data"),
+    /// The rows of an energy table (those of the PDLs `only` when given),
+    /// ordered by PDL so that the series of one PDL can be built and sent
+    /// before the next PDL is read; decode each with
+    /// [`EnergyDecoder::energy_row`].
+    pub fn energy_rows(&self, family: Family, only: Option<&[String]>) -> EnergyRows {
+        let table = match family {
+            Family::Production => "production_data",
+            _ => "consumption_data",
         };
+        let sql = energy_sql(table, only);
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(copy_out(self.pool.clone(), sql, table, tx));
         EnergyRows {

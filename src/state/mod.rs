@@ -12,8 +12,10 @@ use crate::model::Family;
 use crate::source::SourceError;
 
 mod plan;
+mod reads;
 
 pub use plan::{bucket_of, chunks_of, plan, Chunk, Done, Plan, SeriesState};
+pub use reads::{ReadCheck, READS_CONTEXT};
 
 /// Buckets recorded per `INSERT`.
 const CHUNKS_PER_STATEMENT: usize = 4096;
@@ -26,6 +28,7 @@ struct ChunkColumns {
     samples: Vec<i32>,
     digests: Vec<i64>,
     max_ts: Vec<i64>,
+    totals: Vec<i64>,
 }
 
 /// The `vm_export_*` tables.
@@ -58,8 +61,11 @@ impl State {
         let mut rows = sqlx::query(
             "SELECT s.id, s.selector, s.pending,
                     EXTRACT(EPOCH FROM now() - s.updated_at)::float8, s.rejected IS NOT NULL,
-                    (SELECT coalesce(sum(c.samples), 0)::bigint FROM vm_export_chunk c WHERE c.series_id = s.id)
+                    coalesce(c.held, 0)::bigint, CASE WHEN c.complete IS NOT FALSE THEN coalesce(c.total, 0)::text END
                FROM vm_export_series s
+               LEFT JOIN LATERAL (SELECT sum(samples) AS held, sum(total) AS total,
+                                         bool_and(total IS NOT NULL) AS complete
+                                    FROM vm_export_chunk WHERE series_id = s.id) c ON TRUE
               WHERE s.family = $1",
         )
         .bind(family.as_str())
@@ -72,6 +78,7 @@ impl State {
         {
             let age: Option<f64> = row.try_get(3).map_err(err())?;
             let held: i64 = row.try_get(5).map_err(err())?;
+            let total: Option<String> = row.try_get(6).map_err(err())?;
             out.insert(
                 row.try_get(1).map_err(err())?,
                 SeriesState {
@@ -79,6 +86,7 @@ impl State {
                     pending: row.try_get(2).map_err(err())?,
                     chunks: HashMap::new(),
                     held: held.max(0) as u64,
+                    total: total.and_then(|t| t.parse().ok()),
                     age: Duration::try_from_secs_f64(age.unwrap_or(0.0)).unwrap_or(Duration::ZERO),
                     rejected: row.try_get(4).map_err(err())?,
                 },
@@ -98,7 +106,7 @@ impl State {
         }
         let err = || SourceError::query("decoding vm_export_chunk");
         let mut rows = sqlx::query(
-            "SELECT series_id, bucket, samples, digest, max_ts FROM vm_export_chunk
+            "SELECT series_id, bucket, samples, digest, max_ts, coalesce(total, 0) FROM vm_export_chunk
               WHERE series_id = ANY($1)",
         )
         .bind(ids)
@@ -116,6 +124,7 @@ impl State {
                         samples: row.try_get(2).map_err(err())?,
                         digest: row.try_get(3).map_err(err())?,
                         max_ts: row.try_get(4).map_err(err())?,
+                        total: row.try_get(5).map_err(err())?,
                     },
                 );
         }
@@ -171,18 +180,21 @@ impl State {
                 c.samples.push(chunk.samples);
                 c.digests.push(chunk.digest);
                 c.max_ts.push(chunk.max_ts);
+                c.totals.push(chunk.total);
             }
             sqlx::query(
-                "INSERT INTO vm_export_chunk (series_id, bucket, samples, digest, max_ts)
-                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[], $5::bigint[])
+                "INSERT INTO vm_export_chunk (series_id, bucket, samples, digest, max_ts, total)
+                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[])
                  ON CONFLICT (series_id, bucket)
-                 DO UPDATE SET samples = EXCLUDED.samples, digest = EXCLUDED.digest, max_ts = EXCLUDED.max_ts",
+                 DO UPDATE SET samples = EXCLUDED.samples, digest = EXCLUDED.digest, max_ts = EXCLUDED.max_ts,
+                               total = EXCLUDED.total",
             )
             .bind(&c.ids)
             .bind(&c.buckets)
             .bind(&c.samples)
             .bind(&c.digests)
             .bind(&c.max_ts)
+            .bind(&c.totals)
             .execute(&mut *tx)
             .await
             .map_err(SourceError::query("recording vm_export_chunk"))?;
@@ -200,6 +212,37 @@ impl State {
         tx.commit()
             .await
             .map_err(SourceError::query("committing vm_export state"))
+    }
+
+    /// Fills in the buckets' totals an older release did not record, for
+    /// series found unchanged: `(series id, its buckets)`.
+    pub async fn record_totals(
+        &self,
+        series: &[(i64, Vec<(i32, Chunk)>)],
+    ) -> Result<(), SourceError> {
+        let mut c = ChunkColumns::default();
+        for (id, chunks) in series {
+            for (bucket, chunk) in chunks {
+                c.ids.push(*id);
+                c.buckets.push(*bucket);
+                c.totals.push(chunk.total);
+            }
+        }
+        if c.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE vm_export_chunk c SET total = r.total
+               FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS r(id, bucket, total)
+              WHERE c.series_id = r.id AND c.bucket = r.bucket",
+        )
+        .bind(&c.ids)
+        .bind(&c.buckets)
+        .bind(&c.totals)
+        .execute(&self.pool)
+        .await
+        .map_err(SourceError::query("recording totals in vm_export_chunk"))?;
+        Ok(())
     }
 
     /// Marks a recorded series pending by id (before deleting it).

@@ -24,6 +24,9 @@ pub struct Chunk {
     pub digest: i64,
     /// The latest timestamp in the bucket.
     pub max_ts: i64,
+    /// The sum of the samples' values, in the series' units (wrapping):
+    /// what a read-back's sum is compared with when the series is not read.
+    pub total: i64,
 }
 
 impl Chunk {
@@ -35,6 +38,7 @@ impl Chunk {
         };
         self.samples += 1;
         self.digest = self.digest.wrapping_add(sample_hash(s));
+        self.total = self.total.wrapping_add(s.value);
     }
 
     /// Adds another summary of the same bucket.
@@ -45,6 +49,7 @@ impl Chunk {
             self.samples += other.samples;
             self.digest = self.digest.wrapping_add(other.digest);
             self.max_ts = self.max_ts.max(other.max_ts);
+            self.total = self.total.wrapping_add(other.total);
         }
     }
 
@@ -133,6 +138,9 @@ pub struct SeriesState {
     pub chunks: HashMap<i32, Chunk>,
     /// How many samples it holds, as recorded (the sum over its buckets).
     pub held: u64,
+    /// The sum of their values, in the series' units; `None` where an older
+    /// release recorded a bucket without it.
+    pub total: Option<i128>,
     /// How long ago (by PostgreSQL's clock) it was last marked pending or recorded.
     pub age: Duration,
     /// VictoriaMetrics refused its lines for good, as they were recorded.

@@ -1,0 +1,182 @@
+//! What the source held when a pass last read each PDL, so that a full
+//! reconciliation re-reads only the PDLs whose rows changed since.
+//!
+//! PostgreSQL computes, per PDL and month of a family's table, the row count
+//! and a sum of hashes of each row's inserting transaction (`xmin`): an
+//! insert, an update or a delete moves one of them, whatever `updated_at`
+//! says, and a transaction that commits late moves them when it commits.
+//! The digests are staged before any row is read (`vm_export_read_next`)
+//! and recorded for a PDL (`vm_export_read`) once a pass read all of its
+//! rows and completed: a change made while the pass was reading is seen by
+//! the next one. What else the family's series depend on (the exporter's
+//! release and settings, the price grid, the smaller tables the family
+//! reads) is a context: when it changes, nothing recorded counts.
+
+use sqlx::Row;
+
+use super::State;
+use crate::model::Family;
+use crate::source::SourceError;
+
+/// The `vm_export_meta` key, followed by the family's name, of the context
+/// the recorded reads were made in.
+pub const READS_CONTEXT: &str = "reads_context.";
+
+/// How a PDL's rows stand against what was recorded when they were last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadCheck {
+    /// The PDL.
+    pub pdl: String,
+    /// `Some(series)` when no row changed since a pass read them all and
+    /// they gave that many series; `None` when they must be read.
+    pub unchanged: Option<i64>,
+}
+
+impl State {
+    /// Stages the digests of `family`'s table as it stands now and compares
+    /// them with those recorded, in the context `context` (the exporter's
+    /// settings, to which the family's other tables are added): one answer
+    /// per PDL that has rows or had recorded ones.
+    pub async fn stage_reads(
+        &self,
+        family: Family,
+        context: &str,
+    ) -> Result<Vec<ReadCheck>, SourceError> {
+        let spec = family.spec();
+        let mut fingerprint = context.to_string();
+        for table in spec.reads.iter().filter(|t| **t != spec.table) {
+            let name = table.name();
+            let present: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(SourceError::query(format!("looking for {name}")))?;
+            let digest: String = if present {
+                sqlx::query_scalar(&format!(
+                    "SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(t::text, 0)), 0)::text
+                       FROM {name} AS t"
+                ))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(SourceError::query(format!("digesting {name}")))?
+            } else {
+                "absent".into()
+            };
+            fingerprint.push_str(&format!("\n{name}: {digest}"));
+        }
+        let key = format!("{READS_CONTEXT}{}", family.as_str());
+        let mut tx = self.pool.begin().await.map_err(SourceError::query(
+            "beginning to stage the source's digests",
+        ))?;
+        let changed: bool = sqlx::query_scalar(
+            "SELECT md5($2) IS DISTINCT FROM (SELECT value FROM vm_export_meta WHERE key = $1)",
+        )
+        .bind(&key)
+        .bind(&fingerprint)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(SourceError::query(
+            "reading the reads' context in vm_export_meta",
+        ))?;
+        if changed {
+            sqlx::query("DELETE FROM vm_export_read WHERE family = $1")
+                .bind(family.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(SourceError::query("clearing vm_export_read"))?;
+            sqlx::query(
+                "INSERT INTO vm_export_meta (key, value) VALUES ($1, md5($2))
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            )
+            .bind(&key)
+            .bind(&fingerprint)
+            .execute(&mut *tx)
+            .await
+            .map_err(SourceError::query(
+                "recording the reads' context in vm_export_meta",
+            ))?;
+        }
+        sqlx::query("DELETE FROM vm_export_read_next WHERE family = $1")
+            .bind(family.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(SourceError::query("clearing vm_export_read_next"))?;
+        sqlx::query(&format!(
+            "INSERT INTO vm_export_read_next (family, pdl, month, rows, digest)
+             SELECT $1, usage_point_id, coalesce(date_trunc('month', date)::date, DATE '0001-01-01'),
+                    count(*), sum(hashint8(xmin::text::bigint))
+               FROM {} WHERE usage_point_id IS NOT NULL GROUP BY 2, 3",
+            family.table()
+        ))
+        .bind(family.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(SourceError::query(format!("digesting {}", family.table())))?;
+        tx.commit()
+            .await
+            .map_err(SourceError::query("committing the source's digests"))?;
+        let rows = sqlx::query(
+            "SELECT pdl, CASE WHEN bool_and(n.rows IS NOT DISTINCT FROM r.rows
+                                            AND n.digest IS NOT DISTINCT FROM r.digest)
+                              THEN max(r.series)::bigint END
+               FROM (SELECT pdl, month, rows, digest FROM vm_export_read_next WHERE family = $1) AS n
+               FULL JOIN (SELECT pdl, month, rows, digest, series FROM vm_export_read WHERE family = $1) AS r
+                 USING (pdl, month)
+              GROUP BY pdl",
+        )
+        .bind(family.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(SourceError::query("comparing the source's digests"))?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(ReadCheck {
+                    pdl: row.try_get(0)?,
+                    unchanged: row.try_get(1)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(SourceError::query("decoding the source's digests"))
+    }
+
+    /// Records that a pass read every row of these PDLs, as staged, and
+    /// how many series each gave.
+    pub async fn record_reads(
+        &self,
+        family: Family,
+        pdls: &[(String, i32)],
+    ) -> Result<(), SourceError> {
+        if pdls.is_empty() {
+            return Ok(());
+        }
+        let (names, series): (Vec<&str>, Vec<i32>) =
+            pdls.iter().map(|(p, n)| (p.as_str(), *n)).unzip();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(SourceError::query("beginning to record reads"))?;
+        sqlx::query("DELETE FROM vm_export_read WHERE family = $1 AND pdl = ANY($2)")
+            .bind(family.as_str())
+            .bind(&names)
+            .execute(&mut *tx)
+            .await
+            .map_err(SourceError::query("clearing reads in vm_export_read"))?;
+        sqlx::query(
+            "INSERT INTO vm_export_read (family, pdl, month, rows, digest, series)
+             SELECT n.family, n.pdl, n.month, n.rows, n.digest, p.series
+               FROM vm_export_read_next n
+               JOIN unnest($2::text[], $3::int[]) AS p(pdl, series) ON p.pdl = n.pdl
+              WHERE n.family = $1",
+        )
+        .bind(family.as_str())
+        .bind(&names)
+        .bind(&series)
+        .execute(&mut *tx)
+        .await
+        .map_err(SourceError::query("recording reads in vm_export_read"))?;
+        tx.commit()
+            .await
+            .map_err(SourceError::query("committing reads"))
+    }
+}

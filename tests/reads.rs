@@ -1,0 +1,174 @@
+//! A full reconciliation reads again only what changed (issue: installer
+//! scale): PostgreSQL tells which PDLs' rows changed since a pass read them,
+//! and the others are not read, only checked against what VictoriaMetrics
+//! holds. Counted from what PostgreSQL returned (the pass's `rows`), and
+//! the mirror compared with the model after each step.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::model::{assert_exported, from_export};
+use common::Servers;
+
+/// Six more PDLs of two years of 30-minute rows as the client writes them
+/// (W; raw_data in the 2026 shape naming the interval length; the later
+/// interval of a repeated label kept): about 210,000 rows.
+const LOAD: &str = "
+INSERT INTO consumption_data (id, usage_point_id, date, granularity, interval_start, value, raw_data, updated_at)
+SELECT md5(p::text || label::text), lpad((12345678900000 + p)::text, 14, '0'), label::date, 'detailed',
+       to_char(label, 'HH24:MI'), w,
+       jsonb_build_object('v', w::text, 'd', to_char(label, 'YYYY-MM-DD HH24:MI:SS'), 'p', 'PT30M', 'n', 'B', 'iv', '0', 'ec', '0'),
+       label + interval '1 day'
+  FROM (SELECT DISTINCT ON (p, label) p, label, w
+          FROM generate_series(1, 6) AS p,
+               generate_series(timestamp '2023-01-01', timestamp '2024-12-31', interval '1 day') AS d,
+               LATERAL generate_series(d AT TIME ZONE 'Europe/Paris',
+                                       ((d + interval '1 day') AT TIME ZONE 'Europe/Paris') - interval '30 minutes',
+                                       interval '30 minutes') AS s,
+               LATERAL (SELECT ((s + interval '30 minutes') AT TIME ZONE 'Europe/Paris') - interval '30 minutes' AS label) AS l,
+               LATERAL (SELECT 100 + (p * 7 + extract(doy FROM label)::int * 13 + extract(hour FROM label)::int * 3
+                                      + extract(minute FROM label)::int) % 900 AS w) AS v
+         ORDER BY p, label, s DESC) AS kept;
+";
+
+/// The rows a pass over `family` read, from its log line.
+fn rows_read(log: &str, family: &str) -> u64 {
+    let line = log
+        .lines()
+        .filter(|l| l.contains(&format!("family=\"{family}\"")) && l.contains(" rows="))
+        .last()
+        .unwrap_or_else(|| panic!("no pass line for {family} in:\n{log}"));
+    line.split(" rows=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row count in {line}"))
+}
+
+async fn count(pool: &sqlx::PgPool, filter: &str) -> u64 {
+    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM consumption_data {filter}"))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    n as u64
+}
+
+async fn assert_mirror(servers: &Servers, since: i64, when: &str) {
+    let none = BTreeMap::new();
+    let got = from_export(servers.vm.export_all().await);
+    assert_exported(&servers.pool, &none, since, &got, when).await;
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[tokio::test]
+async fn a_reconciliation_reads_only_the_pdls_whose_rows_changed() {
+    let servers = Servers::start().await;
+    let pool = &servers.pool;
+    sqlx::raw_sql(LOAD).execute(pool).await.unwrap();
+    let total = count(pool, "").await;
+    assert!(total > 200_000, "{total} rows");
+    let e = servers.env(&[("RUST_LOG", "myelectricaldata_vm_exporter=debug")]);
+
+    let since = now_ms();
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(
+        rows_read(&log, "consumption"),
+        total,
+        "the first pass reads every row"
+    );
+    assert_mirror(&servers, since, "after the first export").await;
+
+    // Nothing changed: no row of any month is read again.
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(rows_read(&log, "consumption"), 0, "{log}");
+    assert_eq!(rows_read(&log, "production"), 0, "{log}");
+
+    // A correction in an old month of one PDL (an Enedis re-fetch of the
+    // day, the value changed): that PDL's rows are read, no other's.
+    sqlx::raw_sql(
+        "UPDATE consumption_data SET value = value + 40, updated_at = now()
+          WHERE usage_point_id = '12345678900003' AND date = '2023-03-14' AND interval_start = '08:00'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let since = now_ms();
+    let log = common::run_ok(&["once"], &e);
+    let one = count(pool, "WHERE usage_point_id = '12345678900003'").await;
+    assert_eq!(rows_read(&log, "consumption"), one, "{log}");
+    assert_mirror(&servers, since, "after a correction in an old month").await;
+
+    // A row deleted in an old month, another's: found.
+    sqlx::raw_sql(
+        "DELETE FROM consumption_data
+          WHERE usage_point_id = '12345678900005' AND date = '2023-06-02' AND interval_start = '13:30'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let since = now_ms();
+    let log = common::run_ok(&["once"], &e);
+    let five = count(pool, "WHERE usage_point_id = '12345678900005'").await;
+    assert_eq!(rows_read(&log, "consumption"), five, "{log}");
+    assert_mirror(&servers, since, "after a row deleted in an old month").await;
+
+    // VictoriaMetrics lost a series of a PDL whose rows did not change
+    // (deleted by hand): the read-back finds it, and that PDL is read to
+    // repair it.
+    servers
+        .vm
+        .delete_series(r#"{__name__="myelectricaldata_consumption_power_w",pdl="12345678900002"}"#)
+        .await;
+    let since = now_ms();
+    let log = common::run_ok(&["once"], &e);
+    let two = count(pool, "WHERE usage_point_id = '12345678900002'").await;
+    assert_eq!(rows_read(&log, "consumption"), two, "{log}");
+    assert_mirror(&servers, since, "after a series lost in VictoriaMetrics").await;
+
+    // The state cleared by hand: every PDL is read again.
+    sqlx::raw_sql("TRUNCATE vm_export_series CASCADE")
+        .execute(pool)
+        .await
+        .unwrap();
+    let since = now_ms();
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(
+        rows_read(&log, "consumption"),
+        count(pool, "").await,
+        "{log}"
+    );
+    assert_mirror(&servers, since, "after the state was cleared").await;
+}
+
+#[tokio::test]
+async fn a_change_committed_late_in_an_old_month_is_found() {
+    let servers = Servers::start().await;
+    let pool = &servers.pool;
+    sqlx::raw_sql(LOAD).execute(pool).await.unwrap();
+    let e = servers.env(&[("RUST_LOG", "myelectricaldata_vm_exporter=debug")]);
+    common::run_ok(&["once"], &e);
+
+    // A writer stamps an old `updated_at` on a corrected reading of 2023
+    // and commits only after the next pass has begun and ended.
+    let mut late = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE consumption_data SET value = 1234, updated_at = '2023-02-02 10:00+00'
+          WHERE usage_point_id = '12345678900004' AND date = '2023-02-01' AND interval_start = '19:00'",
+    )
+    .execute(&mut *late)
+    .await
+    .unwrap();
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(rows_read(&log, "consumption"), 0, "{log}");
+    late.commit().await.unwrap();
+
+    let since = now_ms();
+    let log = common::run_ok(&["once"], &e);
+    let four = count(pool, "WHERE usage_point_id = '12345678900004'").await;
+    assert_eq!(rows_read(&log, "consumption"), four, "{log}");
+    assert_mirror(&servers, since, "after the late commit").await;
+}
