@@ -36,8 +36,7 @@ SELECT md5(p::text || label::text), lpad((12345678900000 + p)::text, 14, '0'), l
 fn rows_read(log: &str, family: &str) -> u64 {
     let line = log
         .lines()
-        .filter(|l| l.contains(&format!("family=\"{family}\"")) && l.contains(" rows="))
-        .last()
+        .rfind(|l| l.contains(&format!("family=\"{family}\"")) && l.contains(" rows="))
         .unwrap_or_else(|| panic!("no pass line for {family} in:\n{log}"));
     line.split(" rows=")
         .nth(1)
