@@ -52,7 +52,12 @@ pub async fn audit(config: &Config, source: &Source, sink: &Sink) -> Result<Audi
             Default::default()
         };
         let obs = sink
-            .observe(family, &contract.extra_labels, contract.cutoff_ms)
+            .observe(
+                family,
+                &contract.extra_labels,
+                contract.cutoff_ms,
+                known.len(),
+            )
             .await?;
         let mut report = Report::default();
         let mut reader = SeriesReader::new(source, family);

@@ -60,7 +60,11 @@ impl Exporter {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        match self.sink.observe(family, &extra, u.at_ms).await {
+        match self
+            .sink
+            .observe(family, &extra, u.at_ms, u.expect.len())
+            .await
+        {
             Ok(obs) => {
                 let copies = Copies::judge(
                     u.expect
@@ -98,7 +102,12 @@ impl Exporter {
     ) -> Option<Observation> {
         let observed = self
             .sink
-            .observe(family, &contract.extra_labels, contract.cutoff_ms)
+            .observe(
+                family,
+                &contract.extra_labels,
+                contract.cutoff_ms,
+                known.len(),
+            )
             .await;
         match observed {
             Ok(mut o) => {

@@ -31,11 +31,56 @@ struct QueryResult {
     value: (serde_json::Value, String),
 }
 
-/// The selector of a family's series written under `extra` labels.
-fn family_selector(family: Family, extra: &[(String, String)]) -> String {
+/// Series a read-back query answers for at most, about: a family with
+/// more is read in shards by the last digits of its `pdl` label, so that
+/// each answer stays a few MB and each query far within VictoriaMetrics'
+/// limits (`-search.maxUniqueTimeseries`, `-search.maxSamplesPerQuery`,
+/// `-search.maxQueryDuration`), however many meters.
+const SERIES_PER_QUERY: usize = 4_000;
+
+/// The environment variable that lowers [`SERIES_PER_QUERY`]: a test hook,
+/// so that a small database is read back in shards too.
+pub const SERIES_PER_QUERY_VAR: &str = "MYELECTRICALDATA_EXPORTER_TEST_SERIES_PER_QUERY";
+
+fn series_per_query() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var(SERIES_PER_QUERY_VAR)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(SERIES_PER_QUERY)
+    })
+}
+
+/// The label matchers that split a read-back of about `series` series into
+/// shards that together match every series once: by the last one or two
+/// digits of `pdl`, and a last shard for every other value (none included).
+fn shards(series: usize, per_query: usize) -> Vec<String> {
+    let digits = if series <= per_query {
+        return vec![String::new()];
+    } else if series <= per_query * 10 {
+        1
+    } else {
+        2
+    };
+    let mut out: Vec<String> = (0..10usize.pow(digits))
+        .map(|i| format!("pdl=~\".*{i:0w$}\"", w = digits as usize))
+        .collect();
+    out.push(format!("pdl!~\".*{}\"", "[0-9]".repeat(digits as usize)));
+    out
+}
+
+/// The selector of a family's series written under `extra` labels, within
+/// the shard `shard` (a label matcher, or empty).
+fn family_selector(family: Family, extra: &[(String, String)], shard: &str) -> String {
     let mut out = String::from("{__name__=~\"");
     out.push_str(&family.metrics().join("|"));
     out.push('"');
+    if !shard.is_empty() {
+        out.push(',');
+        out.push_str(shard);
+    }
     for (k, v) in extra {
         out.push(',');
         out.push_str(k);
@@ -85,14 +130,37 @@ fn parse_answer(body: &str) -> Result<Vec<(Labels, f64)>, SinkError> {
 
 impl Sink {
     /// Reads back a family: the count and sum of every series of the exporter's
-    /// that VictoriaMetrics holds, as of `at_ms`.
+    /// that VictoriaMetrics holds, as of `at_ms`; `expected` says about how
+    /// many there are, to split the queries.
     pub async fn observe(
         &self,
         family: Family,
         extra: &[(String, String)],
         at_ms: i64,
+        expected: usize,
     ) -> Result<Observation, SinkError> {
-        let selector = family_selector(family, extra);
+        let mut series: HashMap<String, Observed> = HashMap::with_capacity(expected);
+        for shard in shards(expected, series_per_query()) {
+            self.observe_shard(family, extra, at_ms, &shard, &mut series)
+                .await?;
+        }
+        Ok(Observation {
+            at_ms,
+            series,
+            copies: Copies::Unknown,
+        })
+    }
+
+    /// Reads back one shard of a family into `series`.
+    async fn observe_shard(
+        &self,
+        family: Family,
+        extra: &[(String, String)],
+        at_ms: i64,
+        shard: &str,
+        series: &mut HashMap<String, Observed>,
+    ) -> Result<(), SinkError> {
+        let selector = family_selector(family, extra, shard);
         // The whole history: from the day after the epoch to `at_ms`.
         let window = format!("{}ms", at_ms.saturating_sub(READ_BACK_FROM_MS).max(1));
         let counts = self
@@ -107,7 +175,6 @@ impl Sink {
                 at_ms,
             )
             .await?;
-        let mut series: HashMap<String, Observed> = HashMap::new();
         let key_of = |labels: &BTreeMap<String, String>| {
             let name = labels.get("__name__").map_or("", String::as_str);
             let own: Vec<(&str, &str)> = labels
@@ -145,11 +212,7 @@ impl Sink {
                 o.sum = sum;
             }
         }
-        Ok(Observation {
-            at_ms,
-            series,
-            copies: Copies::Unknown,
-        })
+        Ok(())
     }
 
     /// Reads one series back sample by sample, up to `at_ms`.
@@ -224,9 +287,26 @@ mod tests {
     #[test]
     fn a_family_selector_names_its_metrics_and_the_extra_labels() {
         assert_eq!(
-            family_selector(Family::MaxPower, &[("home".into(), "a\"b".into())]),
+            family_selector(Family::MaxPower, &[("home".into(), "a\"b".into())], ""),
             r#"{__name__=~"myelectricaldata_max_power_va",home="a\"b"}"#
         );
+        assert_eq!(
+            family_selector(Family::MaxPower, &[], r#"pdl=~".*7""#),
+            r#"{__name__=~"myelectricaldata_max_power_va",pdl=~".*7"}"#
+        );
+    }
+
+    #[test]
+    fn shards_split_by_the_last_digits_of_the_pdl_and_leave_no_series_out() {
+        assert_eq!(shards(4_000, 4_000), vec![String::new()]);
+        let ten = shards(4_001, 4_000);
+        assert_eq!(ten.len(), 11);
+        assert_eq!(ten[0], r#"pdl=~".*0""#);
+        assert_eq!(ten[10], r#"pdl!~".*[0-9]""#);
+        let hundred = shards(40_001, 4_000);
+        assert_eq!(hundred.len(), 101);
+        assert_eq!(hundred[7], r#"pdl=~".*07""#);
+        assert_eq!(hundred[100], r#"pdl!~".*[0-9][0-9]""#);
     }
 
     #[test]
