@@ -135,11 +135,12 @@ impl Exporter {
         let mut seen: HashSet<String> = known
             .keys()
             .filter(|sel| {
-                verify::parse_selector(sel).is_some_and(|(_, labels)| {
-                    labels
-                        .iter()
-                        .any(|(k, v)| k == "pdl" && unread.pdls.contains(v))
-                })
+                unread.all
+                    || verify::parse_selector(sel).is_some_and(|(_, labels)| {
+                        labels
+                            .iter()
+                            .any(|(k, v)| k == "pdl" && unread.pdls.contains(v))
+                    })
             })
             .cloned()
             .collect();
@@ -150,8 +151,11 @@ impl Exporter {
             self.source.estimated_rows(family).await.unwrap_or(0),
             self.display,
         );
-        let mut reader = SeriesReader::new(&self.source, family).only(unread.read);
-        while let Some(group) = reader.next(&contract, &mut report).await? {
+        let mut reader = SeriesReader::new(&self.source, family).only(unread.read.clone());
+        while let Some(group) = match unread.all {
+            true => None,
+            false => reader.next(&contract, &mut report).await?,
+        } {
             for series in &group.series {
                 seen.insert(series.selector.clone());
             }
@@ -175,8 +179,12 @@ impl Exporter {
 
         self.delete_unproduced(family, &known, &seen, observed.as_ref(), &mut outcome)
             .await?;
-        // The pass completed: what it read of each PDL is recorded.
+        // The pass completed: what it read of each PDL is recorded, and of
+        // a family read whole when no row was skipped or held back.
         self.state.record_reads(family, &settled).await?;
+        if report.skipped.is_empty() && report.held_back == 0 {
+            self.record_whole(family, &unread).await?;
+        }
         outcome.rows_read = reader.rows_read();
         self.note_skipped(family, &report, &mut outcome);
         outcome.next_held_back = report.next_held_back;

@@ -21,7 +21,17 @@ pub(super) struct Unread {
     pub pdls: HashSet<String>,
     /// The PDLs to read; `None` for every one.
     pub read: Option<Vec<String>>,
+    /// Nothing is read: every recorded series stands (a family read whole
+    /// whose inputs did not change).
+    pub all: bool,
+    /// For a family read whole: the digest of its inputs, to record once
+    /// the pass read them all.
+    pub whole: Option<String>,
 }
+
+/// The `vm_export_meta` key, followed by the family's name, of the inputs'
+/// digest when a pass last read a family whole.
+const WHOLE_READ: &str = "reads_whole.";
 
 /// How one recorded series of an unchanged PDL compares.
 enum Standing {
@@ -58,6 +68,11 @@ impl Exporter {
         observed: Option<&Observation>,
         outcome: &mut Outcome,
     ) -> Result<Unread, PassError> {
+        if family == Family::Tempo {
+            return self
+                .unread_whole(family, contract, known, observed, outcome)
+                .await;
+        }
         if !family.by_pdl() {
             return Ok(Unread::default());
         }
@@ -100,6 +115,67 @@ impl Exporter {
             unread.read = Some(read);
         }
         Ok(unread)
+    }
+
+    /// The Tempo family is read whole: its calendar and the PDLs it gives
+    /// series to are its inputs. Unchanged since a pass last read them, and
+    /// every recorded series held as recorded, nothing is read.
+    async fn unread_whole(
+        &self,
+        family: Family,
+        contract: &Contract,
+        known: &HashMap<String, SeriesState>,
+        observed: Option<&Observation>,
+        outcome: &mut Outcome,
+    ) -> Result<Unread, PassError> {
+        let pdls = self.source.consumption_pdls().await?;
+        let digest = self
+            .state
+            .whole_digest(
+                family,
+                &format!("{}\npdls {}", context(contract), pdls.join(",")),
+            )
+            .await?;
+        let recorded = self
+            .state
+            .meta(&format!("{WHOLE_READ}{}", family.as_str()))
+            .await?;
+        let mut unread = Unread {
+            whole: Some(digest.clone()),
+            ..Unread::default()
+        };
+        if recorded.as_deref() != Some(digest.as_str()) || known.is_empty() {
+            return Ok(unread);
+        }
+        let mut young = 0;
+        for (selector, state) in known {
+            let name = verify::parse_selector(selector).map(|(n, _)| n);
+            match self.standing(name.as_deref().unwrap_or(""), selector, state, observed) {
+                Standing::Held => {}
+                Standing::Young => young += 1,
+                Standing::Read => return Ok(unread),
+            }
+        }
+        if observed.is_some() {
+            outcome.verified += (known.len() - young) as u64;
+            outcome.unverified += young as u64;
+        }
+        unread.all = true;
+        Ok(unread)
+    }
+
+    /// Records that a pass read a family whole, when it did.
+    pub(super) async fn record_whole(
+        &self,
+        family: Family,
+        unread: &Unread,
+    ) -> Result<(), PassError> {
+        if let (Some(digest), false) = (&unread.whole, unread.all) {
+            self.state
+                .set_meta(&format!("{WHOLE_READ}{}", family.as_str()), digest)
+                .await?;
+        }
+        Ok(())
     }
 
     /// How a recorded series compares with what VictoriaMetrics shows.
