@@ -32,11 +32,13 @@ SELECT md5(p::text || label::text), lpad((12345678900000 + p)::text, 14, '0'), l
          ORDER BY p, label, s DESC) AS kept;
 ";
 
-/// The rows a pass over `family` read, from its log line.
+/// The rows the reconciliation of `family` read, from its pass's log line
+/// (the first: a pass that follows to repair what VictoriaMetrics dropped,
+/// as v1.150 sometimes does after a delete, reads that PDL again).
 fn rows_read(log: &str, family: &str) -> u64 {
     let line = log
         .lines()
-        .rfind(|l| l.contains(&format!("family=\"{family}\"")) && l.contains(" rows="))
+        .find(|l| l.contains("pass::outcome") && l.contains(&format!("family=\"{family}\"")))
         .unwrap_or_else(|| panic!("no pass line for {family} in:\n{log}"));
     line.split(" rows=")
         .nth(1)
