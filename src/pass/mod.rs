@@ -183,7 +183,7 @@ impl Exporter {
         // a family read whole when no row was skipped or held back.
         self.state.record_reads(family, &settled).await?;
         if report.skipped.is_empty() && report.held_back == 0 {
-            self.record_whole(family, &unread).await?;
+            self.record_whole(family, &unread, seen.len()).await?;
         }
         outcome.rows_read = reader.rows_read();
         self.note_skipped(family, &report, &mut outcome);

@@ -144,7 +144,9 @@ impl Exporter {
             whole: Some(digest.clone()),
             ..Unread::default()
         };
-        if recorded.as_deref() != Some(digest.as_str()) || known.is_empty() {
+        // With the number of series that read gave: a state that lost some
+        // of them (cleared by hand) reads the family again.
+        if recorded != Some(format!("{digest} {}", known.len())) || known.is_empty() {
             return Ok(unread);
         }
         let mut young = 0;
@@ -164,15 +166,20 @@ impl Exporter {
         Ok(unread)
     }
 
-    /// Records that a pass read a family whole, when it did.
+    /// Records that a pass read a family whole, when it did, and how many
+    /// series it gave.
     pub(super) async fn record_whole(
         &self,
         family: Family,
         unread: &Unread,
+        series: usize,
     ) -> Result<(), PassError> {
         if let (Some(digest), false) = (&unread.whole, unread.all) {
             self.state
-                .set_meta(&format!("{WHOLE_READ}{}", family.as_str()), digest)
+                .set_meta(
+                    &format!("{WHOLE_READ}{}", family.as_str()),
+                    &format!("{digest} {series}"),
+                )
                 .await?;
         }
         Ok(())
