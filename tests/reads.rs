@@ -87,6 +87,8 @@ async fn a_reconciliation_reads_only_the_pdls_whose_rows_changed() {
     let log = common::run_ok(&["once"], &e);
     assert_eq!(rows_read(&log, "consumption"), 0, "{log}");
     assert_eq!(rows_read(&log, "production"), 0, "{log}");
+    // Nor the Tempo calendar, whose inputs did not change either.
+    assert_eq!(rows_read(&log, "tempo"), 0, "{log}");
 
     // A correction in an old month of one PDL (an Enedis re-fetch of the
     // day, the value changed): that PDL's rows are read, no other's.
@@ -129,6 +131,20 @@ async fn a_reconciliation_reads_only_the_pdls_whose_rows_changed() {
     let two = count(pool, "WHERE usage_point_id = '12345678900002'").await;
     assert_eq!(rows_read(&log, "consumption"), two, "{log}");
     assert_mirror(&servers, since, "after a series lost in VictoriaMetrics").await;
+
+    // The state of one Tempo series deleted by hand: the Tempo family is
+    // read again and the series rewritten, not deleted as unknown.
+    sqlx::raw_sql(
+        "DELETE FROM vm_export_series
+          WHERE selector LIKE '%myelectricaldata_tempo_color%' AND selector LIKE '%12345678900003%'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let since = now_ms();
+    let log = common::run_ok(&["once"], &e);
+    assert!(rows_read(&log, "tempo") > 0, "{log}");
+    assert_mirror(&servers, since, "after Tempo series lost from the state").await;
 
     // The state cleared by hand: every PDL is read again.
     sqlx::raw_sql("TRUNCATE vm_export_series CASCADE")
