@@ -11,7 +11,9 @@ ensure_packages() {
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
     echo "installing Debian packages: ${need[*]}" >&2
-    $sudo apt-get update -qq
+    # A proxy serving a stale InRelease fails an index now and then: once more past it.
+    $sudo apt-get update -qq ||
+      { sleep 15; $sudo apt-get update -qq -o Acquire::http::No-Cache=true -o Acquire::By-Hash=force; }
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
   fi
 }
