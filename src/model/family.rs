@@ -153,10 +153,23 @@ pub struct Spec {
     /// Its metric names: the read-back selects these, so a metric missing
     /// here would read back as absent and be rewritten at every pass.
     pub metrics: &'static [&'static str],
-    /// Whether its table's rows are read by PDL (`usage_point_id`, `date`):
-    /// a pass then re-reads only the PDLs whose rows changed since the last
-    /// pass that read them (`state::reads`).
-    pub by_pdl: bool,
+    /// How a pass tells that its rows need not be read again.
+    pub reading: Reading,
+}
+
+/// How a pass tells that a family's rows need not be read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// By PDL (`usage_point_id`, `date`): a pass re-reads only the PDLs
+    /// whose rows changed since the last pass that read them
+    /// (`state::reads`).
+    ByPdl,
+    /// Whole: its inputs are small (a calendar, the list of PDLs), and a
+    /// digest of them, unchanged since the last pass that read them, leaves
+    /// the family unread.
+    Whole,
+    /// Read at every pass that finds its tables changed.
+    Always,
 }
 
 /// The decimals a metric's values carry: euros in millionths, everything
@@ -192,14 +205,14 @@ static SPECS: [Spec; FAMILIES] = [
             COST_EUR,
             PRICE_EUR,
         ],
-        by_pdl: true,
+        reading: Reading::ByPdl,
     },
     Spec {
         name: "production",
         table: Table::ProductionData,
         reads: &[Table::ProductionData],
         metrics: &[PRODUCTION_WH, PRODUCTION_POWER_W],
-        by_pdl: true,
+        reading: Reading::ByPdl,
     },
     Spec {
         name: "tempo",
@@ -207,28 +220,28 @@ static SPECS: [Spec; FAMILIES] = [
         // Tempo series exist for each PDL of consumption_data.
         reads: &[Table::TempoDays, Table::ConsumptionData],
         metrics: &[TEMPO_COLOR, TEMPO_REMAINING],
-        by_pdl: false,
+        reading: Reading::Whole,
     },
     Spec {
         name: "ecowatt",
         table: Table::Ecowatt,
         reads: &[Table::Ecowatt],
         metrics: &[ECOWATT_LEVEL, ECOWATT_HOURLY_LEVEL],
-        by_pdl: false,
+        reading: Reading::Always,
     },
     Spec {
         name: "max_power",
         table: Table::MaxPowerData,
         reads: &[Table::MaxPowerData],
         metrics: &[MAX_POWER_VA],
-        by_pdl: false,
+        reading: Reading::Always,
     },
     Spec {
         name: "zen_flex",
         table: Table::ZenFlexDays,
         reads: &[Table::ZenFlexDays],
         metrics: &[ZEN_FLEX_DAY],
-        by_pdl: false,
+        reading: Reading::Always,
     },
 ];
 
@@ -269,9 +282,9 @@ impl Family {
         self.spec().metrics
     }
 
-    /// Whether its rows are read by PDL, re-reading only those that changed.
-    pub fn by_pdl(self) -> bool {
-        self.spec().by_pdl
+    /// How a pass tells that its rows need not be read again.
+    pub fn reading(self) -> Reading {
+        self.spec().reading
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Exporter, Outcome, PassError};
-use crate::model::family::scale_of;
+use crate::model::family::{scale_of, Reading};
 use crate::model::{Contract, Family};
 use crate::state::SeriesState;
 use crate::verify::{self, Expected, Observation};
@@ -68,13 +68,14 @@ impl Exporter {
         observed: Option<&Observation>,
         outcome: &mut Outcome,
     ) -> Result<Unread, PassError> {
-        if family == Family::Tempo {
-            return self
-                .unread_whole(family, contract, known, observed, outcome)
-                .await;
-        }
-        if !family.by_pdl() {
-            return Ok(Unread::default());
+        match family.reading() {
+            Reading::ByPdl => {}
+            Reading::Whole => {
+                return self
+                    .unread_whole(family, contract, known, observed, outcome)
+                    .await
+            }
+            Reading::Always => return Ok(Unread::default()),
         }
         let checks = self.state.stage_reads(family, &context(contract)).await?;
         // The recorded series of each PDL, with how each stands.
@@ -117,8 +118,8 @@ impl Exporter {
         Ok(unread)
     }
 
-    /// The Tempo family is read whole: its calendar and the PDLs it gives
-    /// series to are its inputs. Unchanged since a pass last read them, and
+    /// A family read whole (Tempo: its calendar and the PDLs it gives
+    /// series to are its inputs). Unchanged since a pass last read them, and
     /// every recorded series held as recorded, nothing is read.
     async fn unread_whole(
         &self,
