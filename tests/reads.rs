@@ -196,3 +196,114 @@ async fn a_change_committed_late_in_an_old_month_is_found() {
     assert_eq!(rows_read(&log, "consumption"), four, "{log}");
     assert_mirror(&servers, since, "after the late commit").await;
 }
+
+/// The exporter's `application_name`: sessions under it are the exporter's
+/// own, which the change token's gate does not wait for.
+const EXPORTER: &str = "myelectricaldata-vm-exporter";
+
+/// Ends every session of `med` but the exporter's (the test's own, idle:
+/// a closed pool's connection was seen to linger under load) and waits
+/// until they are gone, so that every change is counted and the table's
+/// change token can be trusted (PostgreSQL counts a session's changes at
+/// the latest when it ends).
+async fn quiet(servers: &Servers) {
+    let options: sqlx::postgres::PgConnectOptions = servers.pg.sqlx_url("med").parse().unwrap();
+    let mut conn = sqlx::ConnectOptions::connect(&options.application_name(EXPORTER))
+        .await
+        .unwrap();
+    let others = "FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()
+                     AND backend_type = 'client backend' AND application_name IS DISTINCT FROM $1";
+    for _ in 0..200 {
+        let open: Vec<(Option<String>, Option<String>)> = sqlx::query_as(&format!(
+            "SELECT state, CASE WHEN state = 'idle' THEN pg_terminate_backend(pid)::text END {others}"
+        ))
+        .bind(EXPORTER)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        if open.is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("sessions of med still open");
+}
+
+/// When the consumption digests were last computed: the transaction that
+/// inserted them into `vm_export_read_next`, and the change token recorded.
+async fn staged(servers: &Servers) -> (String, Option<String>) {
+    let options: sqlx::postgres::PgConnectOptions = servers.pg.sqlx_url("med").parse().unwrap();
+    let mut conn = sqlx::ConnectOptions::connect(&options.application_name(EXPORTER))
+        .await
+        .unwrap();
+    let xmin: String = sqlx::query_scalar(
+        "SELECT string_agg(DISTINCT xmin::text, ',') FROM vm_export_read_next WHERE family = 'consumption'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let token = sqlx::query_scalar(
+        "SELECT value FROM vm_export_meta WHERE key = 'reads_token.consumption'",
+    )
+    .fetch_optional(&mut conn)
+    .await
+    .unwrap();
+    (xmin, token)
+}
+
+#[tokio::test]
+async fn an_unchanged_table_is_not_digested_again_while_its_change_token_holds() {
+    let servers = Servers::start().await;
+    sqlx::raw_sql(LOAD).execute(&servers.pool).await.unwrap();
+    let total = count(&servers.pool, "").await;
+    let four = count(&servers.pool, "WHERE usage_point_id = '12345678900004'").await;
+    // No session but the exporter's: the token can be trusted.
+    servers.pool.close().await;
+    quiet(&servers).await;
+    let e = servers.env(&[("RUST_LOG", "myelectricaldata_vm_exporter=debug")]);
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(rows_read(&log, "consumption"), total, "{log}");
+    let first = staged(&servers).await;
+    assert!(first.1.is_some(), "a trusted token is recorded: {first:?}");
+
+    // Nothing changed and nobody else connected: the digests stand as
+    // computed, nothing is read.
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(rows_read(&log, "consumption"), 0, "{log}");
+    assert_eq!(staged(&servers).await, first, "digested again: {log}");
+
+    // Another session corrects a reading and ends: the token moved, the
+    // table is digested again and that PDL read.
+    let writer = servers.pg.pool("med").await;
+    sqlx::raw_sql(
+        "UPDATE consumption_data SET value = value + 9, updated_at = now()
+          WHERE usage_point_id = '12345678900004' AND date = '2023-09-09' AND interval_start = '21:00'",
+    )
+    .execute(&writer)
+    .await
+    .unwrap();
+    writer.close().await;
+    quiet(&servers).await;
+    let since = now_ms();
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(rows_read(&log, "consumption"), four, "{log}");
+    let second = staged(&servers).await;
+    assert_ne!(second.0, first.0, "the moved token was trusted: {log}");
+    let checker = servers.pg.pool("med").await;
+    let none = BTreeMap::new();
+    let got = from_export(servers.vm.export_all().await);
+    assert_exported(&checker, &none, since, &got, "after the correction").await;
+
+    // A session that changed nothing but is open (its changes, if it had
+    // made any, might not be counted yet): the token is not trusted and
+    // the table is digested again, though nothing is read.
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(rows_read(&log, "consumption"), 0, "{log}");
+    assert_ne!(
+        staged(&servers).await.0,
+        second.0,
+        "the token was trusted with a session open: {log}"
+    );
+    checker.close().await;
+}
