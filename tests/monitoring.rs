@@ -131,11 +131,8 @@ async fn health_turns_503_and_metrics_count_errors_while_victoriametrics_is_unre
     let listen = format!("127.0.0.1:{port}");
     let env = [
         ("DATABASE_URL", pg.url("med")),
-        // Nothing listens there: every connection is refused.
-        (
-            "VICTORIAMETRICS_URL",
-            format!("http://127.0.0.1:{}", free_port()),
-        ),
+        // Every connection is refused.
+        ("VICTORIAMETRICS_URL", format!("http://{}", common::REFUSED)),
         ("VICTORIAMETRICS_POLL_INTERVAL", "300ms".into()),
         ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", listen),
     ];

@@ -508,7 +508,7 @@ async fn changing_the_extra_labels_replaces_every_series_written_under_the_old_o
 #[tokio::test]
 async fn once_fails_with_exit_1_when_victoriametrics_stays_down_or_a_daemon_holds_the_lock() {
     let servers = Servers::start().await;
-    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let down = format!("http://{}", common::REFUSED);
     let started = std::time::Instant::now();
     let out = exporter(&["once"], &servers.env(&[("VICTORIAMETRICS_URL", &down)]));
     let log = String::from_utf8_lossy(&out.stderr);

@@ -26,7 +26,7 @@ use std::time::Duration;
 pub use exporter::{exporter, run_ok, signal, spawn_exporter, Daemon};
 #[allow(unused_imports)]
 pub use servers::{
-    copy_dir, free_port, which, Postgres, Servers, Victoria, DATA, SCHEMA, SCHEMA_ORM,
+    copy_dir, free_port, which, Postgres, Servers, Victoria, DATA, REFUSED, SCHEMA, SCHEMA_ORM,
 };
 
 /// Waits, near midnight in Paris, until the new day has begun: tests that

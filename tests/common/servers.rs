@@ -15,6 +15,14 @@ use super::http::{basic_auth, get_blocking};
 use super::model;
 use super::promql::{parse_export, sum_metric, Export};
 
+/// An address where every connection is refused, for the tests of an
+/// unreachable server: port 1, which no server of the tests takes (they
+/// bind port 0, and the kernel hands out ports from its ephemeral range).
+/// Not a free port: one found free now can be taken a moment later by a
+/// server another test starts, which then receives this test's lines (seen
+/// in CI: a daemon meant to reach nothing exported 12,504 samples).
+pub const REFUSED: &str = "127.0.0.1:1";
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
