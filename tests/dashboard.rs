@@ -35,7 +35,7 @@ use common::model::{expected, expected_priced, from_export, Pricing};
 use common::priced::{
     cheapest_at, daily_points, monthly_points, season_start, totals_at, utc_midnight, PricedDays,
 };
-use common::{free_port, spawn_exporter, Daemon, Servers, Victoria};
+use common::{spawn_exporter, Daemon, Servers, Victoria};
 
 /// A PDL of the demo data, which has daily, detailed and production rows
 /// (a 30-minute meter).
@@ -247,11 +247,16 @@ fn the_replication_stat_turns_red_and_names_vmselects_flag_when_every_sample_sho
 #[tokio::test]
 async fn the_exporter_health_panels_show_the_daemons_metrics_scraped_by_victoriametrics() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
+    // VictoriaMetrics is told where to scrape before the daemon starts: the
+    // port stays bound here until then, so that no other test's server
+    // takes it meanwhile.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap().to_string();
     let servers = servers_scraping(dir.path(), &listen).await;
     let vm = servers.vm.url.as_str();
     let log = dir.path().join("daemon.log");
     let spawned = Utc::now().timestamp();
+    drop(held);
     let _daemon = spawn_daemon_reconciling_every_5s(&servers, &listen, &log);
 
     // The first export converges and VictoriaMetrics scrapes the daemon...

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::proxy::{Fault, Proxy};
-use common::{exporter, free_port, run_ok, spawn_exporter, Servers};
+use common::{exporter, run_ok, served_addr, spawn_exporter, Servers};
 
 /// The value of the line `name` (exactly, labels included) in `/metrics`.
 fn metric(text: &str, name: &str) -> Option<f64> {
@@ -50,13 +50,10 @@ async fn metrics_count_what_landed_and_health_answers_ok_while_exports_succeed()
     let servers = Servers::start().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let env = servers.env(&[
-        ("VICTORIAMETRICS_POLL_INTERVAL", "500ms"),
-        ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", &listen),
-    ]);
+    let env = servers.env(&[("VICTORIAMETRICS_POLL_INTERVAL", "500ms")]);
     let _daemon = spawn_exporter(&["run"], &env, &log);
+    let listen = served_addr(&log).await;
+    let port = listen.port();
     servers
         .converge(
             &BTreeMap::new(),
@@ -108,7 +105,7 @@ async fn metrics_count_what_landed_and_health_answers_ok_while_exports_succeed()
     // not fail on another).
     let out = exporter(
         &["health"],
-        &[("VICTORIAMETRICS_HTTP_LISTEN_ADDR", listen.clone())],
+        &[("VICTORIAMETRICS_HTTP_LISTEN_ADDR", listen.to_string())],
     );
     assert!(
         out.status.success(),
@@ -127,16 +124,15 @@ async fn health_turns_503_and_metrics_count_errors_while_victoriametrics_is_unre
     sqlx::raw_sql(common::DATA).execute(&pool).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let env = [
         ("DATABASE_URL", pg.url("med")),
         // Every connection is refused.
         ("VICTORIAMETRICS_URL", format!("http://{}", common::REFUSED)),
         ("VICTORIAMETRICS_POLL_INTERVAL", "300ms".into()),
-        ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", listen),
     ];
     let _daemon = spawn_exporter(&["run"], &env, &log);
+    let listen = served_addr(&log).await;
+    let port = listen.port();
     let text = wait_metrics(port, Duration::from_secs(30), &log, |t| {
         metric(t, "myelectricaldata_exporter_retries_total").is_some_and(|r| r >= 2.0)
     })
@@ -168,8 +164,16 @@ async fn health_turns_503_and_metrics_count_errors_while_victoriametrics_is_unre
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert!(body.contains("cannot connect"), "{body}");
-    let out = exporter(&["health"], &env);
-    assert_eq!(out.status.code(), Some(1));
+    let out = exporter(
+        &["health"],
+        &[("VICTORIAMETRICS_HTTP_LISTEN_ADDR", listen.to_string())],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("unhealthy: ") && said.contains("cannot connect"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -247,13 +247,10 @@ async fn a_replicated_cluster_that_shows_every_sample_twice_is_named_and_nothing
     // The daemon exposes it on /metrics and logs it once.
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
-    let port = common::free_port();
-    let listen = format!("127.0.0.1:{port}");
     let mut daemon_env = env.clone();
-    daemon_env.retain(|(k, _)| *k != "VICTORIAMETRICS_HTTP_LISTEN_ADDR");
-    daemon_env.push(("VICTORIAMETRICS_HTTP_LISTEN_ADDR", listen));
     daemon_env.push(("VICTORIAMETRICS_POLL_INTERVAL", "300ms".into()));
     let daemon = spawn_exporter(&["run"], &daemon_env, &log);
+    let port = common::served_addr(&log).await.port();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {

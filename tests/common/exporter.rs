@@ -1,8 +1,10 @@
 //! The exporter binary under test: run to completion, or spawned as a
 //! daemon that is killed when dropped.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The exporter binary with `args` and exactly the environment `env`.
 ///
@@ -84,6 +86,30 @@ pub fn spawn_exporter(args: &[&str], env: &[(&str, String)], log: &Path) -> Daem
         .spawn()
         .expect("spawn the exporter");
     Daemon(child)
+}
+
+/// Where a daemon spawned with [`spawn_exporter`] serves `/health` and
+/// `/metrics`, from its log. It listens on a port the kernel chose (the
+/// default `127.0.0.1:0` above): a port found free before the daemon starts
+/// can be taken meanwhile by a server another test starts.
+pub async fn served_addr(log: &Path) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .find(|l| l.contains("serving /health and /metrics"))
+            .and_then(|l| l.split("address=").nth(1))
+            .and_then(|a| a.split_whitespace().next()?.parse().ok());
+        if let Some(addr) = addr {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never said where it serves /metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Sends a signal (`-TERM`, `-INT`) to a child process.
