@@ -183,7 +183,7 @@ fn a_listen_address_in_use_stops_the_daemon_with_a_line_naming_the_variable() {
     let env = [
         (
             "DATABASE_URL",
-            "postgresql://nobody@127.0.0.1:1/none".to_string(),
+            format!("postgresql://nobody@{}/none", common::REFUSED),
         ),
         ("VICTORIAMETRICS_HTTP_LISTEN_ADDR", addr.clone()),
     ];

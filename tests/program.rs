@@ -16,7 +16,7 @@ fn now_ms() -> i64 {
 fn a_bad_variable_stops_the_program_with_one_line_naming_it_and_exit_code_2() {
     let db = (
         "DATABASE_URL",
-        "postgresql+asyncpg://u:p@127.0.0.1:1/db".to_string(),
+        format!("postgresql+asyncpg://u:p@{}/db", common::REFUSED),
     );
     let cases: &[(&str, &str)] = &[
         ("VICTORIAMETRICS_BATCH_SIZE", "ten"),
@@ -47,15 +47,18 @@ fn a_bad_variable_stops_the_program_with_one_line_naming_it_and_exit_code_2() {
 
 #[test]
 fn a_password_in_the_configuration_never_reaches_the_logs() {
-    // Nothing listens on these ports: every step fails and logs its error.
+    // Nothing listens there: every step fails and logs its error.
     let env = [
         (
             "DATABASE_URL",
-            "postgresql+asyncpg://med:Pg-S3cret-pw@127.0.0.1:1/db".to_string(),
+            format!(
+                "postgresql+asyncpg://med:Pg-S3cret-pw@{}/db",
+                common::REFUSED
+            ),
         ),
         (
             "VICTORIAMETRICS_URL",
-            "http://vmuser:Vm-S3cret-pw@127.0.0.1:1".to_string(),
+            format!("http://vmuser:Vm-S3cret-pw@{}", common::REFUSED),
         ),
         ("RUST_LOG", "trace".to_string()),
     ];
@@ -463,7 +466,7 @@ fn disabled_export_idles_without_exiting_and_stops_on_sigint() {
     let env = [
         (
             "DATABASE_URL",
-            "postgresql://nobody@127.0.0.1:1/none".to_string(),
+            format!("postgresql://nobody@{}/none", common::REFUSED),
         ),
         ("VICTORIAMETRICS_ENABLED", "false".to_string()),
     ];
