@@ -41,6 +41,7 @@ const LOCK: &str = "Export lock";
 const OFFPEAK: &str = "Off-peak hours of each PDL (tariff periods)";
 const KVA: &str = "Subscribed power of each PDL (costs)";
 const PRICES: &str = "Price grid in force (costs)";
+const SKIPPED: &str = "Rows skipped when each meter was last read";
 const VM: &str = "VictoriaMetrics reachable";
 const CREDENTIALS: &str = "Credentials accepted";
 const READ_BACK: &str = "A sample written and read back";
@@ -201,6 +202,7 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
             oldest = source.oldest_date().await.ok().flatten();
             out.push(check_offpeak(config, &source).await);
             out.push(check_kva(config, &source).await);
+            out.push(check_skipped(&source).await);
         }
         Ok(present) => out.push(bad(
             Status::Fail,
@@ -227,6 +229,72 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
         Err(e) => out.push(bad(Status::Warn, LOCK, e.to_string(), "check the database user may read pg_locks")),
     }
     oldest
+}
+
+/// What the passes' records say the meters' rows skipped and held back (a
+/// PDL whose rows did not change is not read again, so these are what its
+/// last read found); a skipped row is a warning.
+async fn check_skipped(source: &Source) -> Item {
+    let state = crate::state::State::new(source.pool().clone());
+    let recorded = match state.recorded_skips().await {
+        Ok(r) => r,
+        Err(e) => {
+            return bad(
+                Status::Warn,
+                SKIPPED,
+                e.to_string(),
+                "check the database user may read vm_export_read_skips",
+            )
+        }
+    };
+    let mut found = Vec::new();
+    let mut warn = false;
+    for (family, pdls, skips) in &recorded {
+        let tables: Vec<String> = skips.rows.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let mut line = if skips.skipped() > 0 {
+            format!(
+                "{family}: {} rows in {pdls} PDLs ({})",
+                skips.skipped(),
+                tables.join(", ")
+            )
+        } else {
+            format!("{family}: no row ({pdls} PDLs)")
+        };
+        warn |= skips.skipped() > 0;
+        if skips.held_back > 0 {
+            let at = skips
+                .next_held_back
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map_or_else(String::new, |t| {
+                    format!(", the first dated {}", t.format("%Y-%m-%d %H:%M UTC"))
+                });
+            line.push_str(&format!(
+                "; {} samples held back as too far ahead{at}",
+                skips.held_back
+            ));
+        }
+        if !skips.first.is_empty() {
+            let first: Vec<String> = skips
+                .first
+                .iter()
+                .map(|s| format!("{} {}: {}", s.table, s.row, s.reason))
+                .collect();
+            line.push_str(&format!("; first: {}", first.join("; ")));
+        }
+        found.push(line);
+    }
+    if found.is_empty() {
+        return ok(SKIPPED, "none recorded");
+    }
+    if !warn {
+        return ok(SKIPPED, found.join(" | "));
+    }
+    bad(
+        Status::Warn,
+        SKIPPED,
+        found.join(" | "),
+        "these rows are not exported: correct or delete them in PostgreSQL (older client releases wrote some); the exporter reads a meter again as soon as one of its rows changes",
+    )
 }
 
 /// Each PDL's off-peak hours and where they come from; a contract record

@@ -11,7 +11,7 @@ use crate::model::render::write_line;
 use crate::model::tariff::{OffPeakBook, PdlTariff, TariffInputs};
 use crate::model::tempo::{tempo_days, tempo_series, TempoRow};
 use crate::model::zen_flex::zen_flex_series;
-use crate::model::{is_pdl, Contract, Family, Report, Series};
+use crate::model::{is_pdl, Contract, Family, Report, Series, Skips};
 use crate::source::{EnergyDecoder, EnergyRows, Source, SourceError};
 
 /// A group of series the reader yields.
@@ -20,9 +20,9 @@ pub struct Group {
     /// The series.
     pub series: Vec<Series>,
     /// The PDL whose rows of an energy table gave them all, every row of it
-    /// read, none skipped and no sample held back: what the state may
+    /// read, with what its rows skipped and held back: what the state may
     /// record as read (`state::reads`). `None` for other groups.
-    pub settled: Option<String>,
+    pub settled: Option<(String, Skips)>,
 }
 
 impl From<Vec<Series>> for Group {
@@ -59,49 +59,47 @@ pub struct SeriesReader<'s> {
 struct PdlRows {
     energy: PdlEnergy,
     tariff: Option<PdlTariff>,
-    /// The report's skipped rows and held-back samples when it began.
-    noted: (usize, u64),
+    /// What this PDL's rows skipped and held back, apart from the others'
+    /// so that its record says what is its own.
+    report: Report,
 }
 
 impl PdlRows {
-    fn new(family: Family, pdl: &str, report: &Report) -> Self {
+    fn new(family: Family, pdl: &str) -> Self {
         Self {
             energy: PdlEnergy::new(family, pdl),
             tariff: (family == Family::Consumption).then(|| PdlTariff::new(pdl)),
-            noted: (report.skipped.len(), report.held_back),
+            report: Report::default(),
         }
     }
 
     /// Adds a row; the load-curve intervals the energy series accept feed
     /// the tariff periods, so that both judge a row alike.
-    fn push(
-        &mut self,
-        contract: &Contract,
-        inputs: Option<&TariffInputs>,
-        row: EnergyRow<'_>,
-        report: &mut Report,
-    ) {
-        let interval = self.energy.push(contract, row, report);
+    fn push(&mut self, contract: &Contract, inputs: Option<&TariffInputs>, row: EnergyRow<'_>) {
+        let interval = self.energy.push(contract, row, &mut self.report);
         if let (Some(t), Some(inputs), Some(interval)) = (self.tariff.as_mut(), inputs, interval) {
             t.push(contract, inputs, &interval);
         }
     }
 
+    /// The PDL's series; what it skipped and held back goes to `report`
+    /// too.
     fn finish(
-        self,
+        mut self,
         contract: &Contract,
         inputs: Option<&TariffInputs>,
         report: &mut Report,
     ) -> Group {
         let pdl = self.energy.pdl().to_string();
-        let mut series = self.energy.finish(contract, report);
+        let mut series = self.energy.finish(contract, &mut self.report);
         if let (Some(t), Some(inputs)) = (self.tariff, inputs) {
-            series.extend(t.finish(contract, inputs, report));
+            series.extend(t.finish(contract, inputs, &mut self.report));
         }
-        let clean = self.noted == (report.skipped.len(), report.held_back);
+        let skips = self.report.skips();
+        report.absorb(self.report);
         Group {
             series,
-            settled: clean.then_some(pdl),
+            settled: Some((pdl, skips)),
         }
     }
 }
@@ -173,8 +171,8 @@ impl<'s> SeriesReader<'s> {
                             _ => None,
                         };
                         self.current
-                            .get_or_insert_with(|| PdlRows::new(family, row.pdl, report))
-                            .push(contract, tariff, row, report);
+                            .get_or_insert_with(|| PdlRows::new(family, row.pdl))
+                            .push(contract, tariff, row);
                         if finished.is_some() {
                             return Ok(finished);
                         }

@@ -32,19 +32,9 @@ SELECT md5(p::text || label::text), lpad((12345678900000 + p)::text, 14, '0'), l
          ORDER BY p, label, s DESC) AS kept;
 ";
 
-/// The rows the reconciliation of `family` read, from its pass's log line
-/// (the first: a pass that follows to repair what VictoriaMetrics dropped,
-/// as v1.150 sometimes does after a delete, reads that PDL again).
+/// The rows the reconciliation of `family` read, from its pass's log line.
 fn rows_read(log: &str, family: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("pass::outcome") && l.contains(&format!("family=\"{family}\"")))
-        .unwrap_or_else(|| panic!("no pass line for {family} in:\n{log}"));
-    line.split(" rows=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no row count in {line}"))
+    common::pass_count(log, family, "rows")
 }
 
 async fn count(pool: &sqlx::PgPool, filter: &str) -> u64 {

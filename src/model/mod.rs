@@ -14,6 +14,7 @@ pub mod offpeak;
 pub mod plain_days;
 pub mod prices;
 pub mod render;
+pub mod report;
 pub mod tariff;
 pub mod tempo;
 pub mod zen_flex;
@@ -23,6 +24,7 @@ use std::collections::BTreeMap;
 use chrono_tz::Tz;
 
 pub use family::{metric, Family, Table, FAMILIES, TABLES};
+pub use report::{Report, Skip, Skips};
 
 /// The labels that tell apart series of one metric name: a series'
 /// selector pins those it lacks to empty. Frozen: selectors key the state,
@@ -112,44 +114,6 @@ pub struct Series {
     pub scale: Scale,
     /// Its `pdl` label, if it has one.
     pub pdl: Option<String>,
-}
-
-/// A row the contract could not use: logged once and counted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skip {
-    /// The table the row comes from.
-    pub table: &'static str,
-    /// The row's id, or another way to find it.
-    pub row: String,
-    /// Why it was skipped.
-    pub reason: String,
-}
-
-/// What a family's computation produced besides its series.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Rows skipped as malformed.
-    pub skipped: Vec<Skip>,
-    /// The earliest timestamp held back as too far in the future, if any.
-    pub next_held_back: Option<i64>,
-    /// How many samples were held back.
-    pub held_back: u64,
-}
-
-impl Report {
-    /// Records a skipped row.
-    pub fn skip(&mut self, table: &'static str, row: impl Into<String>, reason: impl Into<String>) {
-        self.skipped.push(Skip {
-            table,
-            row: row.into(),
-            reason: reason.into(),
-        });
-    }
-
-    fn hold_back(&mut self, ts: i64) {
-        self.held_back += 1;
-        self.next_held_back = Some(self.next_held_back.map_or(ts, |t| t.min(ts)));
-    }
 }
 
 /// How far ahead of now VictoriaMetrics accepts samples (2 days), less an

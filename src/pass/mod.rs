@@ -29,7 +29,7 @@ use crate::model::{Family, Report};
 use crate::progress::{Display, Progress};
 use crate::series::SeriesReader;
 use crate::source::Source;
-use crate::state::{self, chunks_of, Plan, SeriesState, State};
+use crate::state::{self, chunks_of, Plan, SeriesState, Settled, State};
 use crate::verify::{self, Observation};
 use crate::vm::retry::Retry;
 use crate::vm::Sink;
@@ -44,6 +44,7 @@ pub use confirm::{read_back_wait, Shown, Unconfirmed};
 pub use outcome::{Outcome, PassError};
 pub use write::DELETE_SETTLE;
 
+use unread::Unread;
 use write::Writer;
 
 /// Series whose recorded buckets are read from the state at once.
@@ -144,7 +145,7 @@ impl Exporter {
             })
             .cloned()
             .collect();
-        let mut settled: Vec<(String, i32)> = Vec::new();
+        let mut settled: Vec<Settled> = Vec::new();
         let mut writer = Writer::new(self, family, &known);
         let mut progress = Progress::new(
             family,
@@ -159,8 +160,12 @@ impl Exporter {
             for series in &group.series {
                 seen.insert(series.selector.clone());
             }
-            if let Some(pdl) = group.settled {
-                settled.push((pdl, group.series.len() as i32));
+            if let Some((pdl, skips)) = group.settled {
+                settled.push(Settled {
+                    pdl,
+                    series: group.series.len() as i32,
+                    skips,
+                });
             }
             let work = self
                 .plan_group(
@@ -186,8 +191,7 @@ impl Exporter {
             self.record_whole(family, &unread, seen.len()).await?;
         }
         outcome.rows_read = reader.rows_read();
-        self.note_skipped(family, &report, &mut outcome);
-        outcome.next_held_back = report.next_held_back;
+        self.note_skipped(family, &report, &unread, &mut outcome);
         crate::telemetry::global().pass(&outcome.counts());
         outcome.log(family, started.elapsed());
         Ok(outcome)
@@ -245,12 +249,43 @@ impl Exporter {
         Ok(work)
     }
 
-    /// Counts and logs the rows the family's computation skipped.
-    fn note_skipped(&self, family: Family, report: &Report, outcome: &mut Outcome) {
+    /// Counts and logs the rows the family's computation skipped, and those
+    /// the PDLs left unread skipped when last read; notes the earliest
+    /// sample held back, read or recalled.
+    fn note_skipped(
+        &self,
+        family: Family,
+        report: &Report,
+        unread: &Unread,
+        outcome: &mut Outcome,
+    ) {
+        let telemetry = crate::telemetry::global();
         for skip in &report.skipped {
-            crate::telemetry::global().row_skipped(family, skip.table);
+            telemetry.rows_skipped(family, skip.table, 1);
         }
-        outcome.skipped = crate::series::warn_skipped(report);
+        let recalled = &unread.recalled;
+        for (table, rows) in &recalled.rows {
+            telemetry.rows_skipped(family, table, *rows);
+        }
+        if !recalled.rows.is_empty() {
+            let first: Vec<String> = recalled
+                .first
+                .iter()
+                .map(|s| format!("{} {}: {}", s.table, s.row, s.reason))
+                .collect();
+            tracing::warn!(
+                family = family.as_str(),
+                rows = recalled.skipped(),
+                pdls = unread.recalled_pdls,
+                first = %first.join("; "),
+                "rows skipped, as when their PDLs were last read (unchanged since, not read again)"
+            );
+        }
+        outcome.skipped = crate::series::warn_skipped(report) + recalled.skipped();
+        outcome.next_held_back = [report.next_held_back, recalled.next_held_back]
+            .into_iter()
+            .flatten()
+            .min();
     }
 
     /// Fails when the export lock this process took was lost.

@@ -4,13 +4,14 @@
 //! a PDL is left unread when the state knows as many of its series as that
 //! read gave, none pending, and VictoriaMetrics holds each as recorded (its
 //! count and sum). Anything else reads the PDL again, and the plan stage
-//! then repairs it as it would have.
+//! then repairs it as it would have. What an unread PDL's rows skipped or
+//! held back is reported from the record of its last read.
 
 use std::collections::{HashMap, HashSet};
 
 use super::{Exporter, Outcome, PassError};
 use crate::model::family::{scale_of, Reading};
-use crate::model::{Contract, Family};
+use crate::model::{Contract, Family, Skips};
 use crate::state::SeriesState;
 use crate::verify::{self, Expected, Observation};
 
@@ -27,6 +28,11 @@ pub(super) struct Unread {
     /// For a family read whole: the digest of its inputs, to record once
     /// the pass read them all.
     pub whole: Option<String>,
+    /// What the PDLs not read skipped and held back when they were last
+    /// read, reported again from their records.
+    pub recalled: Skips,
+    /// How many of those PDLs had anything to report.
+    pub recalled_pdls: usize,
 }
 
 /// The `vm_export_meta` key, followed by the family's name, of the inputs'
@@ -95,9 +101,17 @@ impl Exporter {
         let (mut verified, mut young) = (0, 0);
         for check in checks {
             let series = by_pdl.remove(&check.pdl).unwrap_or_default();
+            // A PDL whose rows skipped some is left unread like any other
+            // (reported from its record), until a sample it held back as
+            // too far ahead comes within reach.
             let stands = check.unchanged == Some(series.len() as i64)
+                && !check.skips.due(contract.cutoff_ms)
                 && !series.iter().any(|s| matches!(s, Standing::Read));
             if stands {
+                if !check.skips.is_empty() {
+                    unread.recalled.add(&check.skips);
+                    unread.recalled_pdls += 1;
+                }
                 if observed.is_some() {
                     young += series
                         .iter()

@@ -15,7 +15,7 @@ mod plan;
 mod reads;
 
 pub use plan::{bucket_of, chunks_of, plan, Chunk, Done, Plan, SeriesState};
-pub use reads::{ReadCheck, READS_CONTEXT};
+pub use reads::{ReadCheck, Settled, READS_CONTEXT};
 
 /// Buckets recorded per `INSERT`.
 const CHUNKS_PER_STATEMENT: usize = 4096;

@@ -15,7 +15,7 @@
 use sqlx::Row;
 
 use super::State;
-use crate::model::Family;
+use crate::model::{Family, Skips};
 use crate::source::SourceError;
 
 /// The `vm_export_meta` key, followed by the family's name, of the context
@@ -55,6 +55,9 @@ pub struct ReadCheck {
     /// `Some(series)` when no row changed since a pass read them all and
     /// they gave that many series; `None` when they must be read.
     pub unchanged: Option<i64>,
+    /// What that read skipped and held back (empty when nothing was, or
+    /// the rows changed).
+    pub skips: Skips,
 }
 
 impl State {
@@ -124,11 +127,13 @@ impl State {
                 .map_err(SourceError::query("reading vm_export_meta"))?;
         let restage = changed || trusted != Some(true) || token.is_none() || staged != token;
         if changed {
-            sqlx::query("DELETE FROM vm_export_read WHERE family = $1")
-                .bind(family.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(SourceError::query("clearing vm_export_read"))?;
+            for table in ["vm_export_read", "vm_export_read_skips"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE family = $1"))
+                    .bind(family.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(SourceError::query(format!("clearing {table}")))?;
+            }
             sqlx::query(
                 "INSERT INTO vm_export_meta (key, value) VALUES ($1, md5($2))
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
@@ -192,30 +197,48 @@ impl State {
         Ok(())
     }
 
-    /// Each PDL's staged digests against those recorded.
+    /// Each PDL's staged digests against those recorded, with what the
+    /// recorded read skipped.
     async fn compare_reads(&self, family: Family) -> Result<Vec<ReadCheck>, SourceError> {
         let rows = sqlx::query(
-            "SELECT pdl, CASE WHEN bool_and(n.rows IS NOT DISTINCT FROM r.rows
-                                            AND n.digest IS NOT DISTINCT FROM r.digest)
-                              THEN max(r.series)::bigint END
-               FROM (SELECT pdl, month, rows, digest FROM vm_export_read_next WHERE family = $1) AS n
-               FULL JOIN (SELECT pdl, month, rows, digest, series FROM vm_export_read WHERE family = $1) AS r
-                 USING (pdl, month)
-              GROUP BY pdl",
+            "SELECT c.pdl, c.unchanged, s.skips
+               FROM (SELECT pdl, CASE WHEN bool_and(n.rows IS NOT DISTINCT FROM r.rows
+                                                    AND n.digest IS NOT DISTINCT FROM r.digest)
+                                      THEN max(r.series)::bigint END AS unchanged
+                       FROM (SELECT pdl, month, rows, digest FROM vm_export_read_next WHERE family = $1) AS n
+                       FULL JOIN (SELECT pdl, month, rows, digest, series FROM vm_export_read WHERE family = $1) AS r
+                         USING (pdl, month)
+                      GROUP BY pdl) AS c
+               LEFT JOIN vm_export_read_skips s ON s.family = $1 AND s.pdl = c.pdl AND c.unchanged IS NOT NULL",
         )
         .bind(family.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(SourceError::query("comparing the source's digests"))?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(ReadCheck {
-                    pdl: row.try_get(0)?,
-                    unchanged: row.try_get(1)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(SourceError::query("decoding the source's digests"))
+        let mut checks = Vec::with_capacity(rows.len());
+        for row in rows {
+            let decode = || -> Result<(String, Option<i64>, Option<String>), sqlx::Error> {
+                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+            };
+            let (pdl, mut unchanged, skips) =
+                decode().map_err(SourceError::query("decoding the source's digests"))?;
+            // A record this release cannot read is as good as none: the
+            // PDL is read again, and recorded anew.
+            let skips = match skips.map(|text| serde_json::from_str::<Skips>(&text)) {
+                None => Skips::default(),
+                Some(Ok(skips)) => skips,
+                Some(Err(_)) => {
+                    unchanged = None;
+                    Skips::default()
+                }
+            };
+            checks.push(ReadCheck {
+                pdl,
+                unchanged,
+                skips,
+            });
+        }
+        Ok(checks)
     }
 
     /// A digest of everything a family read whole depends on: `context`
@@ -232,29 +255,37 @@ impl State {
         .map_err(SourceError::query(format!("digesting {table}")))
     }
 
-    /// Records that a pass read every row of these PDLs, as staged, and
-    /// how many series each gave.
-    pub async fn record_reads(
-        &self,
-        family: Family,
-        pdls: &[(String, i32)],
-    ) -> Result<(), SourceError> {
+    /// Records that a pass read every row of these PDLs, as staged, how
+    /// many series each gave, and what each skipped and held back.
+    pub async fn record_reads(&self, family: Family, pdls: &[Settled]) -> Result<(), SourceError> {
         if pdls.is_empty() {
             return Ok(());
         }
-        let (names, series): (Vec<&str>, Vec<i32>) =
-            pdls.iter().map(|(p, n)| (p.as_str(), *n)).unzip();
+        let names: Vec<&str> = pdls.iter().map(|p| p.pdl.as_str()).collect();
+        let series: Vec<i32> = pdls.iter().map(|p| p.series).collect();
+        let (lossy, skips): (Vec<&str>, Vec<String>) = pdls
+            .iter()
+            .filter(|p| !p.skips.is_empty())
+            .map(|p| {
+                let text = serde_json::to_string(&p.skips).unwrap_or_default();
+                (p.pdl.as_str(), text)
+            })
+            .unzip();
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(SourceError::query("beginning to record reads"))?;
-        sqlx::query("DELETE FROM vm_export_read WHERE family = $1 AND pdl = ANY($2)")
+        for table in ["vm_export_read", "vm_export_read_skips"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE family = $1 AND pdl = ANY($2)"
+            ))
             .bind(family.as_str())
             .bind(&names)
             .execute(&mut *tx)
             .await
-            .map_err(SourceError::query("clearing reads in vm_export_read"))?;
+            .map_err(SourceError::query(format!("clearing reads in {table}")))?;
+        }
         sqlx::query(
             "INSERT INTO vm_export_read (family, pdl, month, rows, digest, series)
              SELECT n.family, n.pdl, n.month, n.rows, n.digest, p.series
@@ -268,8 +299,64 @@ impl State {
         .execute(&mut *tx)
         .await
         .map_err(SourceError::query("recording reads in vm_export_read"))?;
+        sqlx::query(
+            "INSERT INTO vm_export_read_skips (family, pdl, skips)
+             SELECT $1, pdl, skips FROM unnest($2::text[], $3::text[]) AS p(pdl, skips)",
+        )
+        .bind(family.as_str())
+        .bind(&lossy)
+        .bind(&skips)
+        .execute(&mut *tx)
+        .await
+        .map_err(SourceError::query(
+            "recording skipped rows in vm_export_read_skips",
+        ))?;
         tx.commit()
             .await
             .map_err(SourceError::query("committing reads"))
     }
+
+    /// What the recorded reads of each family skipped and held back, added
+    /// up over its PDLs, with how many PDLs had any (for `check`).
+    pub async fn recorded_skips(&self) -> Result<Vec<(String, u64, Skips)>, SourceError> {
+        // Absent until this release's migrations ran: nothing recorded.
+        let present: bool =
+            sqlx::query_scalar("SELECT to_regclass('vm_export_read_skips') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(SourceError::query("looking for vm_export_read_skips"))?;
+        if !present {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT family, skips FROM vm_export_read_skips ORDER BY family, pdl")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(SourceError::query("reading vm_export_read_skips"))?;
+        let mut out: Vec<(String, u64, Skips)> = Vec::new();
+        for (family, text) in rows {
+            let Ok(skips) = serde_json::from_str::<Skips>(&text) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((f, pdls, all)) if *f == family => {
+                    *pdls += 1;
+                    all.add(&skips);
+                }
+                _ => out.push((family, 1, skips)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A PDL a pass read in full: what the state records of that read.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    /// The PDL.
+    pub pdl: String,
+    /// How many series its rows gave.
+    pub series: i32,
+    /// What its rows skipped and held back.
+    pub skips: Skips,
 }

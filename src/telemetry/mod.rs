@@ -112,16 +112,17 @@ impl Telemetry {
         self.state().succeeded();
     }
 
-    /// A row of `table` was skipped as malformed (another name, such as
-    /// the several rows behind one timestamp, counts for `family`'s table).
-    pub fn row_skipped(&self, family: Family, table: &str) {
+    /// `rows` rows of `table` were skipped as malformed (another name,
+    /// such as the several rows behind one timestamp, counts for
+    /// `family`'s table).
+    pub fn rows_skipped(&self, family: Family, table: &str, rows: u64) {
         let table = Table::named(table).unwrap_or(family.spec().table);
         self.metrics
             .rows_skipped
             .get_or_create(&ByTable {
                 table: TableName(table),
             })
-            .inc();
+            .inc_by(rows);
     }
 
     /// A pass over a family ended, having done `c`.

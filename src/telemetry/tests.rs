@@ -25,10 +25,10 @@ fn metrics_render_as_openmetrics_text_with_every_error_kind() {
 #[test]
 fn skipped_rows_count_under_their_own_table_or_their_familys() {
     let t = Telemetry::new();
-    t.row_skipped(Family::Consumption, "contract_data");
-    t.row_skipped(Family::Consumption, "pdls");
-    t.row_skipped(Family::Consumption, "consumption_data");
-    t.row_skipped(Family::Tempo, "(several rows)");
+    t.rows_skipped(Family::Consumption, "contract_data", 1);
+    t.rows_skipped(Family::Consumption, "pdls", 1);
+    t.rows_skipped(Family::Consumption, "consumption_data", 1);
+    t.rows_skipped(Family::Tempo, "(several rows)", 1);
     let text = t.render(SystemTime::now());
     for (table, n) in [
         ("consumption_data", 1),

@@ -119,3 +119,19 @@ pub fn signal(child: &Child, sig: &str) {
         .arg(child.id().to_string())
         .status();
 }
+
+/// A count from the pass line of `family` in `log` (`rows`, `skipped`, …):
+/// the first such line (a pass that follows, to repair what
+/// VictoriaMetrics dropped, as v1.150 sometimes does after a delete, reads
+/// that PDL again).
+pub fn pass_count(log: &str, family: &str, field: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("pass::outcome") && l.contains(&format!("family=\"{family}\"")))
+        .unwrap_or_else(|| panic!("no pass line for {family} in:\n{log}"));
+    line.split(&format!(" {field}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+}

@@ -23,7 +23,7 @@ use std::time::Duration;
 // The names the test files use most, at `common::`; a test file that
 // does not use one would be warned of it.
 #[allow(unused_imports)]
-pub use exporter::{exporter, run_ok, served_addr, signal, spawn_exporter, Daemon};
+pub use exporter::{exporter, pass_count, run_ok, served_addr, signal, spawn_exporter, Daemon};
 #[allow(unused_imports)]
 pub use servers::{
     copy_dir, free_port, which, Postgres, Servers, Victoria, DATA, REFUSED, SCHEMA, SCHEMA_ORM,

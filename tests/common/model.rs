@@ -225,7 +225,13 @@ async fn expected_with(
             if let Some(q) = quality.as_deref() {
                 pairs.push(("quality", q));
             }
-            let t = NaiveTime::parse_from_str(start.as_deref().unwrap(), "%H:%M").unwrap();
+            // A label that is no time of day: a malformed row, skipped.
+            let Some(t) = start
+                .as_deref()
+                .and_then(|s| NaiveTime::parse_from_str(s, "%H:%M").ok())
+            else {
+                continue;
+            };
             let length = field("p")
                 .or_else(|| field("interval_length"))
                 .and_then(|v| v.as_str())
