@@ -295,10 +295,35 @@ async fn an_unchanged_table_is_not_digested_again_while_its_change_token_holds()
     // the table is digested again, though nothing is read.
     let log = common::run_ok(&["once"], &e);
     assert_eq!(rows_read(&log, "consumption"), 0, "{log}");
+    let third = staged(&servers).await;
     assert_ne!(
-        staged(&servers).await.0,
-        second.0,
+        third.0, second.0,
         "the token was trusted with a session open: {log}"
+    );
+
+    // That session corrects a reading and stays open, idle past the
+    // interval at which PostgreSQL counts an idle session's changes (the
+    // gate waits 65 s): its change is counted, the token trusted again, and
+    // the PDL read; a pass after it, the session still open and idle, does
+    // not digest the table again.
+    sqlx::raw_sql(
+        "UPDATE consumption_data SET value = value + 5, updated_at = now()
+          WHERE usage_point_id = '12345678900004' AND date = '2023-10-10' AND interval_start = '07:00'",
+    )
+    .execute(&checker)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(67)).await;
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(rows_read(&log, "consumption"), four, "{log}");
+    let fourth = staged(&servers).await;
+    assert_ne!(fourth.0, third.0, "the correction was not seen: {log}");
+    let log = common::run_ok(&["once"], &e);
+    assert_eq!(rows_read(&log, "consumption"), 0, "{log}");
+    assert_eq!(
+        staged(&servers).await,
+        fourth,
+        "the token was not trusted with a session idle past the interval: {log}"
     );
     checker.close().await;
 }
