@@ -42,7 +42,7 @@ fn grid(blue_hc: &str) -> String {
          2023-01-01,TEMPO,,white_hc,0.1500\n\
          2023-01-01,TEMPO,,red_hp,0.7000\n\
          2023-01-01,TEMPO,,red_hc,0.1600\n\
-         # No TEMPO subscription at 6 kVA: that PDL gets no TEMPO subscription\n\
+         # No TEMPO subscription at 6 kVA: TEMPO is not offered there, no TEMPO cost\n\
          2023-01-01,TEMPO,9,subscription_month,15.50\n"
     )
 }
@@ -183,10 +183,12 @@ async fn each_day_is_priced_at_the_prices_then_in_force_and_a_change_rewrites_on
         cost(&first, PDL, "TEMPO", "subscription", "2024-11-03"),
         Some(516_667)
     );
-    assert_eq!(
-        cost(&first, OTHER, "TEMPO", "subscription", "2024-11-03"),
-        None
-    );
+    // TEMPO is not offered at 6 kVA in this grid: no cost of either part,
+    // though its kWh rows name every power.
+    for part in ["subscription", "energy"] {
+        assert_eq!(cost(&first, OTHER, "TEMPO", part, "2024-11-03"), None);
+    }
+    assert!(cost(&first, PDL, "TEMPO", "energy", "2024-11-03").is_some());
     // Energy: the day's kWh (the tariff periods' exact sums) at the price
     // in force, 9 kVA's own row before the 4th, the every-power row after.
     let wh = |pdl: &str, date: &str, period: &str| {
@@ -234,9 +236,22 @@ async fn each_day_is_priced_at_the_prices_then_in_force_and_a_change_rewrites_on
         cost(&edited, PDL, "TEMPO", "energy", "2024-11-04"),
         cost(&first, PDL, "TEMPO", "energy", "2024-11-04")
     );
-    assert_eq!(
-        cost(&edited, PDL, "TEMPO", "energy", "2024-11-03"),
-        cost(&first, PDL, "TEMPO", "energy", "2024-11-03")
+    // The blue Tempo day of the 3rd runs to 06:00 on the 4th: those six
+    // off-peak hours are priced at the price in force on the 4th, so the
+    // edit moves that day's cost by their energy × 0.005 €/kWh.
+    let early: i64 = sqlx::query_scalar(&format!(
+        "SELECT sum(value)::bigint * 500 FROM consumption_data
+          WHERE usage_point_id = '{PDL}' AND date = '2024-11-04'
+            AND granularity = 'detailed' AND interval_start < '06:00'"
+    ))
+    .fetch_one(&servers.pool)
+    .await
+    .unwrap();
+    let moved = cost(&edited, PDL, "TEMPO", "energy", "2024-11-03").unwrap()
+        - cost(&first, PDL, "TEMPO", "energy", "2024-11-03").unwrap();
+    assert!(
+        (moved - early * 5_000 / 1_000_000).abs() <= 1,
+        "the 3rd's Tempo day moved by {moved} µ€ for {early} mWh"
     );
 
     // Enedis corrects a reading of the 3rd: that day's costs follow.
@@ -284,6 +299,7 @@ async fn each_day_is_priced_at_the_prices_then_in_force_and_a_change_rewrites_on
         Some(400_000)
     );
     assert_eq!(cost(&at6, PDL, "TEMPO", "subscription", "2024-11-03"), None);
+    assert_eq!(cost(&at6, PDL, "TEMPO", "energy", "2024-11-03"), None);
     assert_eq!(
         cost(&at6, PDL, "BASE", "energy", "2024-11-03").map(|c| c * 21),
         cost(&red, PDL, "BASE", "energy", "2024-11-03").map(|c| c * 20),

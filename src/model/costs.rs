@@ -5,8 +5,16 @@
 //! Every option is priced for every PDL, whatever its contract, so that a
 //! household can compare: BASE and HC_HP per calendar day, TEMPO per Tempo
 //! day of known colour, and the subscription of each per calendar day with
-//! a complete load curve (the month's price over the month's days). A part
-//! with no price in force for the PDL's power on that day has no sample.
+//! a complete load curve (the month's price over the month's days). An
+//! option not offered at the PDL's power that day (no subscription in force
+//! for it) has no sample of either part, and a part with no price in force
+//! has none either: a partial cost of an option the household could not
+//! have had would make it look cheaper than it is.
+//!
+//! Each interval is priced at the prices in force at its true start: a
+//! Tempo day runs 06:00 to 06:00, so its 00:00-06:00 off-peak hours on the
+//! day a change takes effect are priced at the new prices (the energy of
+//! those hours rounded once, the rest of the off-peak energy at the day's).
 //!
 //! Energy is the tariff periods' exact sums (mWh, rounded once), prices are
 //! millionths of a euro, and a cost is their product rounded once to the
@@ -148,7 +156,11 @@ impl PdlCosts {
         ts: i64,
         [hp, hc, all]: [i64; 3],
     ) {
-        let price = |option, item| grid.price(option, item, kva, date);
+        let price = |option, item| {
+            grid.offered(option, kva, date)
+                .then(|| grid.price(option, item, kva, date))
+                .flatten()
+        };
         if let Some(p) = price(PriceOption::Base, Item::Base) {
             self.push(PriceOption::Base, 0, ts, energy_cost(&[(all, p)]));
         }
@@ -166,8 +178,10 @@ impl PdlCosts {
         }
     }
 
-    /// A complete Tempo day of `colour` and energy (mWh: peak, off-peak)
-    /// at `ts`, priced on its date.
+    /// A complete Tempo day of `colour` and energy (mWh: peak, off-peak,
+    /// and the part of the off-peak that falls on the next date, 00:00 to
+    /// 06:00) at `ts`: the hours of its date at that date's prices, those
+    /// of the next date at the next date's, in the day's colour.
     pub fn tempo_day(
         &mut self,
         grid: &PriceGrid,
@@ -175,12 +189,18 @@ impl PdlCosts {
         date: NaiveDate,
         ts: i64,
         colour: TempoColor,
-        [hp, hc]: [i64; 2],
+        [hp, hc, morning]: [i64; 3],
     ) {
+        if !grid.offered(PriceOption::Tempo, kva, date) {
+            return;
+        }
         let [ihp, ihc] = Item::tempo(colour);
-        let price = |item| grid.price(PriceOption::Tempo, item, kva, date);
-        if let (Some(php), Some(phc)) = (price(ihp), price(ihc)) {
-            let cost = energy_cost(&[(hp, php), (hc, phc)]);
+        let price = |item, date| grid.price(PriceOption::Tempo, item, kva, date);
+        let next = date.succ_opt().unwrap_or(date);
+        if let (Some(php), Some(phc), Some(phc_next)) =
+            (price(ihp, date), price(ihc, date), price(ihc, next))
+        {
+            let cost = energy_cost(&[(hp, php), (hc - morning, phc), (morning, phc_next)]);
             self.push(PriceOption::Tempo, 0, ts, cost);
         }
     }
@@ -287,6 +307,7 @@ mod tests {
              2026-01-01,HC_HP,6,subscription_month,15.50\n\
              2026-01-01,TEMPO,,red_hp,0.7000\n\
              2026-01-01,TEMPO,,red_hc,0.1500\n\
+             2026-01-01,TEMPO,6,subscription_month,15.00\n\
              2026-02-01,BASE,,base,0.1000\n",
         )
         .unwrap();
@@ -312,7 +333,7 @@ mod tests {
             d("2026-01-31"),
             1,
             TempoColor::Red,
-            [10_000_000, 5_000_000],
+            [10_000_000, 5_000_000, 3_000_000],
         );
         // No blue price: no Tempo energy that day.
         c.tempo_day(
@@ -321,7 +342,7 @@ mod tests {
             d("2026-02-01"),
             2,
             TempoColor::Blue,
-            [10_000_000, 5_000_000],
+            [10_000_000, 5_000_000, 3_000_000],
         );
         let v = |o: usize, p: usize| -> Vec<(i64, i64)> {
             c.parts[o][p].iter().map(|s| (s.ts, s.value)).collect()
@@ -334,13 +355,112 @@ mod tests {
         // 12.40 / 31 = 0.4; 12.40 / 28 = 0.442857; 15.50 / 31 = 0.5.
         assert_eq!(v(0, 1), [(1, 400_000), (2, 442_857)]);
         assert_eq!(v(1, 1), [(1, 500_000), (2, 553_571)]);
-        // No TEMPO subscription row: no sample.
-        assert!(v(2, 1).is_empty());
-        // At 9 kVA BASE has no subscription in force.
+        // 15.00 / 31 = 0.483871; 15.00 / 28 = 0.535714.
+        assert_eq!(v(2, 1), [(1, 483_871), (2, 535_714)]);
+        // At 9 kVA no option has a subscription in force: none is offered,
+        // and none has a sample, though the kWh rows name every power.
         let mut nine = PdlCosts::default();
         nine.calendar_day(&grid, 9, d("2026-01-31"), 1, [1, 1, 2]);
-        assert!(nine.parts[0][1].is_empty());
-        assert_eq!(nine.parts[0][0].len(), 1);
+        nine.tempo_day(&grid, 9, d("2026-01-31"), 1, TempoColor::Red, [1, 1, 0]);
+        assert!(nine.parts.iter().flatten().all(Vec::is_empty));
+    }
+
+    fn shipped() -> PriceGrid {
+        PriceGrid::parse(crate::model::prices::SHIPPED).unwrap()
+    }
+
+    #[test]
+    fn an_option_is_offered_where_its_subscription_for_the_power_is_in_force() {
+        let grid = shipped();
+        let offered = |o, kva, day| grid.offered(o, kva, d(day));
+        // Tempo has never been offered at 3 kVA.
+        for day in ["2021-02-01", "2023-06-01", "2026-09-01"] {
+            assert!(!offered(PriceOption::Tempo, 3, day), "{day}");
+            assert!(offered(PriceOption::Base, 3, day), "{day}");
+        }
+        // HC_HP at 3 kVA only since 1 August 2026.
+        assert!(!offered(PriceOption::HcHp, 3, "2026-07-31"));
+        assert!(offered(PriceOption::HcHp, 3, "2026-08-01"));
+        // Tempo at 6 kVA since 1 February 2023, at 24 kVA since 1 August 2026.
+        assert!(!offered(PriceOption::Tempo, 6, "2023-01-31"));
+        assert!(offered(PriceOption::Tempo, 6, "2023-02-01"));
+        assert!(!offered(PriceOption::Tempo, 24, "2026-07-31"));
+        assert!(offered(PriceOption::Tempo, 24, "2026-08-01"));
+    }
+
+    #[test]
+    fn an_option_not_offered_at_the_power_has_no_cost_of_either_part() {
+        let grid = shipped();
+        let mut three = PdlCosts::default();
+        let day = [10_000_000, 5_000_000, 15_000_000];
+        three.calendar_day(&grid, 3, d("2026-01-15"), 1, day);
+        three.tempo_day(
+            &grid,
+            3,
+            d("2026-01-15"),
+            1,
+            TempoColor::Blue,
+            [10_000_000, 5_000_000, 3_000_000],
+        );
+        let count = |o: usize| three.parts[o].iter().map(Vec::len).sum::<usize>();
+        // BASE: energy and subscription; HC_HP (before August 2026) and
+        // TEMPO: nothing.
+        assert_eq!((count(0), count(1), count(2)), (2, 0, 0));
+        // At 6 kVA before February 2023 Tempo has neither part either.
+        let mut six = PdlCosts::default();
+        six.calendar_day(&grid, 6, d("2023-01-15"), 1, day);
+        six.tempo_day(
+            &grid,
+            6,
+            d("2023-01-15"),
+            1,
+            TempoColor::Blue,
+            [10_000_000, 5_000_000, 3_000_000],
+        );
+        assert!(six.parts[2].iter().all(Vec::is_empty));
+        assert_eq!(six.parts[1].iter().map(Vec::len).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn a_tempo_day_straddling_a_change_prices_its_morning_hours_at_the_new_prices() {
+        // The blue Tempo day of 31 January 2024 at 6 kVA: 16 kWh peak at
+        // 0.1369, 2 kWh off-peak that evening at 0.1056 and 6 kWh off-peak
+        // on 1 February, 00:00-06:00, at that day's 0.1296: 2.1904 +
+        // 0.2112 + 0.7776 = 3.1792 € (all 8 kWh at 0.1056 would be 3.0352).
+        let grid = shipped();
+        let mut c = PdlCosts::default();
+        c.tempo_day(
+            &grid,
+            6,
+            d("2024-01-31"),
+            1,
+            TempoColor::Blue,
+            [16_000_000, 8_000_000, 6_000_000],
+        );
+        assert_eq!(
+            c.parts[2][0],
+            [Sample {
+                ts: 1,
+                value: 3_179_200
+            }]
+        );
+        // The day before, both dates share the prices: 16 × 0.1369 + 8 × 0.1056.
+        let mut c = PdlCosts::default();
+        c.tempo_day(
+            &grid,
+            6,
+            d("2024-01-30"),
+            1,
+            TempoColor::Blue,
+            [16_000_000, 8_000_000, 6_000_000],
+        );
+        assert_eq!(
+            c.parts[2][0],
+            [Sample {
+                ts: 1,
+                value: 3_035_200
+            }]
+        );
     }
 
     #[test]

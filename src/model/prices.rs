@@ -243,6 +243,14 @@ impl PriceGrid {
             .map(|r| r.micro)
     }
 
+    /// Whether `option` is offered at `kva` on `date`: its monthly
+    /// subscription for that power is in force (a kWh row for every power
+    /// does not make it offered: Tempo has never been offered at 3 kVA).
+    pub fn offered(&self, option: PriceOption, kva: u8, date: NaiveDate) -> bool {
+        self.price(option, Item::SubscriptionMonth, kva, date)
+            .is_some()
+    }
+
     /// Every row, in the file's order.
     pub fn rows(&self) -> &[PriceRow] {
         &self.rows

@@ -682,7 +682,12 @@ async fn tariff(
                 ));
             }
             let kva = kva_of(pdl);
-            let price = |option: &str, item: &str| pricing.price(option, item, kva, *date);
+            // An option is offered at a power on a day when its monthly
+            // subscription for that power is in force: else no sample of it.
+            let price = |option: &str, item: &str| {
+                pricing.price(option, "subscription_month", kva, *date)?;
+                pricing.price(option, item, kva, *date)
+            };
             if let Some(p) = price("BASE", "base") {
                 out.push((
                     cost_labels(pdl, "BASE", "energy"),
@@ -730,11 +735,22 @@ async fn tariff(
             _ => "red",
         };
         let kva = kva_of(pdl);
-        if let (Some(php), Some(phc)) = (
+        // The hours of the next date (00:00-06:00) at the prices in force
+        // on that date: their energy rounded once, the rest of the
+        // off-peak energy at the Tempo day's date's prices.
+        let next = *date + Duration::days(1);
+        let early = milli(morning.iter().map(|(_, e)| e).sum());
+        if let (Some(_), Some(php), Some(phc), Some(phc_next)) = (
+            pricing.price("TEMPO", "subscription_month", kva, *date),
             pricing.price("TEMPO", &format!("{en}_hp"), kva, *date),
             pricing.price("TEMPO", &format!("{en}_hc"), kva, *date),
+            pricing.price("TEMPO", &format!("{en}_hc"), kva, next),
         ) {
-            let c = cost(&[(milli(hp), php), (milli(hc), phc)]);
+            let c = cost(&[
+                (milli(hp), php),
+                (milli(hc) - early, phc),
+                (early, phc_next),
+            ]);
             out.push((cost_labels(pdl, "TEMPO", "energy"), ts, c));
         }
         for (period, v) in [("HP", milli(hp)), ("HC", milli(hc))] {

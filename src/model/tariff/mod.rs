@@ -355,6 +355,14 @@ pub fn tempo_day(tz: Tz, day: &Day, next: &Day) -> Option<[i64; 2]> {
     Some(sums.map(watt_minutes_milli))
 }
 
+/// The energy (mWh, rounded once) of a complete Tempo day's hours on the
+/// next date, 00:00 to 06:00: the part of its off-peak energy priced at
+/// that date's prices.
+fn tempo_morning(tz: Tz, next: &Day) -> Option<i64> {
+    let (_, morning) = next.part(tz, 0, TEMPO_START)?;
+    Some(watt_minutes_milli(morning.iter().map(|(_, wm)| wm).sum()))
+}
+
 /// Collects one PDL's load-curve rows, a date at a time, into its tariff
 /// series.
 #[derive(Debug)]
@@ -432,14 +440,18 @@ impl PdlTariff {
                 .calendar_day(grid, kva, day.date, ts, [sums[0], sums[1], all]);
         }
         if let Some(prev) = &self.previous {
-            if let (Some(colour), Some(sums)) =
-                (inputs.colour(prev.date), tempo_day(tz, prev, &day))
-            {
+            if let (Some(colour), Some(sums), Some(morning)) = (
+                inputs.colour(prev.date),
+                tempo_day(tz, prev, &day),
+                tempo_morning(tz, &day),
+            ) {
                 let ts = day_millis(tz, prev.date);
                 for (series, milli) in self.tempo[colour.index()].iter_mut().zip(sums) {
                     series.push(Sample { ts, value: milli });
                 }
-                self.costs.tempo_day(grid, kva, prev.date, ts, colour, sums);
+                let [hp, hc] = sums;
+                self.costs
+                    .tempo_day(grid, kva, prev.date, ts, colour, [hp, hc, morning]);
             }
         }
         self.previous = Some(day);
