@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::model::costs::{KvaBook, KvaOrigin};
-use crate::model::prices::{powers_listed, DEFAULT_KVA};
+use crate::model::prices::{powers_listed, PriceOption, DEFAULT_KVA};
 use crate::model::{Table, TABLES as TABLES_READ};
 use crate::source::Source;
 use crate::vm::Sink;
@@ -39,7 +39,7 @@ const PG: &str = "PostgreSQL reachable";
 const TABLES: &str = "MyElectricalData tables present";
 const LOCK: &str = "Export lock";
 const OFFPEAK: &str = "Off-peak hours of each PDL (tariff periods)";
-const KVA: &str = "Subscribed power of each PDL (costs)";
+const METERS: &str = "Each meter: name, option, power (costs)";
 const PRICES: &str = "Price grid in force (costs)";
 const SKIPPED: &str = "Rows skipped when each meter was last read";
 const VM: &str = "VictoriaMetrics reachable";
@@ -201,7 +201,7 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
             out.push(ok(TABLES, tables_found(&present)));
             oldest = source.oldest_date().await.ok().flatten();
             out.push(check_offpeak(config, &source).await);
-            out.push(check_kva(config, &source).await);
+            out.push(check_meters(config, &source).await);
             out.push(check_skipped(&source).await);
         }
         Ok(present) => out.push(bad(
@@ -337,21 +337,24 @@ async fn check_offpeak(config: &Config, source: &Source) -> Item {
     )
 }
 
-/// Each PDL's subscribed power and where it comes from; a PDL priced at the
-/// default 6 kVA is a warning, as its subscription costs may be wrong.
-async fn check_kva(config: &Config, source: &Source) -> Item {
+/// Each meter as `myelectricaldata_pdl_info` names it, one line per PDL:
+/// its name, its pricing option and its subscribed power, and where each
+/// comes from. A PDL priced at the default 6 kVA is a warning (its
+/// subscription costs may be wrong), and so is an option the grid does not
+/// price (EJP, HC_WEEKEND...: its costs are comparisons only).
+async fn check_meters(config: &Config, source: &Source) -> Item {
     let read = async {
         Ok::<_, crate::source::SourceError>((
-            source.consumption_pdls().await?,
+            source.meter_records().await?,
             source.subscribed_powers().await?,
         ))
     };
-    let (pdls, records) = match read.await {
+    let (meters, records) = match read.await {
         Ok(r) => r,
         Err(e) => {
             return bad(
                 Status::Warn,
-                KVA,
+                METERS,
                 e.to_string(),
                 "check the database user may read pdls",
             )
@@ -359,33 +362,62 @@ async fn check_kva(config: &Config, source: &Source) -> Item {
     };
     let mut report = crate::model::Report::default();
     let book = KvaBook::new(config.subscribed_kva, &records, &mut report);
-    if pdls.is_empty() {
-        return ok(KVA, "no PDL in consumption_data yet");
+    if meters.is_empty() {
+        return ok(METERS, "no PDL in consumption_data or production_data yet");
     }
-    let each: Vec<(String, KvaOrigin)> = pdls
+    let filled = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let (mut defaulted, mut unpriced) = (false, Vec::new());
+    let lines: Vec<String> = meters
         .iter()
-        .map(|pdl| {
-            let (kva, origin) = book.for_pdl(pdl);
-            (format!("{pdl} {kva} kVA ({})", origin.describe()), origin)
+        .map(|m| {
+            let name = match filled(&m.name) {
+                Some(n) => format!("{n:?} (pdls.name)"),
+                None => "no name recorded".to_string(),
+            };
+            let option = match filled(&m.option) {
+                Some(o) if PriceOption::ALL.iter().any(|p| p.label() == o) => {
+                    format!("{o} (pdls.pricing_option)")
+                }
+                Some(o) => {
+                    unpriced.push(o.clone());
+                    format!("{o} (pdls.pricing_option; not in the price grid)")
+                }
+                None => "no option recorded".to_string(),
+            };
+            let (kva, origin) = book.for_pdl(&m.pdl);
+            defaulted |= origin == KvaOrigin::Default;
+            format!(
+                "{}: {name}, {option}, {kva} kVA ({})",
+                m.pdl,
+                origin.describe()
+            )
         })
         .collect();
-    let found = each
-        .iter()
-        .map(|(s, _)| s.as_str())
-        .collect::<Vec<_>>()
-        .join("; ");
-    if each.iter().all(|(_, o)| *o != KvaOrigin::Default) {
-        return ok(KVA, found);
-    }
-    bad(
-        Status::Warn,
-        KVA,
-        found,
-        format!(
+    let found = lines.join("\n");
+    let mut fixes = Vec::new();
+    if defaulted {
+        fixes.push(format!(
             "set VICTORIAMETRICS_SUBSCRIBED_KVA to the contract's power (on the bill: {}), or record it in MyElectricalData: subscriptions are priced at {DEFAULT_KVA} kVA meanwhile",
             powers_listed()
-        ),
-    )
+        ));
+    }
+    if !unpriced.is_empty() {
+        unpriced.sort();
+        unpriced.dedup();
+        fixes.push(format!(
+            "{} has no regulated price in the grid: the costs of BASE, HC_HP and TEMPO are what those options would have cost, not the bill",
+            unpriced.join(", ")
+        ));
+    }
+    if fixes.is_empty() {
+        return ok(METERS, found);
+    }
+    bad(Status::Warn, METERS, found, fixes.join("; "))
 }
 
 /// Which grid prices the costs and its latest change; a change more than
@@ -556,7 +588,9 @@ pub fn report(items: &[Item]) -> String {
             Status::Fail => "[FAIL]",
             Status::Skip => "[SKIP]",
         };
-        out.push_str(&format!("{mark} {:width$}  {}\n", i.check, i.found));
+        // A finding of several lines keeps to its column.
+        let found = i.found.replace('\n', &format!("\n{:1$}", "", width + 9));
+        out.push_str(&format!("{mark} {:width$}  {found}\n", i.check));
         if let Some(fix) = &i.fix {
             out.push_str(&format!("       what to do: {fix}\n"));
         }

@@ -7,6 +7,7 @@ use crate::model::ecowatt::ecowatt_series;
 use crate::model::energy::EnergyRow;
 use crate::model::energy::PdlEnergy;
 use crate::model::max_power::max_power_series;
+use crate::model::meter::meter_series;
 use crate::model::render::write_line;
 use crate::model::tariff::{OffPeakBook, PdlTariff, TariffInputs};
 use crate::model::tempo::{tempo_days, tempo_series, TempoRow};
@@ -239,6 +240,15 @@ impl<'s> SeriesReader<'s> {
                 let rows = self.source.zen_flex_rows().await?;
                 self.rows_read = rows.len() as u64;
                 Ok(Some(zen_flex_series(contract, &rows, report).into()))
+            }
+            Family::Meter => {
+                self.done = true;
+                let records = self.source.meter_records().await?;
+                self.rows_read = records.len() as u64;
+                // A bad power is reported by the consumption family.
+                let powers = self.source.subscribed_powers().await?;
+                let kva = KvaBook::new(contract.subscribed_kva, &powers, &mut Report::default());
+                Ok(Some(meter_series(contract, &records, &kva, report).into()))
             }
         }
     }

@@ -24,6 +24,8 @@ const RULES: &str = concat!(
 );
 
 const PDL: &str = "12345678901234";
+/// A meter that stopped reading.
+const SILENT: &str = "12345678900777";
 
 /// A stand-in Alertmanager: answers 200 to every request and keeps the
 /// bodies vmalert posts to `/api/v2/alerts`. vmalert 1.79 has no
@@ -640,5 +642,47 @@ async fn a_blue_day_tomorrow_after_red_days_fires_no_red_day_cost_alert() {
     let alerts = vmalert.alerts().await;
     assert!(alerts.is_empty(), "no alert should be active: {alerts:#?}");
     assert_eq!(am.received(), "", "nothing should be notified");
+    assert_eq!(vmalert.metric("vmalert_execution_errors_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_meter_without_a_new_reading_for_three_days_is_named_in_an_alert() {
+    // PDL's reading is yesterday's (all is well); another meter, named
+    // in pdls, last read five days ago.
+    let servers = servers_with(&[(0, "BLUE")], &[]).await;
+    let today = paris_today().await;
+    sqlx::raw_sql(&format!(
+        "INSERT INTO consumption_data (id, usage_point_id, date, granularity, value)
+         VALUES ('alerts-silent', '{SILENT}', '{}', 'daily', 8000);
+         INSERT INTO pdls (id, usage_point_id, name) VALUES ('p-silent', '{SILENT}', 'Garage');",
+        day(today, -5)
+    ))
+    .execute(&servers.pool)
+    .await
+    .unwrap();
+    common::run_ok(&["once"], &servers.env(&[]));
+    reqwest::get(format!("{}/internal/force_flush", servers.vm.url))
+        .await
+        .unwrap();
+    let am = Alertmanager::start();
+    let vmalert = Vmalert::start(&servers.vm.url, &am.url).await;
+    let alert = wait_firing(&vmalert, "ReleveManquant", Duration::from_secs(30)).await;
+    assert_eq!(alert["labels"]["pdl"], SILENT, "{alert:#}");
+    assert_eq!(alert["labels"]["name"], "Garage", "{alert:#}");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Aucun nouveau relevé depuis plus de 3 jours : Garage"
+    );
+    // Five days ago at 00:00: between 5 and 6 days before now.
+    let age: f64 = alert["value"].as_str().unwrap().parse().unwrap();
+    assert!((5.0 * 86400.0..6.0 * 86400.0).contains(&age), "{alert:#}");
+    // The meter read yesterday is not named.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alerts = vmalert.alerts().await;
+    let named = alerts
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == "ReleveManquant")
+        .count();
+    assert_eq!(named, 1, "{alerts:#?}");
     assert_eq!(vmalert.metric("vmalert_execution_errors_total").await, 0.0);
 }

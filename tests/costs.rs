@@ -153,9 +153,9 @@ async fn each_day_is_priced_at_the_prices_then_in_force_and_a_change_rewrites_on
             "{} (VICTORIAMETRICS_PRICES_FILE), 17 prices, latest change 2024-11-04",
             file.display()
         ),
-        format!("{PDL} 9 kVA (pdls.subscribed_power)"),
-        format!("{OTHER} 6 kVA (the default, no subscribed power recorded)"),
-        "[WARN] Subscribed power of each PDL (costs)".to_string(),
+        format!("{PDL}: no name recorded, no option recorded, 9 kVA (pdls.subscribed_power)"),
+        format!("{OTHER}: no name recorded, no option recorded, 6 kVA (the default, no subscribed power recorded)"),
+        "[WARN] Each meter: name, option, power (costs)".to_string(),
     ] {
         assert!(report.contains(&line), "{line:?} not in {report}");
     }

@@ -37,6 +37,9 @@ pub mod metric {
     pub const COST_EUR: &str = "myelectricaldata_cost_eur";
     /// The price grid in force, in € per kWh or per month.
     pub const PRICE_EUR: &str = "myelectricaldata_price_eur";
+    /// What MyElectricalData records of a meter: its name, option, power
+    /// and production meter.
+    pub const PDL_INFO: &str = "myelectricaldata_pdl_info";
 }
 
 /// A table of MyElectricalData's database the exporter reads.
@@ -135,10 +138,14 @@ pub enum Family {
     MaxPower,
     /// `myelectricaldata_zen_flex_day`, from `zen_flex_days` (MyElectricalData 2.3+).
     ZenFlex,
+    /// `myelectricaldata_pdl_info`, one series per PDL of `consumption_data`
+    /// and `production_data`, labelled from `pdls` where it exists (and
+    /// with the fallbacks where it does not).
+    Meter,
 }
 
 /// How many families there are.
-pub const FAMILIES: usize = 6;
+pub const FAMILIES: usize = 7;
 
 /// One row of the family table.
 #[derive(Debug)]
@@ -146,7 +153,9 @@ pub struct Spec {
     /// The family's name in state tables, logs and telemetry.
     pub name: &'static str,
     /// The table whose rows make its samples: its rows skipped are counted
-    /// against it, and its absence (when optional) empties the family.
+    /// against it, and its absence (when optional) empties the family, but
+    /// for the meters' (`pdls` labels them; without it they keep their
+    /// fallbacks).
     pub table: Table,
     /// Every table it is computed from: a change in any makes it due.
     pub reads: &'static [Table],
@@ -243,6 +252,14 @@ static SPECS: [Spec; FAMILIES] = [
         metrics: &[ZEN_FLEX_DAY],
         reading: Reading::Always,
     },
+    Spec {
+        name: "meter",
+        table: Table::Pdls,
+        // Each PDL's latest reading, found by index look-ups, not a scan.
+        reads: &[Table::Pdls, Table::ConsumptionData, Table::ProductionData],
+        metrics: &[PDL_INFO],
+        reading: Reading::Always,
+    },
 ];
 
 impl Family {
@@ -254,6 +271,7 @@ impl Family {
         Family::Ecowatt,
         Family::MaxPower,
         Family::ZenFlex,
+        Family::Meter,
     ];
 
     /// The family's row of the family table.

@@ -10,6 +10,7 @@ pub mod ecowatt;
 pub mod energy;
 pub mod family;
 pub mod max_power;
+pub mod meter;
 pub mod offpeak;
 pub mod plain_days;
 pub mod prices;
@@ -32,9 +33,20 @@ pub use report::{Report, Skip, Skips};
 pub const OWN_LABELS: [&str; 5] = ["pdl", "type", "color", "quality", "region"];
 
 /// Every label the exporter sets itself; `VICTORIAMETRICS_LABELS` may not use them.
-pub const RESERVED_LABELS: [&str; 11] = [
-    "pdl", "type", "color", "quality", "region", "day_type", "period", "option", "part", "kva",
+pub const RESERVED_LABELS: [&str; 13] = [
+    "pdl",
+    "type",
+    "color",
+    "quality",
+    "region",
+    "day_type",
+    "period",
+    "option",
+    "part",
+    "kva",
     "item",
+    "name",
+    "production_pdl",
 ];
 
 /// One sample: Unix milliseconds and a fixed-point value, in the

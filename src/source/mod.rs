@@ -11,6 +11,7 @@ use sqlx::{PgPool, Row};
 use crate::model::{Family, Table, FAMILIES, TABLES};
 
 mod lock;
+mod meters;
 mod rows;
 
 pub use lock::ExportLock;

@@ -12,6 +12,7 @@
 pub mod exporter;
 pub mod grafana;
 pub mod http;
+pub mod meters;
 pub mod model;
 pub mod priced;
 pub mod promql;

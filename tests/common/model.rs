@@ -325,6 +325,11 @@ async fn expected_with(
         }
     }
 
+    for (l, ts, milli) in super::meters::expected_meters(pool, pricing).await {
+        let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        add(labels(l[0].1.as_str(), &pairs[1..], extra), ts, milli);
+    }
+
     for (l, ts, milli) in tariff(pool, &curve, pricing).await {
         let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
         add(labels(l[0].1.as_str(), &pairs[1..], extra), ts, milli);
