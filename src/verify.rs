@@ -33,6 +33,9 @@ pub struct Observed {
     pub count: u64,
     /// Their sum.
     pub sum: f64,
+    /// The time of the last sample (Unix ms), where the family's read-back
+    /// asks for it ([`crate::model::family::Spec::read_back_last`]).
+    pub last: Option<i64>,
     /// A selector matching this series alone, to delete or export it.
     pub selector: String,
 }
@@ -100,6 +103,11 @@ pub struct Expected {
     pub sum: i128,
     /// The series' decimals.
     pub scale: Scale,
+    /// The time of its last sample (Unix ms), when known: compared where
+    /// the read-back also gives it, so that a series of one sample that
+    /// moved (`myelectricaldata_pdl_info`) is not taken as held when
+    /// VictoriaMetrics still shows it where it was.
+    pub last: Option<i64>,
 }
 
 impl Expected {
@@ -112,6 +120,7 @@ impl Expected {
         for s in samples.into_iter().filter(|s| covered(s.ts, at_ms)) {
             e.count += 1;
             e.sum += i128::from(s.value);
+            e.last = e.last.max(Some(s.ts));
         }
         e
     }
@@ -153,7 +162,11 @@ pub fn compare(expected: Expected, observed: Option<&Observed>) -> Verdict {
     let unit = expected.scale.to_f64(1);
     let same_sum = (o.sum - want).abs() <= 0.4 * unit + want.abs() * 1e-12;
     let doubled_sum = (o.sum - 2.0 * want).abs() <= 0.8 * unit + want.abs() * 2e-12;
-    if o.count == expected.count && same_sum {
+    let same_last = match (expected.last, o.last) {
+        (Some(want), Some(got)) => want == got,
+        _ => true,
+    };
+    if o.count == expected.count && same_sum && same_last {
         Verdict::Same
     } else if expected.count > 0 && o.count == 2 * expected.count && doubled_sum {
         Verdict::Doubled
@@ -315,9 +328,28 @@ mod tests {
     fn obs(count: u64, sum: f64) -> Observed {
         Observed {
             count,
+            last: None,
             sum,
             selector: String::new(),
         }
+    }
+
+    #[test]
+    fn a_single_sample_that_moved_differs_where_the_last_time_is_read_back() {
+        let expected = Expected {
+            count: 1,
+            sum: 1000,
+            scale: Scale::Milli,
+            last: Some(2_000),
+        };
+        let at = |last| Observed {
+            last,
+            ..obs(1, 1.0)
+        };
+        assert_eq!(compare(expected, Some(&at(Some(2_000)))), Verdict::Same);
+        assert_eq!(compare(expected, Some(&at(Some(1_000)))), Verdict::Differs);
+        // A read-back that does not ask for it judges by count and sum.
+        assert_eq!(compare(expected, Some(&at(None))), Verdict::Same);
     }
 
     #[test]

@@ -164,6 +164,11 @@ pub struct Spec {
     pub metrics: &'static [&'static str],
     /// How a pass tells that its rows need not be read again.
     pub reading: Reading,
+    /// Its series hold one sample that moves as readings arrive, always
+    /// the same value: the read-back also compares the last sample's time,
+    /// which its count and sum cannot tell (a restored snapshot shows it
+    /// where it was). One more query per read-back, so only where needed.
+    pub read_back_last: bool,
 }
 
 /// How a pass tells that a family's rows need not be read again.
@@ -215,6 +220,7 @@ static SPECS: [Spec; FAMILIES] = [
             PRICE_EUR,
         ],
         reading: Reading::ByPdl,
+        read_back_last: false,
     },
     Spec {
         name: "production",
@@ -222,6 +228,7 @@ static SPECS: [Spec; FAMILIES] = [
         reads: &[Table::ProductionData],
         metrics: &[PRODUCTION_WH, PRODUCTION_POWER_W],
         reading: Reading::ByPdl,
+        read_back_last: false,
     },
     Spec {
         name: "tempo",
@@ -230,6 +237,7 @@ static SPECS: [Spec; FAMILIES] = [
         reads: &[Table::TempoDays, Table::ConsumptionData],
         metrics: &[TEMPO_COLOR, TEMPO_REMAINING],
         reading: Reading::Whole,
+        read_back_last: false,
     },
     Spec {
         name: "ecowatt",
@@ -237,6 +245,7 @@ static SPECS: [Spec; FAMILIES] = [
         reads: &[Table::Ecowatt],
         metrics: &[ECOWATT_LEVEL, ECOWATT_HOURLY_LEVEL],
         reading: Reading::Always,
+        read_back_last: false,
     },
     Spec {
         name: "max_power",
@@ -244,6 +253,7 @@ static SPECS: [Spec; FAMILIES] = [
         reads: &[Table::MaxPowerData],
         metrics: &[MAX_POWER_VA],
         reading: Reading::Always,
+        read_back_last: false,
     },
     Spec {
         name: "zen_flex",
@@ -251,6 +261,7 @@ static SPECS: [Spec; FAMILIES] = [
         reads: &[Table::ZenFlexDays],
         metrics: &[ZEN_FLEX_DAY],
         reading: Reading::Always,
+        read_back_last: false,
     },
     Spec {
         name: "meter",
@@ -259,6 +270,7 @@ static SPECS: [Spec; FAMILIES] = [
         reads: &[Table::Pdls, Table::ConsumptionData, Table::ProductionData],
         metrics: &[PDL_INFO],
         reading: Reading::Always,
+        read_back_last: true,
     },
 ];
 

@@ -218,6 +218,7 @@ impl Exporter {
             count: state.held,
             sum: total,
             scale: scale_of(name),
+            last: None,
         };
         let seen = verify::key_of_selector(selector).and_then(|k| obs.series.get(&k));
         if obs.copies.accepts(verify::compare(expected, seen)) {

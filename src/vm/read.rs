@@ -203,6 +203,7 @@ impl Sink {
                 Observed {
                     count: count.max(0.0) as u64,
                     sum: 0.0,
+                    last: None,
                     selector,
                 },
             );
@@ -210,6 +211,19 @@ impl Sink {
         for (labels, sum) in parse_answer(&sums)? {
             if let Some(o) = series.get_mut(&key_of(&labels).0) {
                 o.sum = sum;
+            }
+        }
+        if family.spec().read_back_last {
+            let lasts = self
+                .query(
+                    &format!("tlast_over_time({selector}[{window}]) keep_metric_names"),
+                    at_ms,
+                )
+                .await?;
+            for (labels, seconds) in parse_answer(&lasts)? {
+                if let Some(o) = series.get_mut(&key_of(&labels).0) {
+                    o.last = Some((seconds * 1000.0).round() as i64);
+                }
             }
         }
         Ok(())
