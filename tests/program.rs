@@ -249,12 +249,14 @@ async fn render_prints_every_line_of_a_full_export_and_once_posts_them_in_batche
             "ecowatt",
             "max_power",
             "zen_flex",
+            "pdl_info",
         ]
         .into_iter()
         .find(|f| name.contains(f))
         .map(|f| match f {
             // Tariff periods, their costs and the price grid.
             "consumption_period" | "tempo_consumption" | "_eur" => "consumption",
+            "pdl_info" => "meter",
             f => f,
         })
         .unwrap();
