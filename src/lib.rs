@@ -11,8 +11,10 @@
 //!   ([`model::family`]: each family's metrics and tables, said once), samples
 //!   and series, labels, local time and daylight saving
 //!   ([`model::calendar`]), off-peak hours, tariff periods, the price grid
-//!   and the days' costs ([`model::prices`], [`model::costs`]), Prometheus
-//!   text lines. No I/O; imports nothing above it.
+//!   and the days' costs ([`model::prices`], [`model::costs`]), each
+//!   meter's info ([`model::meter`]), what a computation skipped
+//!   ([`model::report`]), Prometheus text lines. No I/O; imports nothing
+//!   above it.
 //! - [`config`]: the `VICTORIAMETRICS_*` environment, validated at start.
 //! - [`telemetry`]: self-monitoring counters and the health state machine; a
 //!   leaf that other modules record into.
@@ -21,7 +23,8 @@
 //! - [`state`]: what VictoriaMetrics holds, summarised per series and day in
 //!   the `vm_export_*` tables (read a group of series at a time, so that
 //!   memory does not grow with the history), and the plan of a series:
-//!   unchanged, append, rewrite.
+//!   unchanged, append, rewrite; what each PDL's rows were when last read,
+//!   and what that read skipped.
 //! - [`series`]: a family's rows read into series, one PDL at a time.
 //! - [`verify`]: read-back judged, purely: expected against observed, a
 //!   verdict, a diagnosis, a repair.
