@@ -274,12 +274,7 @@ async fn check_skipped(source: &Source) -> Item {
             ));
         }
         if !skips.first.is_empty() {
-            let first: Vec<String> = skips
-                .first
-                .iter()
-                .map(|s| format!("{} {}: {}", s.table, s.row, s.reason))
-                .collect();
-            line.push_str(&format!("; first: {}", first.join("; ")));
+            line.push_str(&format!("; first: {}", skips.named()));
         }
         found.push(line);
     }

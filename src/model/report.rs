@@ -113,6 +113,16 @@ impl Skips {
         self.rows.is_empty() && self.held_back == 0
     }
 
+    /// The rows it names, in one line: `table row: why; …`.
+    pub fn named(&self) -> String {
+        let named: Vec<String> = self
+            .first
+            .iter()
+            .map(|s| format!("{} {}: {}", s.table, s.row, s.reason))
+            .collect();
+        named.join("; ")
+    }
+
     /// Rows skipped in all.
     pub fn skipped(&self) -> u64 {
         self.rows.values().sum()

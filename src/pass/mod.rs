@@ -268,16 +268,11 @@ impl Exporter {
             telemetry.rows_skipped(family, table, *rows);
         }
         if !recalled.rows.is_empty() {
-            let first: Vec<String> = recalled
-                .first
-                .iter()
-                .map(|s| format!("{} {}: {}", s.table, s.row, s.reason))
-                .collect();
             tracing::warn!(
                 family = family.as_str(),
                 rows = recalled.skipped(),
                 pdls = unread.recalled_pdls,
-                first = %first.join("; "),
+                first = %recalled.named(),
                 "rows skipped, as when their PDLs were last read (unchanged since, not read again)"
             );
         }
