@@ -28,8 +28,9 @@ use myelectricaldata_vm_exporter::model::calendar::{day_millis, local_millis};
 use serde_json::Value;
 use sqlx::{PgPool, Row};
 
+use common::demo::{demo_range, export_demo_data, name_the_meters, PDL, PDL_10_MIN};
 use common::grafana::{
-    assert_points_near, dashboard, panel, panels, shown, Grafana, Points, Query,
+    assert_close, assert_points_near, dashboard, panel, panels, shown, Grafana, Points, Query,
 };
 use common::model::{expected, expected_priced, from_export, Pricing};
 use common::priced::{
@@ -37,29 +38,9 @@ use common::priced::{
 };
 use common::{spawn_exporter, Daemon, Servers, Victoria};
 
-/// A PDL of the demo data, which has daily, detailed and production rows
-/// (a 30-minute meter).
-const PDL: &str = "12345678901234";
-
-/// The demo data's other PDL, a 10-minute meter.
-const PDL_10_MIN: &str = "98765432109876";
-
 /// Both PDLs, as Grafana writes a multi-value variable in a regex.
 fn both_pdls() -> String {
     format!("({PDL}|{PDL_10_MIN})")
-}
-
-/// The demo data (tests/fixtures/myelectricaldata_data.sql) lies in
-/// 2023-08-15 .. 2024-11-10, plus EcoWatt from today to three days ahead.
-fn demo_range() -> (i64, i64) {
-    (
-        Utc.with_ymd_and_hms(2023, 8, 1, 0, 0, 0)
-            .unwrap()
-            .timestamp(),
-        Utc.with_ymd_and_hms(2024, 12, 1, 0, 0, 0)
-            .unwrap()
-            .timestamp(),
-    )
 }
 
 #[test]
@@ -78,9 +59,18 @@ fn the_dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
     assert_eq!(datasource["query"], "prometheus");
     let pdl = variable(&d, "pdl");
     assert_eq!(pdl["type"], "query");
-    assert_eq!(
-        pdl["query"]["query"],
-        "label_values(myelectricaldata_consumption_wh, pdl)"
+    // Chosen by name, queried by number: the variable lists each meter
+    // (tests/dashboard_meter.rs evaluates it).
+    assert!(
+        pdl["query"]["query"]
+            .as_str()
+            .unwrap()
+            .starts_with("query_result(")
+            && pdl["query"]["query"]
+                .as_str()
+                .unwrap()
+                .contains("myelectricaldata_pdl_info"),
+        "{pdl}"
     );
     assert_eq!(pdl["datasource"]["uid"], "${datasource}");
     assert_no_price_variables(&d);
@@ -96,6 +86,9 @@ async fn every_dashboard_query_returns_data_and_the_calendar_shows_each_days_col
     common::away_from_paris_midnight().await;
     let servers = Servers::start().await;
     add_tempo_days_around_today(&servers.pool).await;
+    // Named, with an option and a solar meter, so that the meter's panels
+    // have something to show.
+    name_the_meters(&servers.pool).await;
     export_demo_data(&servers, &[]).await;
     let grafana = Grafana::new(&servers.vm.url, &dashboard()).with_var("pdl", PDL);
     let qs = &grafana.queries;
@@ -514,49 +507,6 @@ async fn the_cost_panels_sum_the_days_priced_at_the_grids_prices_in_force_as_the
 
 // Shared by the tests above: the servers' data, dates, ranges and checks.
 
-/// Runs the exporter once over the demo data, with the settings `env`,
-/// and waits until VictoriaMetrics lists both PDLs, as the `$pdl`
-/// variable's query does.
-async fn export_demo_data(servers: &Servers, env: &[(&'static str, &str)]) {
-    common::run_ok(&["once"], &servers.env(env));
-    let vm = servers.vm.url.as_str();
-
-    // What was written becomes searchable within a second.
-    let client = reqwest::Client::new();
-    client
-        .get(format!("{vm}/internal/force_flush"))
-        .send()
-        .await
-        .unwrap();
-
-    // The $pdl variable lists the PDLs of the range.
-    let (start, end) = demo_range();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let body = client
-            .get(format!("{vm}/api/v1/label/pdl/values"))
-            .query(&[
-                ("match[]", "myelectricaldata_consumption_wh"),
-                ("start", &start.to_string()),
-                ("end", &end.to_string()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if body.contains(PDL) && body.contains(PDL_10_MIN) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "label_values(myelectricaldata_consumption_wh, pdl): {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 /// The range this file queries `q` over: the panel's own relative time
 /// around `now`; else the last five minutes for the exporter's health,
 /// where the daemon just ran; else the demo data's span.
@@ -614,14 +564,6 @@ fn assert_exact(what: &str, got: &Points, want: &Points, sent: &str) {
     assert_points_near(what, got, want, sent, |g, w| (g - w).abs() < 1e-9);
 }
 
-/// Asserts that `got` holds the keys and instants of `want`, each value
-/// within 1e-6 of it, relatively.
-fn assert_close(what: &str, got: &Points, want: &Points, sent: &str) {
-    assert_points_near(what, got, want, sent, |g, w| {
-        (g - w).abs() <= 1e-6 * w.abs().max(1e-9)
-    });
-}
-
 // The dashboard's own definition.
 
 /// The dashboard variable `name`.
@@ -665,7 +607,7 @@ fn assert_cost_panels_name_the_exporters_grid(d: &Value) {
             );
         }
     }
-    assert_eq!(seen, 9, "the cost and price panels");
+    assert_eq!(seen, 11, "the cost and price panels");
 }
 
 /// The subscribed power, in kVA: the standard Linky powers, 9 by default.

@@ -167,11 +167,73 @@ pub fn substitute(
             .replace(&format!("${{{name}}}"), value)
             .replace(&format!("${name}"), value);
     }
+    // Grafana leaves `$1` alone (no variable has that name): it is
+    // label_replace's reference to the regex's first group.
+    let undefined = e
+        .match_indices('$')
+        .any(|(at, _)| !e[at + 1..].starts_with(|c: char| c.is_ascii_digit()));
     assert!(
-        !e.contains('$'),
+        !undefined,
         "a variable of {expr:?} is not defined by the dashboard: {e:?}"
     );
     e
+}
+
+/// The options a query variable shows, as Grafana makes them from a
+/// `query_result(...)` query, evaluated at `end`, and the variable's regex
+/// with its named groups `text` and `value`: (text, value) pairs.
+pub async fn variable_options(vm: &str, variable: &Value, end: i64) -> Vec<(String, String)> {
+    let query = variable["query"]["query"]
+        .as_str()
+        .expect("a variable query");
+    let inner = query
+        .strip_prefix("query_result(")
+        .and_then(|q| q.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not a query_result variable: {query}"));
+    let body = reqwest::Client::new()
+        .post(format!("{vm}/api/v1/query"))
+        .form(&[("query", inner.to_string()), ("time", end.to_string())])
+        .send()
+        .await
+        .expect("query VictoriaMetrics")
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+    let regex = variable["regex"].as_str().unwrap_or_default();
+    let regex = regex::Regex::new(regex.trim_start_matches('/').trim_end_matches('/'))
+        .unwrap_or_else(|e| panic!("the variable's regex {regex:?}: {e}"));
+    let mut out = Vec::new();
+    for r in v["data"]["result"].as_array().expect(&body) {
+        // Grafana's text of a result: name{label="value",...} value time,
+        // the labels in VictoriaMetrics' order (sorted), nothing escaped.
+        let mut labels = r["metric"].as_object().unwrap().clone();
+        let name = labels
+            .remove("__name__")
+            .map(|n| n.as_str().unwrap().to_string())
+            .unwrap_or_default();
+        let pairs: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.as_str().unwrap()))
+            .collect();
+        let value = &r["value"];
+        let text = format!(
+            "{name}{{{}}} {} {}",
+            pairs.join(","),
+            value[1].as_str().unwrap(),
+            value[0].as_f64().unwrap() * 1000.0
+        );
+        let Some(c) = regex.captures(&text) else {
+            continue;
+        };
+        // Either group stands for the other when it is missing.
+        let group = |name| c.name(name).map(|m| m.as_str().to_string());
+        let (text, value) = (group("text"), group("value"));
+        let value = value.or(text.clone()).unwrap_or_default();
+        out.push((text.unwrap_or_else(|| value.clone()), value));
+    }
+    out.sort();
+    out
 }
 
 /// A series' labels and its (timestamp, value) points.
@@ -261,6 +323,14 @@ pub fn assert_points_near(
             );
         }
     }
+}
+
+/// Asserts that `got` holds the keys and instants of `want`, each value
+/// within 1e-6 of it, relatively.
+pub fn assert_close(what: &str, got: &Points, want: &Points, sent: &str) {
+    assert_points_near(what, got, want, sent, |g, w| {
+        (g - w).abs() <= 1e-6 * w.abs().max(1e-9)
+    });
 }
 
 /// Grafana showing the dashboard on VictoriaMetrics at `vm`, its variables

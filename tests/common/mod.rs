@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod demo;
 pub mod exporter;
 pub mod grafana;
 pub mod http;
