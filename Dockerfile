@@ -15,6 +15,13 @@
 # OpenSSL), so the final image is distroless/cc, running as an unprivileged
 # user. See docs/deploy.md.
 
+# The binary comes from the build stage below (the default), or, with
+# `--build-arg BINARY=prebuilt`, from prebuilt/myelectricaldata-vm-exporter
+# in the build context: one built beforehand for the same platform by
+# scripts/package (CI's scripts/test-container builds the image that way,
+# rather than compiling a second time).
+ARG BINARY=build
+
 FROM --platform=$BUILDPLATFORM debian:bookworm AS build
 WORKDIR /src
 COPY scripts/cross-build ./scripts/cross-build
@@ -33,17 +40,23 @@ RUN --mount=type=cache,target=/root/.cargo/registry \
     --mount=type=cache,target=/src/target,id=myelectricaldata-vm-exporter-target,sharing=locked \
     scripts/cross-build --profile release --out /out "$TARGETPLATFORM"
 
+FROM scratch AS prebuilt
+COPY prebuilt/myelectricaldata-vm-exporter /out/myelectricaldata-vm-exporter
+
+# hadolint ignore=DL3006
+FROM ${BINARY} AS chosen
+
 # The binary alone, for a machine without Docker (a Raspberry Pi under systemd):
 #   docker buildx build --platform linux/arm64 --target binary -o type=local,dest=dist .
 FROM scratch AS binary
-COPY --from=build /out/myelectricaldata-vm-exporter /
+COPY --from=chosen /out/myelectricaldata-vm-exporter /
 
 # The image: glibc, libgcc, CA certificates and tzdata; no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
 LABEL org.opencontainers.image.title="myelectricaldata-vm-exporter" \
       org.opencontainers.image.description="Keeps VictoriaMetrics an exact mirror of the MyElectricalData client's PostgreSQL tables" \
       org.opencontainers.image.licenses="MIT"
-COPY --from=build /out/myelectricaldata-vm-exporter /usr/local/bin/myelectricaldata-vm-exporter
+COPY --from=chosen /out/myelectricaldata-vm-exporter /usr/local/bin/myelectricaldata-vm-exporter
 # /health and /metrics on every interface of the container (the daemon's
 # own default is 127.0.0.1:9488); set it to "off" to disable the listener,
 # but then the HEALTHCHECK below fails.
