@@ -11,7 +11,9 @@ mod direct;
 mod read;
 pub mod retry;
 
-use crate::config::VmConfig;
+use secrecy::ExposeSecret;
+
+use crate::config::{Auth, VmConfig};
 use crate::telemetry::{self, ErrorKind};
 
 /// Path appended to `VICTORIAMETRICS_URL` for imports.
@@ -100,6 +102,20 @@ impl SinkError {
         )
     }
 
+    /// A failure of the TLS handshake: the server's certificate refused
+    /// (unknown authority, another host name, expired) or ours.
+    pub fn is_tls(&self) -> bool {
+        match self {
+            SinkError::Transport { reason, .. } => {
+                let reason = reason.to_ascii_lowercase();
+                reason.contains("certificate")
+                    || reason.contains("tls")
+                    || reason.contains("handshake")
+            }
+            SinkError::Status { .. } | SinkError::Answer(_) => false,
+        }
+    }
+
     /// The kind of failure, as `/metrics` counts it.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -130,6 +146,8 @@ pub struct Sink {
     client: reqwest::Client,
     /// Imports to a plain-HTTP address without reqwest's per-request cost.
     direct: Option<std::sync::Arc<direct::Direct>>,
+    /// The `Authorization` header of every request, marked sensitive.
+    authorization: Option<hyper::header::HeaderValue>,
     cfg: VmConfig,
     import_url: Url,
     delete_url: Url,
@@ -145,32 +163,39 @@ fn join(base: &Url, path: &str) -> Url {
 impl Sink {
     /// A client for the configured endpoints.
     pub fn new(cfg: &VmConfig) -> Self {
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!(
                 "myelectricaldata-vm-exporter/",
                 env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .unwrap_or_default();
-        let import_url = join(&cfg.import_url, IMPORT_PATH);
-        // Credentials that make no header stay with reqwest, which says so.
-        let authorization = match &cfg.credentials {
-            None => Some(None),
-            Some(c) => basic_authorization(c).map(Some),
+            ));
+        // The configuration built a client with these files already: a
+        // failure here cannot come from them, and a client without them
+        // refuses a server they were needed for, saying why.
+        let client = match cfg.tls.apply(builder).map(|b| b.build()) {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the HTTP client could not be built with the TLS settings");
+                reqwest::Client::default()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the HTTP client could not be built with the TLS settings");
+                reqwest::Client::default()
+            }
         };
-        let direct = authorization.and_then(|a| {
-            direct::Direct::for_url(
-                &import_url,
-                a,
-                cfg.timeout,
-                cfg.timeout.min(Duration::from_secs(10)),
-            )
-        });
+        let import_url = join(&cfg.import_url, IMPORT_PATH);
+        let authorization = authorization(&cfg.auth);
+        let direct = direct::Direct::for_url(
+            &import_url,
+            authorization.clone(),
+            cfg.timeout,
+            cfg.timeout.min(Duration::from_secs(10)),
+        );
         Self {
             client,
             direct: direct.map(std::sync::Arc::new),
+            authorization,
             import_url,
             delete_url: join(&cfg.delete_url, DELETE_PATH),
             export_url: join(&cfg.select_url, EXPORT_PATH),
@@ -179,14 +204,22 @@ impl Sink {
         }
     }
 
+    /// The variables of the authentication in use, for the advice given
+    /// when VictoriaMetrics refuses it.
+    pub fn auth_variables(&self) -> &'static str {
+        self.cfg.auth.variables()
+    }
+
     /// The import endpoint, for logs.
     pub fn import_url(&self) -> &Url {
         &self.import_url
     }
 
+    /// Every request but the direct imports goes through here: the one
+    /// place the `Authorization` header is added.
     fn auth(&self, rb: RequestBuilder) -> RequestBuilder {
-        match &self.cfg.credentials {
-            Some(c) => rb.basic_auth(&c.username, Some(c.password())),
+        match &self.authorization {
+            Some(value) => rb.header(hyper::header::AUTHORIZATION, value.clone()),
             None => rb,
         }
     }
@@ -327,16 +360,24 @@ fn count<T>(result: &Result<T, SinkError>) {
     }
 }
 
-/// The `Authorization` header of basic credentials, marked sensitive so
-/// that no debug output shows it.
-fn basic_authorization(c: &crate::config::Credentials) -> Option<hyper::header::HeaderValue> {
+/// The `Authorization` header of `auth`, marked sensitive so that no
+/// debug output shows it. The configuration refused a token a header cannot
+/// carry, and basic credentials are base64: the header is always valid.
+fn authorization(auth: &Auth) -> Option<hyper::header::HeaderValue> {
     use base64::Engine;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        c.username,
-        c.password()
-    ));
-    let mut value = hyper::header::HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    let text = match auth {
+        Auth::None => return None,
+        Auth::Basic(c) => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                c.username,
+                c.password()
+            ))
+        ),
+        Auth::Bearer { token, .. } => format!("Bearer {}", token.expose_secret()),
+    };
+    let mut value = hyper::header::HeaderValue::from_str(&text).ok()?;
     value.set_sensitive(true);
     Some(value)
 }
