@@ -91,15 +91,18 @@ impl SinkError {
         }
     }
 
-    /// 401 or 403: the credentials were refused.
+    /// 401 or 403: the credentials were refused; or vmauth 1.79's 400 for a
+    /// token or user it does not know, which is no verdict on the lines.
     pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
+        match self {
             SinkError::Status {
-                status: 401 | 403,
-                ..
-            }
-        )
+                status: 401 | 403, ..
+            } => true,
+            SinkError::Status {
+                status: 400, body, ..
+            } => body.contains("cannot find the provided auth token"),
+            SinkError::Transport { .. } | SinkError::Status { .. } | SinkError::Answer(_) => false,
+        }
     }
 
     /// A failure of the TLS handshake: the server's certificate refused
@@ -210,6 +213,28 @@ impl Sink {
         self.cfg.auth.variables()
     }
 
+    /// `body` without the secrets of our `Authorization` header: vmauth
+    /// 1.79 answers a token it does not know with the header's value
+    /// (`cannot find the provided auth token "Bearer …" in config`), and
+    /// answers reach the logs.
+    fn redact(&self, body: &str) -> String {
+        let mut body = body.to_string();
+        let Some(header) = self.authorization.as_ref().and_then(|h| h.to_str().ok()) else {
+            return body;
+        };
+        let secret = header.split_once(' ').map_or(header, |(_, s)| s);
+        let mut secrets = vec![header, secret];
+        match &self.cfg.auth {
+            Auth::Basic(c) => secrets.push(c.password()),
+            Auth::Bearer { token, .. } => secrets.push(token.expose_secret()),
+            Auth::None => {}
+        }
+        for s in secrets.into_iter().filter(|s| !s.is_empty()) {
+            body = body.replace(s, "[REDACTED]");
+        }
+        body
+    }
+
     /// The import endpoint, for logs.
     pub fn import_url(&self) -> &Url {
         &self.import_url
@@ -241,7 +266,7 @@ impl Sink {
                 match response.text().await {
                     Err(e) => Err(transport(what, url, e)),
                     Ok(body) if status.is_success() => Ok(body),
-                    Ok(body) => Err(status_error(what, url, status, &body)),
+                    Ok(body) => Err(status_error(what, url, status, &self.redact(&body))),
                 }
             }
             Err(e) => Err(e),
@@ -256,7 +281,12 @@ impl Sink {
             let what = "importing lines";
             let result = match direct.post(body).await {
                 Ok((status, _)) if status.is_success() => Ok(()),
-                Ok((status, answer)) => Err(status_error(what, &self.import_url, status, &answer)),
+                Ok((status, answer)) => Err(status_error(
+                    what,
+                    &self.import_url,
+                    status,
+                    &self.redact(&answer),
+                )),
                 Err(f) => Err(SinkError::Transport {
                     what,
                     url: self.import_url.to_string(),
@@ -471,6 +501,41 @@ mod tests {
         assert!(status(404).is_wrong_endpoint() && !status(404).is_rejection());
         assert!(status(400).is_rejection() && status(422).is_rejection());
         assert!(status(401).is_auth() && status(403).is_auth() && !status(404).is_auth());
+        let unknown_token = SinkError::Status {
+            what: "x",
+            url: "u".into(),
+            status: 400,
+            body: "cannot find the provided auth token \"[REDACTED]\" in config".into(),
+        };
+        assert!(unknown_token.is_auth() && !unknown_token.is_rejection());
+        assert_eq!(unknown_token.kind(), ErrorKind::Auth);
+    }
+
+    #[test]
+    fn an_answer_quoting_our_authorization_header_is_logged_without_its_secret() {
+        let mut pairs = vec![
+            ("DATABASE_URL", "postgresql://u@h/db"),
+            ("VICTORIAMETRICS_BEARER_TOKEN", "Tok-3n"),
+        ];
+        let cfg = crate::config::Config::from_pairs(pairs.clone()).unwrap();
+        let sink = Sink::new(&cfg.vm);
+        let body = sink.redact("cannot find the provided auth token \"Bearer Tok-3n\" in config");
+        assert_eq!(
+            body,
+            "cannot find the provided auth token \"[REDACTED]\" in config"
+        );
+        pairs.pop();
+        pairs.push(("VICTORIAMETRICS_USERNAME", "alice"));
+        pairs.push(("VICTORIAMETRICS_PASSWORD", "Pa55"));
+        let cfg = crate::config::Config::from_pairs(pairs).unwrap();
+        let sink = Sink::new(&cfg.vm);
+        let header = "Basic YWxpY2U6UGE1NQ==";
+        assert_eq!(sink.authorization.as_ref().unwrap(), header);
+        let body = sink.redact("unknown \"Basic YWxpY2U6UGE1NQ==\", YWxpY2U6UGE1NQ== or Pa55");
+        assert!(
+            !body.contains("YWxpY2U6UGE1NQ") && !body.contains("Pa55"),
+            "{body}"
+        );
     }
 
     #[test]
