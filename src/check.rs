@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Auth, Config};
 use crate::model::costs::{KvaBook, KvaOrigin};
 use crate::model::prices::{powers_listed, PriceOption, DEFAULT_KVA};
 use crate::model::{Table, TABLES as TABLES_READ};
@@ -43,6 +43,7 @@ const METERS: &str = "Each meter: name, option, power (costs)";
 const PRICES: &str = "Price grid in force (costs)";
 const SKIPPED: &str = "Rows skipped when each meter was last read";
 const VM: &str = "VictoriaMetrics reachable";
+const TLS: &str = "TLS to VictoriaMetrics";
 const CREDENTIALS: &str = "Credentials accepted";
 const READ_BACK: &str = "A sample written and read back";
 const DELETE: &str = "Series deletion allowed (corrections need it)";
@@ -483,25 +484,47 @@ async fn check_victoriametrics(
         out.push(skip(DELETE, why));
         out.push(skip(RETENTION, why));
     };
+    let auth = &config.vm.auth;
     match sink.import(line.into()).await {
         Ok(()) => {
             out.push(ok(VM, format!("{} accepted a sample", sink.import_url())));
+            out.push(tls_item(config, None));
             out.push(ok(
                 CREDENTIALS,
-                match &config.vm.credentials {
-                    Some(_) => "basic authentication accepted",
-                    None => "none set, none asked for",
+                match auth {
+                    Auth::None => "none set, none asked for".to_string(),
+                    _ => format!("{} accepted", auth.describe()),
                 },
             ));
         }
         Err(e) if e.is_auth() => {
             out.push(ok(VM, format!("{} answers", sink.import_url())));
-            let fix = match &config.vm.credentials {
-                Some(_) => "check VICTORIAMETRICS_USERNAME and VICTORIAMETRICS_PASSWORD",
-                None => "VictoriaMetrics asks for credentials: set VICTORIAMETRICS_USERNAME and VICTORIAMETRICS_PASSWORD",
+            out.push(tls_item(config, None));
+            let fix = match auth {
+                Auth::None => format!(
+                    "VictoriaMetrics asks for credentials: set {}",
+                    auth.variables()
+                ),
+                _ => format!("check {}", auth.variables()),
             };
-            out.push(bad(Status::Fail, CREDENTIALS, format!("refused: {e}"), fix));
+            out.push(bad(
+                Status::Fail,
+                CREDENTIALS,
+                format!("{} refused: {e}", auth.describe()),
+                fix,
+            ));
             return skip_rest(out, "credentials refused");
+        }
+        Err(e) if e.is_tls() => {
+            out.push(bad(
+                Status::Fail,
+                VM,
+                e.to_string(),
+                "see the TLS line below",
+            ));
+            out.push(tls_item(config, Some(&e)));
+            out.push(skip(CREDENTIALS, "no TLS connection"));
+            return skip_rest(out, "no TLS connection");
         }
         Err(e) => {
             let fix = if e.is_retryable() {
@@ -510,6 +533,7 @@ async fn check_victoriametrics(
                 "VICTORIAMETRICS_URL is the base /api/v1/import/prometheus is appended to: http://host:8428 for a single node, http://vminsert:8480/insert/<tenant>/prometheus for a cluster"
             };
             out.push(bad(Status::Fail, VM, e.to_string(), fix));
+            out.push(skip(TLS, "VictoriaMetrics unreachable"));
             out.push(skip(CREDENTIALS, "VictoriaMetrics unreachable"));
             return skip_rest(out, "VictoriaMetrics unreachable");
         }
@@ -569,6 +593,61 @@ async fn check_victoriametrics(
             "make sure -retentionPeriod covers your history (e.g. 100y); in a cluster it is vmstorage's flag (http://vmstorage:8482/metrics shows it)",
         )),
     }
+}
+
+/// What TLS protects the requests to VictoriaMetrics: for https, the
+/// roots the server's certificate was verified against and whether a client
+/// certificate is offered; `failed` when the handshake was refused.
+fn tls_item(config: &Config, failed: Option<&crate::vm::SinkError>) -> Item {
+    let vm = &config.vm;
+    let urls = [&vm.import_url, &vm.select_url, &vm.delete_url];
+    let https = urls.iter().filter(|u| u.scheme() == "https").count();
+    let roots = match &vm.tls.ca_file {
+        Some(f) => format!(
+            "the public roots and the CA file {} (VICTORIAMETRICS_TLS_CA_FILE)",
+            f.display()
+        ),
+        None => "the public roots".to_string(),
+    };
+    let client = match &vm.tls.client {
+        Some(c) => format!(
+            "client certificate {} presented when asked for",
+            c.cert_file.display()
+        ),
+        None => "no client certificate".to_string(),
+    };
+    if let Some(e) = failed {
+        let fix = match &vm.tls.ca_file {
+            None => "a server whose certificate comes from your own authority needs VICTORIAMETRICS_TLS_CA_FILE (its CA certificate, PEM); the URL's host name must be one the certificate names",
+            Some(_) => "check that VICTORIAMETRICS_TLS_CA_FILE holds the authority that issued the server's certificate, and that the URL's host name is one the certificate names",
+        };
+        return bad(
+            Status::Fail,
+            TLS,
+            format!("the server's certificate was refused, checked against {roots}: {e}"),
+            fix,
+        );
+    }
+    if https == 0 {
+        if vm.tls.is_set() {
+            return bad(
+                Status::Warn,
+                TLS,
+                "not used: the VictoriaMetrics URLs are http://, the VICTORIAMETRICS_TLS_* files serve nothing",
+                "use https:// in VICTORIAMETRICS_URL (and the select and delete URLs) for TLS",
+            );
+        }
+        return ok(TLS, "not used (http://)");
+    }
+    let partly = if https < urls.len() {
+        " (only the https:// ones of the import, select and delete URLs)"
+    } else {
+        ""
+    };
+    ok(
+        TLS,
+        format!("https: the server's certificate verified against {roots}; {client}{partly}"),
+    )
 }
 
 /// The checklist as printed: one line per check, what to do under each

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
@@ -21,7 +21,10 @@ use crate::model::offpeak::OffPeakHours;
 use crate::model::prices::{powers_listed, PriceGrid, POWERS};
 use crate::model::{Contract, LEGACY_LABEL_TIMES_VAR};
 
+mod remote;
 mod values;
+
+pub use remote::{Auth, ClientCert, Credentials, Tls, TlsError, TokenSource};
 
 use values::{
     duration_var, listen_addr, nonempty, normalize_database_url, other_base_url, parse_base_url,
@@ -58,6 +61,11 @@ struct RawEnv {
     victoriametrics_delete_url: Option<String>,
     victoriametrics_username: Option<String>,
     victoriametrics_password: Option<String>,
+    victoriametrics_bearer_token: Option<String>,
+    victoriametrics_bearer_token_file: Option<String>,
+    victoriametrics_tls_ca_file: Option<String>,
+    victoriametrics_tls_cert_file: Option<String>,
+    victoriametrics_tls_key_file: Option<String>,
     victoriametrics_batch_size: Option<String>,
     victoriametrics_poll_interval: Option<String>,
     victoriametrics_reconcile_interval: Option<String>,
@@ -71,21 +79,6 @@ struct RawEnv {
     victoriametrics_subscribed_kva: Option<String>,
 }
 
-/// Basic-auth credentials for VictoriaMetrics.
-#[derive(Clone)]
-pub struct Credentials {
-    /// The user name (not secret, but kept out of logs all the same).
-    pub username: String,
-    /// The password, exposed only where the request is built.
-    pub password: SecretString,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credentials([REDACTED])")
-    }
-}
-
 /// Where and how to talk to VictoriaMetrics.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -95,8 +88,10 @@ pub struct VmConfig {
     pub select_url: Url,
     /// Base for `delete_series`; vmselect's `/delete/<tenant>/prometheus` in a cluster.
     pub delete_url: Url,
-    /// Basic authentication, when both variables are set.
-    pub credentials: Option<Credentials>,
+    /// The `Authorization` every request carries.
+    pub auth: Auth,
+    /// Extra roots and a client certificate for https.
+    pub tls: Tls,
     /// Lines per POST.
     pub batch_size: NonZeroUsize,
     /// Time limit of one HTTP request.
@@ -239,6 +234,32 @@ impl Config {
             }
             (None, _) => url_credentials,
         };
+        let auth = match (
+            remote::bearer(
+                nonempty(raw.victoriametrics_bearer_token),
+                nonempty(raw.victoriametrics_bearer_token_file),
+            )?,
+            credentials,
+        ) {
+            (None, None) => Auth::None,
+            (None, Some(c)) => Auth::Basic(c),
+            (Some((token, source)), None) => Auth::Bearer { token, source },
+            (Some((_, source)), Some(_)) => {
+                let var = match source {
+                    TokenSource::Environment => "VICTORIAMETRICS_BEARER_TOKEN",
+                    TokenSource::File(_) => "VICTORIAMETRICS_BEARER_TOKEN_FILE",
+                };
+                return Err(ConfigError::new(
+                    var,
+                    "is set together with basic authentication (VICTORIAMETRICS_USERNAME and VICTORIAMETRICS_PASSWORD, or a user in VICTORIAMETRICS_URL): a request carries one Authorization header, keep one of them",
+                ));
+            }
+        };
+        let tls = Tls::load(
+            nonempty(raw.victoriametrics_tls_ca_file),
+            nonempty(raw.victoriametrics_tls_cert_file),
+            nonempty(raw.victoriametrics_tls_key_file),
+        )?;
         let batch_size = match nonempty(raw.victoriametrics_batch_size) {
             None => NonZeroUsize::new(100).expect("100 is not zero"),
             Some(v) => v
@@ -317,7 +338,8 @@ impl Config {
                 import_url,
                 select_url,
                 delete_url,
-                credentials,
+                auth,
+                tls,
                 batch_size,
                 timeout,
             },
@@ -386,16 +408,10 @@ pub fn listen_addr_from_env() -> Result<Option<SocketAddr>, ConfigError> {
     }
 }
 
-impl Credentials {
-    /// The password, for the one call that builds the request.
-    pub fn password(&self) -> &str {
-        self.password.expose_secret()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![(
@@ -590,14 +606,220 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert_eq!(c.vm.credentials.as_ref().unwrap().password(), "hunter2");
+        let Auth::Basic(creds) = &c.vm.auth else {
+            panic!("basic authentication expected: {:?}", c.vm.auth)
+        };
+        assert_eq!(creds.password(), "hunter2");
+    }
+
+    /// A file of `text` in a directory of its own, removed when dropped.
+    fn file(name: &str, text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        (dir, path.display().to_string())
+    }
+
+    fn with_owned(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut pairs: Vec<(String, String)> = base()
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_pairs(pairs)
+    }
+
+    /// The error of `extra`, checked to name every variable of `named`
+    /// and to show none of `secrets`.
+    fn refused(extra: &[(&str, &str)], named: &[&str], secrets: &[&str]) -> ConfigError {
+        let e = with_owned(extra).unwrap_err();
+        let shown = e.to_string();
+        for var in named {
+            assert!(shown.contains(var), "{var} not named: {shown}");
+        }
+        for secret in secrets {
+            assert!(!shown.contains(secret), "a secret shown: {shown}");
+            assert!(!format!("{e:?}").contains(secret), "a secret shown: {e:?}");
+        }
+        e
+    }
+
+    #[test]
+    fn a_bearer_token_comes_from_the_environment_or_from_a_file_without_its_line_end() {
+        let c = with_owned(&[("VICTORIAMETRICS_BEARER_TOKEN", "Tok-3n.value")]).unwrap();
+        let Auth::Bearer { token, source } = &c.vm.auth else {
+            panic!("bearer expected: {:?}", c.vm.auth)
+        };
+        assert_eq!(token.expose_secret(), "Tok-3n.value");
+        assert_eq!(*source, TokenSource::Environment);
+        assert!(!format!("{c:?}").contains("Tok-3n"));
+        assert!(!c.vm.auth.describe().contains("Tok-3n"));
+
+        let (_dir, path) = file("token", "Fi1e-token\r\n");
+        let c = with_owned(&[("VICTORIAMETRICS_BEARER_TOKEN_FILE", &path)]).unwrap();
+        let Auth::Bearer { token, source } = &c.vm.auth else {
+            panic!("bearer expected: {:?}", c.vm.auth)
+        };
+        assert_eq!(token.expose_secret(), "Fi1e-token");
+        assert_eq!(*source, TokenSource::File(path.clone().into()));
+        assert!(c.vm.auth.describe().contains(&path));
+        assert!(!c.vm.auth.describe().contains("Fi1e-token"));
+    }
+
+    #[test]
+    fn a_token_and_a_token_file_both_set_are_refused_naming_both() {
+        let (_dir, path) = file("token", "Fi1e-token\n");
+        refused(
+            &[
+                ("VICTORIAMETRICS_BEARER_TOKEN", "Tok-3n"),
+                ("VICTORIAMETRICS_BEARER_TOKEN_FILE", &path),
+            ],
+            &[
+                "VICTORIAMETRICS_BEARER_TOKEN (",
+                "VICTORIAMETRICS_BEARER_TOKEN_FILE",
+            ],
+            &["Tok-3n", "Fi1e-token"],
+        );
+    }
+
+    #[test]
+    fn a_token_with_basic_authentication_is_refused_naming_them() {
+        let basic = [
+            ("VICTORIAMETRICS_USERNAME", "alice"),
+            ("VICTORIAMETRICS_PASSWORD", "Pa55-word"),
+        ];
+        let mut both = basic.to_vec();
+        both.push(("VICTORIAMETRICS_BEARER_TOKEN", "Tok-3n"));
+        refused(
+            &both,
+            &[
+                "VICTORIAMETRICS_BEARER_TOKEN",
+                "VICTORIAMETRICS_USERNAME",
+                "VICTORIAMETRICS_PASSWORD",
+            ],
+            &["Tok-3n", "Pa55-word"],
+        );
+        refused(
+            &[
+                ("VICTORIAMETRICS_URL", "https://bob:Pa55-word@vm.example"),
+                ("VICTORIAMETRICS_BEARER_TOKEN", "Tok-3n"),
+            ],
+            &["VICTORIAMETRICS_BEARER_TOKEN", "VICTORIAMETRICS_URL"],
+            &["Tok-3n", "Pa55-word"],
+        );
+    }
+
+    #[test]
+    fn a_token_a_header_cannot_carry_or_an_empty_token_file_is_refused() {
+        refused(
+            &[("VICTORIAMETRICS_BEARER_TOKEN", "Tok 3n")],
+            &["VICTORIAMETRICS_BEARER_TOKEN"],
+            &["Tok 3n"],
+        );
+        let (_dir, path) = file("token", "Tok-3n\nsecond-line\n");
+        refused(
+            &[("VICTORIAMETRICS_BEARER_TOKEN_FILE", &path)],
+            &["VICTORIAMETRICS_BEARER_TOKEN_FILE"],
+            &["Tok-3n", "second-line"],
+        );
+        let (_dir, path) = file("token", "\n");
+        refused(
+            &[("VICTORIAMETRICS_BEARER_TOKEN_FILE", &path)],
+            &["VICTORIAMETRICS_BEARER_TOKEN_FILE", &path],
+            &[],
+        );
+    }
+
+    #[test]
+    fn a_client_certificate_without_its_key_or_a_key_without_its_certificate_is_refused() {
+        let both = [
+            "VICTORIAMETRICS_TLS_CERT_FILE",
+            "VICTORIAMETRICS_TLS_KEY_FILE",
+        ];
+        refused(
+            &[("VICTORIAMETRICS_TLS_CERT_FILE", "/etc/c.pem")],
+            &both,
+            &[],
+        );
+        refused(
+            &[("VICTORIAMETRICS_TLS_KEY_FILE", "/etc/k.pem")],
+            &both,
+            &[],
+        );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_named_with_its_variable() {
+        let missing = "/nonexistent/med/file.pem";
+        for var in [
+            "VICTORIAMETRICS_BEARER_TOKEN_FILE",
+            "VICTORIAMETRICS_TLS_CA_FILE",
+        ] {
+            let e = refused(&[(var, missing)], &[var, missing], &[]);
+            assert_eq!(e.var, var);
+        }
+        let (_dir, cert) = file("cert.pem", "-----BEGIN CERTIFICATE-----\n");
+        let e = refused(
+            &[
+                ("VICTORIAMETRICS_TLS_CERT_FILE", &cert),
+                ("VICTORIAMETRICS_TLS_KEY_FILE", missing),
+            ],
+            &["VICTORIAMETRICS_TLS_KEY_FILE", missing],
+            &[],
+        );
+        assert_eq!(e.var, "VICTORIAMETRICS_TLS_KEY_FILE");
+    }
+
+    #[test]
+    fn a_bad_pem_is_refused_naming_its_variable_and_never_showing_a_key() {
+        let (_dir, garbage) = file("ca.pem", "not a certificate\n");
+        refused(
+            &[("VICTORIAMETRICS_TLS_CA_FILE", &garbage)],
+            &["VICTORIAMETRICS_TLS_CA_FILE", &garbage],
+            &[],
+        );
+        let (_dir, broken) = file(
+            "ca.pem",
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        );
+        refused(
+            &[("VICTORIAMETRICS_TLS_CA_FILE", &broken)],
+            &["VICTORIAMETRICS_TLS_CA_FILE", &broken],
+            &[],
+        );
+        let key_text = "-----BEGIN PRIVATE KEY-----\nS2V5LWJ5dGVzLXRoYXQtYXJlLXNlY3JldA==\n-----END PRIVATE KEY-----\n";
+        let (_dir, key) = file("key.pem", key_text);
+        let e = refused(
+            &[
+                ("VICTORIAMETRICS_TLS_CERT_FILE", &broken),
+                ("VICTORIAMETRICS_TLS_KEY_FILE", &key),
+            ],
+            &[
+                "VICTORIAMETRICS_TLS_CERT_FILE",
+                "VICTORIAMETRICS_TLS_KEY_FILE",
+                &key,
+            ],
+            &["S2V5LWJ5dGVz", "Key-bytes"],
+        );
+        assert!(!e.to_string().contains("PRIVATE KEY-----\n"), "{e}");
+        let (_dir, not_key) = file("key.pem", "S2V5LWJ5dGVz\n");
+        refused(
+            &[
+                ("VICTORIAMETRICS_TLS_CERT_FILE", &broken),
+                ("VICTORIAMETRICS_TLS_KEY_FILE", &not_key),
+            ],
+            &["VICTORIAMETRICS_TLS_KEY_FILE", &not_key],
+            &["S2V5LWJ5dGVz"],
+        );
     }
 
     #[test]
     fn credentials_in_the_url_move_to_basic_auth() {
         let c = with(&[("VICTORIAMETRICS_URL", "https://bob:p%40ss@vm.example:8428/")]).unwrap();
         assert_eq!(c.vm.import_url.as_str(), "https://vm.example:8428/");
-        let creds = c.vm.credentials.unwrap();
+        let Auth::Basic(creds) = c.vm.auth else {
+            panic!("basic authentication expected: {:?}", c.vm.auth)
+        };
         assert_eq!(creds.username, "bob");
         assert_eq!(creds.password(), "p@ss");
     }

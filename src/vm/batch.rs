@@ -108,7 +108,7 @@ impl Delivery {
                 sent.ambiguous = true;
             }
             if e.is_auth() {
-                tracing::error!(error = %e, "VictoriaMetrics refused the credentials (VICTORIAMETRICS_USERNAME/VICTORIAMETRICS_PASSWORD)");
+                tracing::error!(error = %e, check = self.sink.auth_variables(), "VictoriaMetrics refused the credentials");
             }
             if e.is_wrong_endpoint() {
                 tracing::error!(error = %e, "no import endpoint there: VICTORIAMETRICS_URL is the base /api/v1/import/prometheus is appended to (http://host:8428, or vminsert's http://host:8480/insert/<tenant>/prometheus)");

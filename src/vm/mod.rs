@@ -11,7 +11,9 @@ mod direct;
 mod read;
 pub mod retry;
 
-use crate::config::VmConfig;
+use secrecy::ExposeSecret;
+
+use crate::config::{Auth, VmConfig};
 use crate::telemetry::{self, ErrorKind};
 
 /// Path appended to `VICTORIAMETRICS_URL` for imports.
@@ -89,15 +91,32 @@ impl SinkError {
         }
     }
 
-    /// 401 or 403: the credentials were refused.
+    /// 401 or 403: the credentials were refused; or vmauth 1.79's 400 for a
+    /// token or user it does not know, which is no verdict on the lines.
     pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
+        match self {
             SinkError::Status {
-                status: 401 | 403,
-                ..
+                status: 401 | 403, ..
+            } => true,
+            SinkError::Status {
+                status: 400, body, ..
+            } => body.contains("cannot find the provided auth token"),
+            SinkError::Transport { .. } | SinkError::Status { .. } | SinkError::Answer(_) => false,
+        }
+    }
+
+    /// A failure of the TLS handshake: the server's certificate refused
+    /// (unknown authority, another host name, expired) or ours.
+    pub fn is_tls(&self) -> bool {
+        match self {
+            SinkError::Transport { reason, .. } => {
+                let reason = reason.to_ascii_lowercase();
+                reason.contains("certificate")
+                    || reason.contains("tls")
+                    || reason.contains("handshake")
             }
-        )
+            SinkError::Status { .. } | SinkError::Answer(_) => false,
+        }
     }
 
     /// The kind of failure, as `/metrics` counts it.
@@ -130,6 +149,8 @@ pub struct Sink {
     client: reqwest::Client,
     /// Imports to a plain-HTTP address without reqwest's per-request cost.
     direct: Option<std::sync::Arc<direct::Direct>>,
+    /// The `Authorization` header of every request, marked sensitive.
+    authorization: Option<hyper::header::HeaderValue>,
     cfg: VmConfig,
     import_url: Url,
     delete_url: Url,
@@ -145,32 +166,39 @@ fn join(base: &Url, path: &str) -> Url {
 impl Sink {
     /// A client for the configured endpoints.
     pub fn new(cfg: &VmConfig) -> Self {
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!(
                 "myelectricaldata-vm-exporter/",
                 env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .unwrap_or_default();
-        let import_url = join(&cfg.import_url, IMPORT_PATH);
-        // Credentials that make no header stay with reqwest, which says so.
-        let authorization = match &cfg.credentials {
-            None => Some(None),
-            Some(c) => basic_authorization(c).map(Some),
+            ));
+        // The configuration built a client with these files already: a
+        // failure here cannot come from them, and a client without them
+        // refuses a server they were needed for, saying why.
+        let client = match cfg.tls.apply(builder).map(|b| b.build()) {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the HTTP client could not be built with the TLS settings");
+                reqwest::Client::default()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the HTTP client could not be built with the TLS settings");
+                reqwest::Client::default()
+            }
         };
-        let direct = authorization.and_then(|a| {
-            direct::Direct::for_url(
-                &import_url,
-                a,
-                cfg.timeout,
-                cfg.timeout.min(Duration::from_secs(10)),
-            )
-        });
+        let import_url = join(&cfg.import_url, IMPORT_PATH);
+        let authorization = authorization(&cfg.auth);
+        let direct = direct::Direct::for_url(
+            &import_url,
+            authorization.clone(),
+            cfg.timeout,
+            cfg.timeout.min(Duration::from_secs(10)),
+        );
         Self {
             client,
             direct: direct.map(std::sync::Arc::new),
+            authorization,
             import_url,
             delete_url: join(&cfg.delete_url, DELETE_PATH),
             export_url: join(&cfg.select_url, EXPORT_PATH),
@@ -179,14 +207,44 @@ impl Sink {
         }
     }
 
+    /// The variables of the authentication in use, for the advice given
+    /// when VictoriaMetrics refuses it.
+    pub fn auth_variables(&self) -> &'static str {
+        self.cfg.auth.variables()
+    }
+
+    /// `body` without the secrets of our `Authorization` header: vmauth
+    /// 1.79 answers a token it does not know with the header's value
+    /// (`cannot find the provided auth token "Bearer …" in config`), and
+    /// answers reach the logs.
+    fn redact(&self, body: &str) -> String {
+        let mut body = body.to_string();
+        let Some(header) = self.authorization.as_ref().and_then(|h| h.to_str().ok()) else {
+            return body;
+        };
+        let secret = header.split_once(' ').map_or(header, |(_, s)| s);
+        let mut secrets = vec![header, secret];
+        match &self.cfg.auth {
+            Auth::Basic(c) => secrets.push(c.password()),
+            Auth::Bearer { token, .. } => secrets.push(token.expose_secret()),
+            Auth::None => {}
+        }
+        for s in secrets.into_iter().filter(|s| !s.is_empty()) {
+            body = body.replace(s, "[REDACTED]");
+        }
+        body
+    }
+
     /// The import endpoint, for logs.
     pub fn import_url(&self) -> &Url {
         &self.import_url
     }
 
+    /// Every request but the direct imports goes through here: the one
+    /// place the `Authorization` header is added.
     fn auth(&self, rb: RequestBuilder) -> RequestBuilder {
-        match &self.cfg.credentials {
-            Some(c) => rb.basic_auth(&c.username, Some(c.password())),
+        match &self.authorization {
+            Some(value) => rb.header(hyper::header::AUTHORIZATION, value.clone()),
             None => rb,
         }
     }
@@ -208,7 +266,7 @@ impl Sink {
                 match response.text().await {
                     Err(e) => Err(transport(what, url, e)),
                     Ok(body) if status.is_success() => Ok(body),
-                    Ok(body) => Err(status_error(what, url, status, &body)),
+                    Ok(body) => Err(status_error(what, url, status, &self.redact(&body))),
                 }
             }
             Err(e) => Err(e),
@@ -223,7 +281,12 @@ impl Sink {
             let what = "importing lines";
             let result = match direct.post(body).await {
                 Ok((status, _)) if status.is_success() => Ok(()),
-                Ok((status, answer)) => Err(status_error(what, &self.import_url, status, &answer)),
+                Ok((status, answer)) => Err(status_error(
+                    what,
+                    &self.import_url,
+                    status,
+                    &self.redact(&answer),
+                )),
                 Err(f) => Err(SinkError::Transport {
                     what,
                     url: self.import_url.to_string(),
@@ -327,16 +390,24 @@ fn count<T>(result: &Result<T, SinkError>) {
     }
 }
 
-/// The `Authorization` header of basic credentials, marked sensitive so
-/// that no debug output shows it.
-fn basic_authorization(c: &crate::config::Credentials) -> Option<hyper::header::HeaderValue> {
+/// The `Authorization` header of `auth`, marked sensitive so that no
+/// debug output shows it. The configuration refused a token a header cannot
+/// carry, and basic credentials are base64: the header is always valid.
+fn authorization(auth: &Auth) -> Option<hyper::header::HeaderValue> {
     use base64::Engine;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        c.username,
-        c.password()
-    ));
-    let mut value = hyper::header::HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    let text = match auth {
+        Auth::None => return None,
+        Auth::Basic(c) => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                c.username,
+                c.password()
+            ))
+        ),
+        Auth::Bearer { token, .. } => format!("Bearer {}", token.expose_secret()),
+    };
+    let mut value = hyper::header::HeaderValue::from_str(&text).ok()?;
     value.set_sensitive(true);
     Some(value)
 }
@@ -430,6 +501,41 @@ mod tests {
         assert!(status(404).is_wrong_endpoint() && !status(404).is_rejection());
         assert!(status(400).is_rejection() && status(422).is_rejection());
         assert!(status(401).is_auth() && status(403).is_auth() && !status(404).is_auth());
+        let unknown_token = SinkError::Status {
+            what: "x",
+            url: "u".into(),
+            status: 400,
+            body: "cannot find the provided auth token \"[REDACTED]\" in config".into(),
+        };
+        assert!(unknown_token.is_auth() && !unknown_token.is_rejection());
+        assert_eq!(unknown_token.kind(), ErrorKind::Auth);
+    }
+
+    #[test]
+    fn an_answer_quoting_our_authorization_header_is_logged_without_its_secret() {
+        let mut pairs = vec![
+            ("DATABASE_URL", "postgresql://u@h/db"),
+            ("VICTORIAMETRICS_BEARER_TOKEN", "Tok-3n"),
+        ];
+        let cfg = crate::config::Config::from_pairs(pairs.clone()).unwrap();
+        let sink = Sink::new(&cfg.vm);
+        let body = sink.redact("cannot find the provided auth token \"Bearer Tok-3n\" in config");
+        assert_eq!(
+            body,
+            "cannot find the provided auth token \"[REDACTED]\" in config"
+        );
+        pairs.pop();
+        pairs.push(("VICTORIAMETRICS_USERNAME", "alice"));
+        pairs.push(("VICTORIAMETRICS_PASSWORD", "Pa55"));
+        let cfg = crate::config::Config::from_pairs(pairs).unwrap();
+        let sink = Sink::new(&cfg.vm);
+        let header = "Basic YWxpY2U6UGE1NQ==";
+        assert_eq!(sink.authorization.as_ref().unwrap(), header);
+        let body = sink.redact("unknown \"Basic YWxpY2U6UGE1NQ==\", YWxpY2U6UGE1NQ== or Pa55");
+        assert!(
+            !body.contains("YWxpY2U6UGE1NQ") && !body.contains("Pa55"),
+            "{body}"
+        );
     }
 
     #[test]

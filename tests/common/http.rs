@@ -2,7 +2,7 @@
 //! front of the exporter or behind vmalert (a VictoriaMetrics cluster's
 //! vminsert and vmselect, an Alertmanager), and the two client helpers
 //! reqwest does not cover: a basic-authentication header's value, and a GET
-//! without an async runtime.
+//! without an async runtime (plain or over TLS).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -183,4 +183,38 @@ pub fn get_blocking(port: u16, path: &str, authorization: &str) -> std::io::Resu
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     Ok(buf)
+}
+
+/// [`get_blocking`] over https, on a thread and runtime of its own (the
+/// caller may be inside a runtime); the server's certificate is not checked:
+/// the tests read what they serve, whatever certificate they gave it.
+pub fn get_tls_blocking(port: u16, path: &str, authorization: &str) -> Result<String, String> {
+    let url = format!("https://127.0.0.1:{port}{path}");
+    let authorization = authorization.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let mut request = unverified_client().get(url);
+            if !authorization.is_empty() {
+                request = request.header("Authorization", authorization);
+            }
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            response.text().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the request's thread panicked".to_string())?
+}
+
+/// A client for the tests' own reads, over http or over https without
+/// checking the certificate.
+pub fn unverified_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client")
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use super::http::{basic_auth, get_blocking};
+use super::http::{basic_auth, get_blocking, get_tls_blocking, unverified_client};
 use super::model;
 use super::promql::{parse_export, sum_metric, Export};
 
@@ -281,8 +281,11 @@ impl Victoria {
         Self::start_with(&[])
     }
 
-    /// Starts a server keeping 100 years, with extra flags.
+    /// Starts a server keeping 100 years, with extra flags; with `-tls`
+    /// (and `-tlsCertFile=`, `-tlsKeyFile=`) its URL is https and the
+    /// helpers read it without checking its certificate.
     pub fn start_with(flags: &[&str]) -> Self {
+        let tls = flags.contains(&"-tls");
         let bin = which("victoria-metrics").unwrap_or_else(|| {
             panic!("victoria-metrics was not found on PATH: install Debian's `victoria-metrics` package (scripts/test installs it)")
         });
@@ -327,8 +330,14 @@ impl Victoria {
                 if let Ok(Some(_)) = child.try_wait() {
                     continue 'start;
                 }
-                if get_blocking(port, "/metrics", &auth).is_ok_and(|m| m.contains(&ours)) {
-                    break 'start (child, format!("http://127.0.0.1:{port}"), command);
+                let metrics = if tls {
+                    get_tls_blocking(port, "/metrics", &auth).ok()
+                } else {
+                    get_blocking(port, "/metrics", &auth).ok()
+                };
+                if metrics.is_some_and(|m| m.contains(&ours)) {
+                    let scheme = if tls { "https" } else { "http" };
+                    break 'start (child, format!("{scheme}://127.0.0.1:{port}"), command);
                 }
                 assert!(
                     Instant::now() < deadline,
@@ -341,7 +350,7 @@ impl Victoria {
             child,
             _dir: dir,
             url,
-            client: reqwest::Client::new(),
+            client: unverified_client(),
             command,
         }
     }
@@ -373,10 +382,17 @@ impl Victoria {
             .spawn()
             .expect("restart victoria-metrics");
         // Pooled connections went to the process that stopped.
-        self.client = reqwest::Client::new();
+        self.client = unverified_client();
         let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while get_blocking(port, "/health", "").map_or(true, |r| !r.contains("OK")) {
+        let health = || {
+            if self.url.starts_with("https:") {
+                get_tls_blocking(port, "/health", "").ok()
+            } else {
+                get_blocking(port, "/health", "").ok()
+            }
+        };
+        while health().is_none_or(|r| !r.contains("OK")) {
             assert!(Instant::now() < deadline, "VictoriaMetrics did not restart");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -543,8 +559,12 @@ impl Servers {
 
     /// Starts both servers and loads the data into `schema`.
     pub async fn start_with_schema(schema: &str) -> Self {
+        Self::start_with_victoria(schema, Victoria::start()).await
+    }
+
+    /// Starts PostgreSQL, loads the data into `schema`, beside `vm`.
+    pub async fn start_with_victoria(schema: &str, vm: Victoria) -> Self {
         let pg = Postgres::start();
-        let vm = Victoria::start();
         let pool = pg.create_db("med").await;
         sqlx::raw_sql(schema).execute(&pool).await.unwrap();
         sqlx::raw_sql(DATA).execute(&pool).await.unwrap();
