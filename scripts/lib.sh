@@ -23,7 +23,7 @@ free_port() {
     echo $((20000 + RANDOM % 20000))
 }
 
-# start_postgres DIR: initdb and start PostgreSQL in DIR; sets PG_PORT.
+# start_postgres DIR [PORT]: initdb and start PostgreSQL in DIR (on PORT, else a free one); sets PG_PORT.
 start_postgres() {
   local dir=$1 bindir run=()
   bindir=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)")
@@ -31,7 +31,7 @@ start_postgres() {
     chown -R postgres:postgres "$dir"
     run=(runuser -u postgres --)
   fi
-  PG_PORT=$(free_port)
+  PG_PORT=${2:-$(free_port)}
   "${run[@]}" "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
   "${run[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w \
     -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $dir -c fsync=off" start >/dev/null
