@@ -106,7 +106,10 @@ impl fmt::Display for OffPeakHours {
 /// `HH:MM` (hours 0 to 23, or 24:00 as an end) in minutes.
 fn clock(text: &str, is_end: bool) -> Option<u16> {
     let (h, m) = text.split_once(':')?;
-    if !(1..=2).contains(&h.len()) || m.len() != 2 {
+    if !(1..=2).contains(&h.len())
+        || m.len() != 2
+        || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     minutes(h.parse().ok()?, m.parse().ok()?, is_end)
@@ -241,6 +244,9 @@ mod tests {
             "22:00-06:00,",
             "24:00-02:00",
             "22:0-06:00",
+            // Found by a property: integer parsing takes a sign.
+            "+1:00-0:00",
+            "01:00-06:+1",
         ] {
             let err = OffPeakHours::parse_setting(bad).unwrap_err();
             assert!(err.contains('"'), "{bad}: {err}");
