@@ -144,7 +144,7 @@ pub(super) fn parse_base_url(
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::new(var, "must not have a query or fragment"));
     }
-    let credentials = if !url.username().is_empty() {
+    let credentials = if !url.username().is_empty() || url.password().is_some() {
         let username = percent_decode(url.username());
         let password = SecretString::from(url.password().map(percent_decode).unwrap_or_default());
         let _ = url.set_username("");
@@ -237,4 +237,22 @@ pub(super) fn normalize_database_url(v: &str) -> Result<SecretString, ConfigErro
         Err(_) => return Err(ConfigError::new("DATABASE_URL", "is not a valid URL")),
     };
     Ok(SecretString::from(url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn a_password_without_a_user_name_is_moved_out_of_the_url_too() {
+        // Found by a property: only a user name used to move credentials
+        // out, and this URL kept its password, to be logged.
+        let (url, credentials) =
+            parse_base_url("VICTORIAMETRICS_URL", "http://:s3cret@vm:8428/").unwrap();
+        assert_eq!(url.as_str(), "http://vm:8428/");
+        let credentials = credentials.unwrap();
+        assert_eq!(credentials.username, "");
+        assert_eq!(credentials.password.expose_secret(), "s3cret");
+    }
 }
