@@ -206,6 +206,18 @@ pub(super) fn normalize_database_url(v: &str) -> Result<SecretString, ConfigErro
     let (scheme, rest) = v.split_once("://").ok_or_else(|| {
         ConfigError::new("DATABASE_URL", "is not a URL (expected postgresql://…)")
     })?;
+    // What comes before the first "://" is quoted only when it can be a
+    // scheme: in a URL written without one, it runs through the password.
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return Err(ConfigError::new(
+            "DATABASE_URL",
+            "is not a URL (expected postgresql://…)",
+        ));
+    }
     let base = scheme.split('+').next().unwrap_or(scheme);
     if !matches!(base, "postgresql" | "postgres") {
         return Err(ConfigError::new(
@@ -254,5 +266,22 @@ mod tests {
         let credentials = credentials.unwrap();
         assert_eq!(credentials.username, "");
         assert_eq!(credentials.password.expose_secret(), "s3cret");
+    }
+
+    #[test]
+    fn a_database_url_without_a_scheme_is_refused_without_quoting_it() {
+        // Found by a property: the text before the first "://", quoted as
+        // the scheme, held the password when "://" came later.
+        for url in [
+            "mysql:/med:s3cret@db/med?ssl=://",
+            "med:s3cret@db/med?application_name=http://x",
+        ] {
+            let e = normalize_database_url(url).unwrap_err();
+            assert_eq!(e.var, "DATABASE_URL");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+            assert!(e.reason.contains("is not a URL"), "{e}");
+        }
+        let e = normalize_database_url("mysql://med:s3cret@db/med").unwrap_err();
+        assert!(e.reason.contains("scheme \"mysql\""), "{e}");
     }
 }
