@@ -794,4 +794,24 @@ mod tests {
         );
         assert_eq!(retention_from_metrics("nothing"), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_retention_flag_reads_as_its_days(
+            n in 0u32..10_000,
+            unit in proptest::sample::select(vec![("", 31.0), ("h", 1.0 / 24.0), ("d", 1.0), ("w", 7.0), ("y", 365.0)]),
+            text in crate::model::arbitrary::text("0-9.hdwy\"=a-z{}, "),
+        ) {
+            let (suffix, days) = unit;
+            let page = format!("# HELP x\nflag{{name=\"retentionPeriod\", value=\"{n}{suffix}\", is_set=\"true\"}} 1\n");
+            proptest::prop_assert_eq!(retention_from_metrics(&page), Some((f64::from(n) * days) as i64));
+            let _ = retention_from_metrics(&format!("flag{{name=\"retentionPeriod\", value=\"{text}"));
+            let _ = retention_from_metrics(&text);
+        }
+    }
 }

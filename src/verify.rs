@@ -445,4 +445,39 @@ mod tests {
         );
         assert_eq!(key_of_selector("nonsense"), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_selector_written_reads_back_as_its_name_and_labels(
+            name in "[a-z_]{1,20}",
+            labels in proptest::collection::btree_map(
+                "[a-z_]{1,8}",
+                crate::model::arbitrary::text("\\\\\"\n{},=a-z"),
+                0..5,
+            ),
+            own in proptest::collection::vec("[a-z_]{1,8}", 0..4),
+        ) {
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let own: Vec<&str> = own.iter().map(String::as_str).collect();
+            let selector = series_selector(&name, &labels, &own);
+            let want: Vec<(String, String)> = labels
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            proptest::prop_assert_eq!(parse_selector(&selector), Some((name, want)), "{}", selector);
+        }
+
+        #[test]
+        fn any_selector_text_is_read_or_none(
+            text in crate::model::arbitrary::text("{}=\"\\\\,_a-z"),
+        ) {
+            let _ = key_of_selector(&text);
+        }
+    }
 }

@@ -479,4 +479,48 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn every_hh_mm_reads_as_its_time(hour in 0u32..24, minute in 0u32..60) {
+            let text = format!("{hour:02}:{minute:02}");
+            proptest::prop_assert_eq!(parse_interval_start(&text), NaiveTime::from_hms_opt(hour, minute, 0));
+        }
+
+        #[test]
+        fn an_interval_start_is_read_only_when_strictly_hh_mm(
+            text in proptest::prop_oneof![
+                crate::model::arbitrary::text("0-9:+\\- "),
+                "[0-9+ ]{2}:[0-9+ ]{2}",
+            ],
+        ) {
+            let strict = regex::Regex::new("^([01][0-9]|2[0-3]):[0-5][0-9]$").unwrap();
+            proptest::prop_assert_eq!(parse_interval_start(&text).is_some(), strict.is_match(&text), "{:?}", text);
+        }
+
+        #[test]
+        fn a_tempo_colour_is_read_whatever_its_case_and_padding(
+            colour in proptest::sample::select(TempoColor::ALL.to_vec()),
+            upper in proptest::collection::vec(proptest::prelude::any::<bool>(), 5),
+            pad in proptest::sample::select(vec!["", " ", "\t", "\n", "\u{a0}"]),
+            text in crate::model::arbitrary::text("A-Za-z \u{131}\u{17f}"),
+        ) {
+            let written: String = colour
+                .english()
+                .chars()
+                .zip(&upper)
+                .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+                .collect();
+            proptest::prop_assert_eq!(TempoColor::parse(&format!("{pad}{written}{pad}")), Some(colour));
+            // Anything else read is one of the three names.
+            if let Some(c) = TempoColor::parse(&text) {
+                proptest::prop_assert!(text.trim().eq_ignore_ascii_case(c.english()), "{:?}", text);
+            }
+        }
+    }
 }

@@ -174,4 +174,39 @@ mod tests {
         assert_eq!(s[0].samples.len(), 3);
         assert_eq!(r.skipped.len(), 3);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_list_of_levels_reads_as_itself(levels in proptest::collection::vec(0i64..=3, 0..=25)) {
+            proptest::prop_assert_eq!(hourly_levels(&serde_json::json!(levels)), Some(levels));
+        }
+
+        #[test]
+        fn any_values_give_levels_0_to_3_or_a_skip_naming_the_row(
+            values in crate::model::arbitrary::json("0-9"),
+            id in proptest::prelude::any::<i64>(),
+            dvalue in -1i64..5,
+        ) {
+            let got = hourly_levels(&values);
+            let want = values.as_array().filter(|l| l.len() <= 25).and_then(|l| {
+                l.iter().map(|v| v.as_i64().filter(|x| (0..=3).contains(x))).collect::<Option<Vec<_>>>()
+            });
+            proptest::prop_assert_eq!(&got, &want, "{}", values);
+            let mut r = Report::default();
+            let row = EcowattRow { id, periode: Some("2024-03-31T00:00:00".parse().unwrap()), dvalue, values: values.clone() };
+            let _ = ecowatt_series(&contract(), &[row], &mut r);
+            proptest::prop_assert_eq!(r.skipped.len(), usize::from(!(0..=3).contains(&dvalue) || got.is_none()));
+            for skip in &r.skipped {
+                proptest::prop_assert_eq!(&skip.row, &id.to_string());
+                if !(0..=3).contains(&dvalue) {
+                    proptest::prop_assert!(skip.reason.contains(&format!("dvalue {dvalue} ")), "{}", skip.reason);
+                }
+            }
+        }
+    }
 }

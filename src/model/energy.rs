@@ -396,6 +396,7 @@ impl PdlEnergy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn row(
         id: &'static str,
@@ -682,5 +683,124 @@ mod tests {
         assert_eq!(series.len(), 2, "daily and monthly only");
         assert_eq!(series[0].samples.len(), 1);
         assert_eq!(series[1].samples[0].value, 7000);
+    }
+
+    /// A part of a duration written with up to two leading zeros: its
+    /// text, and its value unless it has more than the 4 digits read.
+    fn part(n: Option<u32>, zeros: usize, unit: char) -> (String, Option<u32>) {
+        match n {
+            None => (String::new(), Some(0)),
+            Some(n) => {
+                let digits = format!("{}{n}", "0".repeat(zeros));
+                let value = (digits.len() <= 4).then_some(n);
+                (format!("{digits}{unit}"), value)
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn an_hours_and_minutes_duration_reads_as_its_minutes(
+            hours in proptest::option::of(0u32..30),
+            minutes in proptest::option::of(proptest::prop_oneof![0u32..90, 0u32..3000]),
+            seconds in proptest::prelude::any::<bool>(),
+            zeros in (0usize..3, 0usize..3),
+            pad in proptest::sample::select(vec!["", " ", "\t"]),
+        ) {
+            let (h, hv) = part(hours, zeros.0, 'H');
+            let (m, mv) = part(minutes, zeros.1, 'M');
+            let s = if seconds { "0S" } else { "" };
+            let text = format!("{pad}PT{h}{m}{s}{pad}");
+            let named = hours.is_some() || minutes.is_some() || seconds;
+            let want = match (hv, mv) {
+                (Some(h), Some(m)) if named => Some(h * 60 + m).filter(|t| (1..=1440).contains(t)),
+                _ => None,
+            };
+            proptest::prop_assert_eq!(interval_minutes(&text), want, "{:?}", text);
+        }
+
+        #[test]
+        fn any_duration_text_is_a_length_of_one_minute_to_a_day_or_none(
+            text in proptest::prop_oneof![
+                crate::model::arbitrary::text("PTHMS0-9 .+\\-"),
+                crate::model::arbitrary::text("PT").prop_map(|t| format!("PT{t}")),
+            ],
+        ) {
+            if let Some(m) = interval_minutes(&text) {
+                proptest::prop_assert!((1..=1440).contains(&m), "{:?}: {}", text, m);
+                proptest::prop_assert!(text.trim().starts_with("PT"), "{:?}", text);
+            }
+        }
+
+        #[test]
+        fn quality_is_the_json_string_written_and_nothing_else(
+            value in crate::model::arbitrary::json("\"\\\\a-zA-Z \u{e9}"),
+            text in crate::model::arbitrary::text("\"\\\\a-z"),
+        ) {
+            // PostgreSQL writes `raw_data -> 'quality'` as JSON text.
+            let written = value.to_string();
+            let got = quality_from_json(&written);
+            proptest::prop_assert_eq!(got.as_deref(), value.as_str(), "{}", written);
+            let _ = quality_from_json(&text);
+        }
+
+        #[test]
+        fn any_row_is_taken_or_skipped_naming_what_is_wrong(
+            pdl in proptest::prop_oneof![proptest::prelude::Just("12345678901234".to_string()), crate::model::arbitrary::text("0-9")],
+            granularity in proptest::prop_oneof![
+                proptest::sample::select(vec!["daily", "detailed"]).prop_map(String::from),
+                crate::model::arbitrary::text("a-z"),
+            ],
+            start in proptest::option::of(proptest::prop_oneof![
+                "[0-2][0-9]:[0-6][0-9]",
+                crate::model::arbitrary::text("0-9:"),
+            ]),
+            interval in proptest::option::of(proptest::prop_oneof![
+                "PT([0-9]{1,2}H)?[0-9]{1,4}M",
+                crate::model::arbitrary::text("PTHM0-9"),
+            ]),
+            value in proptest::prop_oneof![0..=MAX_WH, proptest::prelude::any::<i64>()],
+            quality in proptest::option::of(crate::model::arbitrary::text("A-Z")),
+        ) {
+            let mut p = PdlEnergy::new(Family::Consumption, "12345678901234");
+            let mut report = Report::default();
+            let row = EnergyRow {
+                id: "row-1",
+                pdl: &pdl,
+                date: Some(NaiveDate::from_ymd_opt(2024, 3, 31).unwrap()),
+                granularity: &granularity,
+                interval_start: start.as_deref(),
+                value,
+                quality: quality.as_deref().map(Cow::Borrowed),
+                updated_at: Some(0),
+                interval: interval.as_deref(),
+                placeholder: false,
+            };
+            let taken = p.push(&contract(), row, &mut report);
+            if let Some(i) = taken {
+                proptest::prop_assert_eq!(granularity.as_str(), "detailed");
+                let want = interval.as_deref().map_or(Some(DEFAULT_INTERVAL_MINUTES), interval_minutes);
+                proptest::prop_assert_eq!(Some(u32::from(i.minutes)), want);
+                proptest::prop_assert_eq!(i.watts, value);
+            }
+            for skip in &report.skipped {
+                proptest::prop_assert_eq!(skip.row.as_str(), "row-1");
+                let named = [
+                    format!("{pdl:?}"),
+                    format!("{granularity:?}"),
+                    format!("{start:?}"),
+                    format!("{:?}", interval.as_deref().unwrap_or_default()),
+                    format!("value {value} "),
+                ];
+                proptest::prop_assert!(named.iter().any(|n| skip.reason.contains(n.as_str())), "{}", skip.reason);
+            }
+            proptest::prop_assert!(report.skipped.len() <= 1);
+            let _ = p.finish(&contract(), &mut report);
+        }
     }
 }

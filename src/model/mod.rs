@@ -4,6 +4,8 @@
 //! Nothing here does I/O: rows go in, [`Series`] come out, ready to compare
 //! with what was exported before and to render as Prometheus text lines.
 
+#[cfg(test)]
+pub(crate) mod arbitrary;
 pub mod calendar;
 pub mod costs;
 pub mod ecowatt;

@@ -106,7 +106,10 @@ impl fmt::Display for OffPeakHours {
 /// `HH:MM` (hours 0 to 23, or 24:00 as an end) in minutes.
 fn clock(text: &str, is_end: bool) -> Option<u16> {
     let (h, m) = text.split_once(':')?;
-    if !(1..=2).contains(&h.len()) || m.len() != 2 {
+    if !(1..=2).contains(&h.len())
+        || m.len() != 2
+        || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     minutes(h.parse().ok()?, m.parse().ok()?, is_end)
@@ -241,6 +244,9 @@ mod tests {
             "22:00-06:00,",
             "24:00-02:00",
             "22:0-06:00",
+            // Found by a property: integer parsing takes a sign.
+            "+1:00-0:00",
+            "01:00-06:+1",
         ] {
             let err = OffPeakHours::parse_setting(bad).unwrap_err();
             assert!(err.contains('"'), "{bad}: {err}");
@@ -307,5 +313,186 @@ mod tests {
         assert!(two.contains(2 * 60 + 30));
         assert!(two.contains(14 * 60 + 50));
         assert!(!two.contains(15 * 60));
+    }
+
+    /// A range: a start 00:00 to 23:59, an end 00:00 to 24:00, not equal.
+    fn range() -> impl proptest::strategy::Strategy<Value = (u16, u16)> {
+        use proptest::prelude::*;
+        (0..DAY, 0..=DAY).prop_filter("empty range", |(s, e)| *s != *e % DAY)
+    }
+
+    /// A time as the client may write it: `H`, `HH`, with `sep` between
+    /// the hours and the minutes.
+    fn written(minute: u16, sep: char, short: bool) -> String {
+        let (h, m) = (minute / 60, minute % 60);
+        if short {
+            format!("{h}{sep}{m:02}")
+        } else {
+            format!("{h:02}{sep}{m:02}")
+        }
+    }
+
+    /// A range written with `sep`, the hours shortened where `short` says.
+    fn written_range((s, e): (u16, u16), sep: char, short: (bool, bool), dash: &str) -> String {
+        format!(
+            "{}{dash}{}",
+            written(s, sep, short.0),
+            written(e, sep, short.1)
+        )
+    }
+
+    fn sorted(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+        ranges.sort_unstable();
+        ranges.dedup();
+        ranges
+    }
+
+    /// Text close to a setting: ranges of times whose parts are each
+    /// right or a near miss.
+    fn near_setting() -> proptest::strategy::BoxedStrategy<String> {
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        let clock = (
+            select(vec![
+                "0", "1", "22", "23", "24", "25", "+1", "-1", "007", "", " 1", "\u{e9}",
+            ]),
+            select(vec![":", ":", ":", "h", "", "::"]),
+            select(vec!["00", "59", "60", "+5", "5", "000", "", "0\u{e9}"]),
+        )
+            .prop_map(|(h, s, m)| format!("{h}{s}{m}"));
+        let range = (
+            clock.clone(),
+            select(vec!["-", "-", " - ", "--", ""]),
+            clock,
+        )
+            .prop_map(|(a, d, b)| format!("{a}{d}{b}"));
+        (
+            proptest::collection::vec(range, 1..4),
+            select(vec![",", ",", ", ", ";"]),
+        )
+            .prop_map(|(ranges, comma)| ranges.join(comma))
+            .boxed()
+    }
+
+    static SETTING_PART: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^[0-9]{1,2}:[0-9]{2}\s*-\s*[0-9]{1,2}:[0-9]{2}$").unwrap()
+    });
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_written_setting_reads_as_its_ranges_in_their_order(
+            ranges in proptest::collection::vec(range(), 1..5),
+            shorts in proptest::collection::vec(proptest::prelude::any::<(bool, bool)>(), 5),
+            dash in proptest::sample::select(vec!["-", " - ", "- "]),
+            comma in proptest::sample::select(vec![",", ", ", " , "]),
+        ) {
+            let text: Vec<String> = ranges
+                .iter()
+                .zip(&shorts)
+                .map(|(r, short)| written_range(*r, ':', *short, dash))
+                .collect();
+            let text = text.join(comma);
+            let got = OffPeakHours::parse_setting(&text).map_err(|e| {
+                proptest::test_runner::TestCaseError::fail(format!("{text:?}: {e}"))
+            })?;
+            proptest::prop_assert_eq!(&got.ranges, &ranges, "{:?}", text);
+            // Its ranges written back read the same.
+            proptest::prop_assert_eq!(OffPeakHours::parse_setting(&got.to_string()), Ok(got.clone()));
+            for minute in (0..DAY).step_by(7) {
+                let want = ranges.iter().any(|&(s, e)| {
+                    if s < e { s <= minute && minute < e } else { minute >= s || minute < e }
+                });
+                proptest::prop_assert_eq!(got.contains(minute), want, "{} at {}", text, minute);
+            }
+        }
+
+        #[test]
+        fn every_form_the_client_writes_reads_as_the_same_minutes(
+            ranges in proptest::collection::vec(range(), 1..5),
+            shorts in proptest::collection::vec(proptest::prelude::any::<(bool, bool)>(), 5),
+            form in 0usize..7,
+            sep in proptest::sample::select(vec![':', 'h', 'H']),
+            joint in proptest::sample::select(vec![";", " ", ", ", " / "]),
+        ) {
+            use serde_json::json;
+            let text = |sep: char| -> Vec<String> {
+                ranges
+                    .iter()
+                    .zip(&shorts)
+                    .map(|(r, short)| written_range(*r, sep, *short, "-"))
+                    .collect()
+            };
+            let value = match form {
+                // Parsed by the client.
+                0 => json!({ "ranges": text(':') }),
+                // Enedis's text, kept when the client's parser gave up.
+                1 => json!({ "default": format!("HC ({})", text('H').join(";")) }),
+                2 => json!({ "default": text(sep).join(joint) }),
+                // Older releases: lists of strings, of start and end.
+                3 => json!(text(sep)),
+                4 => serde_json::Value::Array(
+                    ranges
+                        .iter()
+                        .zip(&shorts)
+                        .map(|(&(s, e), short)| json!({"start": written(s, sep, short.0), "end": written(e, sep, short.1)}))
+                        .collect(),
+                ),
+                // A key per day, each with some of the ranges: all of them in all.
+                5 => {
+                    let days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+                    let all = text(sep);
+                    let map: serde_json::Map<String, serde_json::Value> = days
+                        .iter()
+                        .enumerate()
+                        .map(|(i, day)| (day.to_string(), json!(all[i % all.len()..].join(joint))))
+                        .collect();
+                    serde_json::Value::Object(map)
+                }
+                _ => json!(text(sep).join(joint)),
+            };
+            let got = OffPeakHours::from_client_json(&value);
+            proptest::prop_assert_eq!(got.map(|o| o.ranges), Some(sorted(ranges.clone())), "{}", value);
+        }
+
+        #[test]
+        fn any_setting_text_is_read_as_ranges_or_refused_quoting_the_part(
+            text in proptest::prop_oneof![
+                crate::model::arbitrary::text("0-9:,\\- hH+"),
+                near_setting(),
+            ],
+        ) {
+            match OffPeakHours::parse_setting(&text) {
+                Ok(hours) => {
+                    for part in text.split(',') {
+                        proptest::prop_assert!(SETTING_PART.is_match(part.trim()), "{:?} in {:?}", part, text);
+                    }
+                    proptest::prop_assert_eq!(hours.ranges.len(), text.split(',').count());
+                    for (s, e) in hours.ranges {
+                        proptest::prop_assert!(s < DAY && e <= DAY && s != e % DAY);
+                    }
+                }
+                Err(e) => {
+                    let quoted = text.split(',').any(|p| e.contains(&format!("{:?}", p.trim())));
+                    proptest::prop_assert!(quoted, "{:?}: {}", text, e);
+                }
+            }
+        }
+
+        #[test]
+        fn any_json_gives_valid_ranges_or_none(
+            value in crate::model::arbitrary::json("0-9:hH\\- ;()"),
+        ) {
+            if let Some(hours) = OffPeakHours::from_client_json(&value) {
+                proptest::prop_assert!(!hours.ranges.is_empty());
+                for (s, e) in hours.ranges {
+                    proptest::prop_assert!(s < DAY && e <= DAY && s != e % DAY, "{}", value);
+                }
+            }
+        }
     }
 }

@@ -472,4 +472,191 @@ mod tests {
         assert_eq!(powers_listed(), "3, 6, 9, 12, 15, 18, 24, 30 or 36");
         assert_eq!(parse_micro("."), None);
     }
+
+    /// A price in millionths as a grid may write it: whole euros, then a
+    /// dot and the decimals with some of their trailing zeros dropped (or
+    /// no dot at all), `.5` for less than a euro now and then.
+    fn written_price(micro: i64, extra_zeros: usize, leading_dot: bool) -> String {
+        let (whole, frac) = (micro / 1_000_000, micro % 1_000_000);
+        let digits = format!("{frac:06}");
+        let kept = digits.trim_end_matches('0');
+        let frac = format!("{kept}{}", "0".repeat(extra_zeros.min(6 - kept.len())));
+        let whole = if whole == 0 && leading_dot && !frac.is_empty() {
+            String::new()
+        } else {
+            whole.to_string()
+        };
+        if frac.is_empty() && extra_zeros % 2 == 0 {
+            whole
+        } else {
+            format!("{whole}.{frac}")
+        }
+    }
+
+    /// Whitespace a spreadsheet or an editor may leave around a field.
+    fn pad() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        proptest::sample::select(vec!["", "", "", " ", "  ", "\t"])
+    }
+
+    /// One row of a generated grid: a date, an option, a power or none, one
+    /// of the option's items, a price, and how each is written.
+    fn row() -> impl proptest::strategy::Strategy<Value = (PriceRow, String)> {
+        use proptest::prelude::*;
+        (
+            (0u32..40_000).prop_map(|n| {
+                NaiveDate::from_ymd_opt(1990, 1, 1).unwrap() + chrono::Duration::days(i64::from(n))
+            }),
+            proptest::sample::select(PriceOption::ALL.to_vec()),
+            proptest::option::of(proptest::sample::select(POWERS.to_vec())),
+            any::<proptest::sample::Index>(),
+            prop_oneof![0i64..2_000_000, 0i64..1_000_000_000_000_000],
+            (0usize..7, any::<bool>()),
+            proptest::collection::vec(pad(), 10),
+        )
+            .prop_map(|(from, option, kva, item, micro, (zeros, dot), pads)| {
+                let item = *item.get(option.items());
+                let fields = [
+                    from.to_string(),
+                    option.label().to_string(),
+                    kva.map_or(String::new(), |k| k.to_string()),
+                    item.label().to_string(),
+                    written_price(micro, zeros, dot),
+                ];
+                let text: Vec<String> = fields
+                    .iter()
+                    .zip(pads.chunks(2))
+                    .map(|(f, p)| format!("{}{f}{}", p[0], p[1]))
+                    .collect();
+                let row = PriceRow {
+                    from,
+                    option,
+                    kva,
+                    item,
+                    micro,
+                    line: 0,
+                };
+                (row, text.join(","))
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_text_is_read_or_refused_naming_a_line_that_holds_a_row(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<String>(),
+                    "[-0-9,. #\r\t\u{e9}a-zA-Z_]{0,40}",
+                    "20[0-9]{2}-[01][0-9]-[0-3][0-9],(BASE|HC_HP|TEMPO|EJP),(|[0-9]{1,3}),(base|hp|hc|red_hc|subscription_month|x),[-0-9.]{0,12}",
+                ],
+                0..8,
+            ),
+            ending in proptest::sample::select(vec!["\n", "\r\n"]),
+        ) {
+            let text = lines.join(ending);
+            match PriceGrid::parse(&text) {
+                Ok(grid) => {
+                    for row in grid.rows() {
+                        proptest::prop_assert!(row.line >= 1 && row.line <= text.lines().count());
+                        let line = text.lines().nth(row.line - 1).unwrap();
+                        proptest::prop_assert!(line.contains(&row.from.to_string()), "{:?}", line);
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert!(e.line >= 1, "{}", e);
+                    let line = text.lines().nth(e.line - 1);
+                    proptest::prop_assert!(line.is_some(), "line {} of {:?}", e.line, text);
+                    let content = line.unwrap().trim();
+                    proptest::prop_assert!(
+                        !content.is_empty() && !content.starts_with('#') && !is_header(content),
+                        "{}: {:?}", e, content
+                    );
+                    let prefix = format!("line {}: ", e.line);
+                    proptest::prop_assert!(e.to_string().starts_with(&prefix), "{}", e);
+                    // The error quotes the field it could not read, or names
+                    // the count of fields, or the item and option that clash,
+                    // or the earlier line of the same key.
+                    let quoted = content.split(',').map(str::trim).any(|f| e.why.contains(&format!("{f:?}")));
+                    proptest::prop_assert!(
+                        quoted
+                            || e.why.starts_with("expected 5 comma-separated fields")
+                            || e.why.contains("is not priced under")
+                            || e.why.contains("already prices"),
+                        "{}", e
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn a_well_formed_grid_reads_back_every_row_and_its_price_in_force(
+            rows in proptest::collection::vec(row(), 1..12),
+            header in proptest::prelude::any::<bool>(),
+            ending in proptest::sample::select(vec!["\n", "\r\n"]),
+        ) {
+            // One row per key: a second would be refused, as another test says.
+            let mut seen = std::collections::HashSet::new();
+            let rows: Vec<(PriceRow, String)> = rows
+                .into_iter()
+                .filter(|(r, _)| seen.insert((r.from, r.option, r.kva, r.item)))
+                .collect();
+            let mut text = String::from("# generated\n");
+            if header {
+                text.push_str("from, option, kva, item, eur\n");
+            }
+            let first = text.lines().count() + 1;
+            for (_, line) in &rows {
+                text.push_str(line);
+                text.push_str(ending);
+            }
+            let grid = PriceGrid::parse(&text).map_err(|e| {
+                proptest::test_runner::TestCaseError::fail(format!("{e} in {text:?}"))
+            })?;
+            proptest::prop_assert_eq!(grid.rows().len(), rows.len());
+            for (i, ((want, written), got)) in rows.iter().zip(grid.rows()).enumerate() {
+                let want = PriceRow { line: first + i, ..*want };
+                proptest::prop_assert_eq!(*got, want, "{:?}", written);
+                // On its own date, a row is the price in force at its power
+                // (or at every power no row of that date names).
+                let powers: Vec<u8> = match want.kva {
+                    Some(k) => vec![k],
+                    None => POWERS
+                        .into_iter()
+                        .filter(|k| !seen.contains(&(want.from, want.option, Some(*k), want.item)))
+                        .collect(),
+                };
+                for kva in powers {
+                    proptest::prop_assert_eq!(
+                        grid.price(want.option, want.item, kva, want.from),
+                        Some(want.micro),
+                        "{:?} at {} kVA", written, kva
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn a_price_reads_as_the_millionths_it_writes(
+            micro in proptest::prop_oneof![0i64..2_000_000, 0i64..1_000_000_000_000_000],
+            zeros in 0usize..7,
+            dot in proptest::prelude::any::<bool>(),
+            junk in "[-+0-9.e ]{0,14}",
+        ) {
+            let written = written_price(micro, zeros, dot);
+            proptest::prop_assert_eq!(parse_micro(&written), Some(micro), "{:?}", written);
+            // Anything read is digits, at most one dot, and at most 6 decimals.
+            if let Some(m) = parse_micro(&junk) {
+                proptest::prop_assert!(m >= 0);
+                let (whole, frac) = junk.split_once('.').unwrap_or((&junk, ""));
+                proptest::prop_assert!(whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()), "{:?}", junk);
+                proptest::prop_assert!(frac.len() <= 6, "{:?}", junk);
+                let want = format!("{whole}{frac:0<6}").parse::<i64>().unwrap_or(0);
+                proptest::prop_assert_eq!(m, want, "{:?}", junk);
+            }
+        }
+    }
 }

@@ -225,6 +225,11 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
         #[test]
         fn any_label_values_round_trip_through_a_text_parser_on_one_line(
             a in proptest::prelude::any::<String>(),

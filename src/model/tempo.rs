@@ -91,6 +91,7 @@ pub fn tempo_series(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
     use std::collections::BTreeMap;
 
     #[test]
@@ -139,5 +140,38 @@ mod tests {
             white.samples.last().unwrap(),
             &Sample::whole(1_705_273_200_000, 40)
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_row_is_a_day_or_a_skip_naming_its_id_and_colour(
+            day in proptest::option::of((1i32..=9999, 1u32..=12, 1u32..=31)),
+            id in crate::model::arbitrary::text("0-9\\-+ "),
+            color in proptest::prop_oneof![
+                proptest::sample::select(vec!["BLUE", "white", " Red ", "ROUGE"]).prop_map(String::from),
+                crate::model::arbitrary::text("A-Za-z "),
+            ],
+        ) {
+            let date = day.and_then(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d));
+            let id = date.map_or(id, |d| d.format("%Y-%m-%d").to_string());
+            let mut r = Report::default();
+            let days = tempo_days(&[TempoRow { id: id.clone(), color: color.clone() }], &mut r);
+            match TempoColor::parse(&color) {
+                Some(c) if date.is_some() => proptest::prop_assert_eq!(days, vec![(date.unwrap(), c)]),
+                _ => proptest::prop_assert!(days.len() + r.skipped.len() == 1),
+            }
+            for skip in &r.skipped {
+                proptest::prop_assert_eq!(&skip.row, &id);
+                proptest::prop_assert!(
+                    skip.reason.starts_with("id ") || skip.reason.contains(&format!("{color:?}")),
+                    "{}", skip.reason
+                );
+            }
+        }
     }
 }

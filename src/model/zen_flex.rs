@@ -73,6 +73,7 @@ pub fn zen_flex_series(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
     use std::collections::BTreeMap;
 
     #[test]
@@ -106,5 +107,53 @@ mod tests {
         assert_eq!(values(&series[2]), [0, 0]);
         // 2026-01-15 00:00 in Paris.
         assert_eq!(series[1].samples[0].ts, 1_768_431_600_000);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_row_is_a_day_of_its_type_or_a_skip_naming_its_id_and_type(
+            day in proptest::option::of((1i32..=9999, 1u32..=12, 1u32..=31)),
+            id in crate::model::arbitrary::text("0-9\\-+ "),
+            day_type in proptest::prop_oneof![
+                proptest::sample::select(vec!["ECO", "sobriete", " Bonus ", "SOBRIÉTÉ"]).prop_map(String::from),
+                crate::model::arbitrary::text("A-Za-z "),
+            ],
+        ) {
+            let c = Contract::new(chrono_tz::Europe::Paris, &BTreeMap::new(), i64::MAX / 2);
+            let date = day.and_then(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d));
+            let id = date.map_or(id, |d| d.format("%Y-%m-%d").to_string());
+            let mut r = Report::default();
+            let row = ZenFlexRow { id: id.clone(), day_type: day_type.clone() };
+            let series = zen_flex_series(&c, &[row], &mut r);
+            let kind = DAY_TYPES.iter().position(|t| t.eq_ignore_ascii_case(day_type.trim()));
+            let ones: Vec<usize> = series
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.samples.iter().any(|x| x.value == 1000))
+                .map(|(i, _)| i)
+                .collect();
+            match kind {
+                Some(k) if date.is_some() => {
+                    proptest::prop_assert!(r.skipped.is_empty());
+                    proptest::prop_assert_eq!(ones, vec![k]);
+                }
+                _ => {
+                    proptest::prop_assert_eq!(r.skipped.len(), 1);
+                    proptest::prop_assert!(ones.is_empty());
+                }
+            }
+            for skip in &r.skipped {
+                proptest::prop_assert_eq!(&skip.row, &id);
+                proptest::prop_assert!(
+                    skip.reason.starts_with("id ") || skip.reason.contains(&format!("{day_type:?}")),
+                    "{}", skip.reason
+                );
+            }
+        }
     }
 }

@@ -616,7 +616,76 @@ mod tests {
         assert!(d.energy_row(b"\xff\t\n", Family::Production).is_err());
     }
 
+    /// A field as PostgreSQL's `COPY ... TO` text writes it.
+    fn copy_escape(field: Option<&str>) -> String {
+        let Some(field) = field else {
+            return "\\N".to_string();
+        };
+        field
+            .chars()
+            .map(|c| match c {
+                '\\' => "\\\\".to_string(),
+                '\u{8}' => "\\b".to_string(),
+                '\u{c}' => "\\f".to_string(),
+                '\n' => "\\n".to_string(),
+                '\r' => "\\r".to_string(),
+                '\t' => "\\t".to_string(),
+                '\u{b}' => "\\v".to_string(),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_row_as_copy_writes_it_decodes_to_its_values(
+            id in crate::model::arbitrary::text("a-z0-9\\\\\t\n\r\u{8}\u{b}\u{c}"),
+            pdl in crate::model::arbitrary::text("0-9\\\\\t"),
+            days in proptest::option::of(-719_162i32..=2_932_896),
+            granularity in crate::model::arbitrary::text("a-z\\\\\t"),
+            start in proptest::option::of(crate::model::arbitrary::text("0-9:\\\\\t")),
+            value in proptest::prelude::any::<i64>(),
+            quality in proptest::option::of(crate::model::arbitrary::json("A-Z\"\\\\\\\t\n")),
+            updated_at in proptest::option::of(proptest::prelude::any::<i64>()),
+            interval in proptest::option::of(crate::model::arbitrary::text("PTHM0-9\\\\\t")),
+            placeholder in proptest::option::of(proptest::prelude::any::<bool>()),
+        ) {
+            let quality_text = quality.as_ref().map(|q| q.to_string());
+            let fields = [
+                Some(id.clone()),
+                Some(pdl.clone()),
+                days.map(|d| d.to_string()),
+                Some(granularity.clone()),
+                start.clone(),
+                Some(value.to_string()),
+                quality_text.clone(),
+                updated_at.map(|u| u.to_string()),
+                interval.clone(),
+                placeholder.map(|p| if p { "t" } else { "f" }.to_string()),
+            ];
+            let line: Vec<String> = fields.iter().map(|f| copy_escape(f.as_deref())).collect();
+            let line = line.join("\t") + "\n";
+            let mut d = EnergyDecoder::default();
+            let row = d.energy_row(line.as_bytes(), Family::Consumption);
+            let row = row.map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{line:?}: {e}")))?;
+            proptest::prop_assert_eq!(row.id, id.as_str());
+            proptest::prop_assert_eq!(row.pdl, pdl.as_str());
+            let want_date = days.map(|d| NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Duration::days(i64::from(d)));
+            proptest::prop_assert_eq!(row.date, want_date);
+            proptest::prop_assert_eq!(row.granularity, granularity.as_str());
+            proptest::prop_assert_eq!(row.interval_start, start.as_deref());
+            proptest::prop_assert_eq!(row.value, value);
+            proptest::prop_assert_eq!(row.quality.as_deref(), quality.as_ref().and_then(|q| q.as_str()));
+            proptest::prop_assert_eq!(row.updated_at, updated_at);
+            proptest::prop_assert_eq!(row.interval, interval.as_deref());
+            proptest::prop_assert_eq!(row.placeholder, placeholder == Some(true));
+        }
+
         #[test]
         fn fields_are_what_splitting_on_tabs_gives(
             parts in proptest::collection::vec("[a-z\\\\N\t\u{e9}]{0,12}", 1..14),

@@ -333,4 +333,116 @@ mod tests {
             "{\"metric\":{\"__name__\":\"m\"},\"values\":[1,2.5],\"timestamps\":[10,20]}\n";
         assert_eq!(parse_export(export).unwrap(), vec![(10, 1.0), (20, 2.5)]);
     }
+
+    use proptest::strategy::Strategy;
+
+    /// A label set as VictoriaMetrics may answer it.
+    fn labels() -> impl Strategy<Value = Labels> {
+        proptest::collection::btree_map(
+            "[a-z_]{1,8}",
+            crate::model::arbitrary::text("\\\\\"\na-z"),
+            0..4,
+        )
+    }
+
+    /// A value as the exporter writes them (thousandths or millionths),
+    /// or any finite one.
+    fn value() -> impl Strategy<Value = (f64, bool)> {
+        proptest::prop_oneof![
+            (-(1i64 << 52)..(1i64 << 52)).prop_map(|n| (n as f64 / 1000.0, true)),
+            (-(1i64 << 52)..(1i64 << 52)).prop_map(|n| (n as f64 / 1e6, true)),
+            (-1e300f64..1e300).prop_map(|v| (v, false)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn an_export_reads_as_its_samples_in_order(
+            series in proptest::collection::vec(
+                (labels(), proptest::collection::vec((proptest::prelude::any::<i64>(), proptest::option::of(value())), 0..6)),
+                0..5,
+            ),
+            blank in proptest::prelude::any::<bool>(),
+        ) {
+            let mut body = String::new();
+            let mut want = Vec::new();
+            for (metric, samples) in &series {
+                let ts: Vec<i64> = samples.iter().map(|(t, _)| *t).collect();
+                let values: Vec<Option<f64>> = samples.iter().map(|(_, v)| v.map(|v| v.0)).collect();
+                body.push_str(&serde_json::json!({"metric": metric, "values": values, "timestamps": ts}).to_string());
+                body.push('\n');
+                if blank {
+                    body.push_str("  \n");
+                }
+                want.extend(samples.iter().copied());
+            }
+            let got = parse_export(&body)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{body:?}: {e}")))?;
+            proptest::prop_assert_eq!(got.len(), want.len());
+            for ((t, v), (want_t, want_v)) in got.into_iter().zip(want) {
+                proptest::prop_assert_eq!(t, want_t);
+                match want_v {
+                    // null is a gap: NaN.
+                    None => proptest::prop_assert!(v.is_nan()),
+                    // The exporter's decimals are read exactly; any other
+                    // value within a few units in the last place (serde_json
+                    // parses long decimals so, without float_roundtrip).
+                    Some((w, exact)) => {
+                        let close = (v - w).abs() <= w.abs() * 1e-15;
+                        proptest::prop_assert!(v.to_bits() == w.to_bits() || !exact && close, "{} read as {}", w, v);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_query_answer_reads_as_its_labels_and_values(
+            results in proptest::collection::vec(
+                (labels(), proptest::prop_oneof![
+                    (-1e300f64..1e300).prop_map(|v| v.to_string()),
+                    proptest::sample::select(vec!["NaN", "+Inf", "-Inf", "0", "1e3"]).prop_map(String::from),
+                ]),
+                0..5,
+            ),
+        ) {
+            let body = serde_json::json!({
+                "status": "success",
+                "data": {
+                    "resultType": "vector",
+                    "result": results.iter().map(|(m, v)| serde_json::json!({"metric": m, "value": [1_700_000_000.5, v]})).collect::<Vec<_>>(),
+                },
+            })
+            .to_string();
+            let got = parse_answer(&body)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{body:?}: {e}")))?;
+            proptest::prop_assert_eq!(got.len(), results.len());
+            for ((labels, value), (want_labels, text)) in got.iter().zip(&results) {
+                proptest::prop_assert_eq!(labels, want_labels);
+                let want: f64 = text.parse().unwrap();
+                proptest::prop_assert!(value.to_bits() == want.to_bits() || value.is_nan() && want.is_nan(), "{} read as {}", text, value);
+            }
+        }
+
+        #[test]
+        fn any_answer_text_is_read_or_an_error_saying_where(
+            text in proptest::prop_oneof![
+                crate::model::arbitrary::text("{}\\[\\]\":,0-9a-z\n"),
+                crate::model::arbitrary::json("0-9a-z").prop_map(|v| v.to_string()),
+                crate::model::arbitrary::json("0-9a-z").prop_map(|v| serde_json::json!({"data": {"result": [{"metric": {}, "value": [1, v]}]}}).to_string()),
+            ],
+        ) {
+            if let Err(e) = parse_export(&text) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+            if let Err(SinkError::Answer(why)) = parse_answer(&text) {
+                // serde names the line and column; a value that is no number is quoted.
+                proptest::prop_assert!(why.contains("line ") || why.starts_with("a value of \""), "{}", why);
+            }
+        }
+    }
 }

@@ -367,3 +367,37 @@ fn the_contract_wins_over_pdls_and_an_unreadable_record_is_reported() {
     assert_eq!(r.skipped.len(), 1);
     assert_eq!(r.skipped[0].table, "contract_data");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 2_000,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    #[test]
+    fn any_offpeak_record_is_read_or_reported_quoting_its_json(
+        json in proptest::prop_oneof![
+            crate::model::arbitrary::text("{}\\[\\]\":0-9hH\\- "),
+            proptest::strategy::Strategy::prop_map(crate::model::arbitrary::json("0-9:hH\\- "), |v| v.to_string()),
+        ],
+        table in proptest::sample::select(vec!["contract_data", "pdls"]),
+    ) {
+        let records = [OffPeakRecord { table, pdl: "1".into(), json: json.clone() }];
+        let mut r = Report::default();
+        let book = OffPeakBook::new(None, &records, &mut r);
+        let value: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+        let read = OffPeakHours::from_client_json(&value);
+        match &read {
+            Some(hours) => {
+                proptest::prop_assert_eq!(book.for_pdl("1").0, hours);
+                proptest::prop_assert!(r.skipped.is_empty());
+            }
+            None => proptest::prop_assert_eq!(book.for_pdl("1").1, Origin::Default),
+        }
+        for skip in &r.skipped {
+            proptest::prop_assert_eq!(skip.table, table);
+            proptest::prop_assert_eq!(skip.row.as_str(), "1");
+            proptest::prop_assert!(skip.reason.contains(&json), "{}", skip.reason);
+        }
+    }
+}
