@@ -175,9 +175,15 @@ impl State {
             .execute(&mut *tx)
             .await
             .map_err(SourceError::query("clearing vm_export_read_next"))?;
+        // date_trunc goes through a timestamp, whose range ends in 294276
+        // AD while a date's goes on to 5874897: a row dated beyond it would
+        // fail the whole query. Dates outside years 1 to 9999 are skipped
+        // when read, so they share one bucket (their xmin still counts).
         sqlx::query(&format!(
             "INSERT INTO vm_export_read_next (family, pdl, month, rows, digest)
-             SELECT $1, usage_point_id, coalesce(date_trunc('month', date)::date, DATE '0001-01-01'),
+             SELECT $1, usage_point_id,
+                    CASE WHEN date BETWEEN DATE '0001-01-01' AND DATE '9999-12-31'
+                         THEN date_trunc('month', date)::date ELSE DATE '0001-01-01' END,
                     count(*), sum(hashint8(xmin::text::bigint))
                FROM {} WHERE usage_point_id IS NOT NULL GROUP BY 2, 3",
             family.table()

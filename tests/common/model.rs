@@ -46,10 +46,16 @@ fn local_of(ms: i64) -> (NaiveDate, i64) {
 /// Minutes in an ISO 8601 duration of the forms the client writes.
 fn minutes(text: &str) -> Option<i64> {
     let rest = text.strip_prefix("PT")?;
-    if let Some(m) = rest.strip_suffix('M') {
-        return m.parse().ok();
-    }
-    rest.strip_suffix('H')?.parse::<i64>().ok().map(|h| h * 60)
+    // PT30M, PT1H, PT1H30M: hours, then minutes.
+    let (hours, rest) = match rest.split_once('H') {
+        Some((h, m)) => (h.parse::<i64>().ok()?, m),
+        None => (0, rest),
+    };
+    let minutes = match rest {
+        "" => 0,
+        m => m.strip_suffix('M')?.parse::<i64>().ok()?,
+    };
+    Some(hours * 60 + minutes)
 }
 
 /// Whether a table exists.
@@ -341,7 +347,8 @@ async fn expected_with(
             .await
             .unwrap();
     let days: Vec<(String, String)> =
-        sqlx::query_as("SELECT id::text, color::text FROM tempo_days ORDER BY id")
+        // A colour whatever its case and padding (" red "), as the exporter reads it.
+        sqlx::query_as("SELECT id::text, upper(btrim(color::text)) FROM tempo_days ORDER BY id")
             .fetch_all(pool)
             .await
             .unwrap();
@@ -403,6 +410,10 @@ async fn expected_with(
         };
         let day = day_millis(Paris, date);
         let next = day_millis(Paris, date + Duration::days(1));
+        // A level that is none of 0 to 3: the row is skipped.
+        if !(0..=3).contains(&dvalue) {
+            continue;
+        }
         add(
             labels(
                 "myelectricaldata_ecowatt_level",
@@ -412,7 +423,14 @@ async fn expected_with(
             day,
             i64::from(dvalue) * 1000,
         );
-        for (h, v) in values.as_array().unwrap().iter().enumerate() {
+        // Hourly levels: a list of at most 25 levels 0 to 3, else none (the
+        // day's level stands).
+        let hourly: Option<Vec<i64>> = values.as_array().filter(|a| a.len() <= 25).and_then(|a| {
+            a.iter()
+                .map(|v| v.as_i64().filter(|l| (0..=3).contains(l)))
+                .collect()
+        });
+        for (h, v) in hourly.unwrap_or_default().into_iter().enumerate() {
             let ts = day + h as i64 * 3_600_000;
             if ts < next {
                 add(
@@ -422,7 +440,7 @@ async fn expected_with(
                         extra,
                     ),
                     ts,
-                    v.as_i64().unwrap() * 1000,
+                    v * 1000,
                 );
             }
         }
@@ -602,14 +620,15 @@ async fn tariff(
             }
         }
     }
-    let colours: BTreeMap<NaiveDate, String> =
-        sqlx::query_as::<_, (String, String)>("SELECT id::text, color::text FROM tempo_days")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, c)| (id.parse().unwrap(), c))
-            .collect();
+    let colours: BTreeMap<NaiveDate, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT id::text, upper(btrim(color::text)) FROM tempo_days",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, c)| (id.parse().unwrap(), c))
+    .collect();
     let in_range = |m: i64, (a, b): (i64, i64)| {
         if a < b {
             a <= m && m < b
