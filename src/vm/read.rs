@@ -164,13 +164,13 @@ impl Sink {
         // The whole history: from the day after the epoch to `at_ms`.
         let window = format!("{}ms", at_ms.saturating_sub(READ_BACK_FROM_MS).max(1));
         let counts = self
-            .query(
+            .query_answer(
                 &format!("count_over_time({selector}[{window}]) keep_metric_names"),
                 at_ms,
             )
             .await?;
         let sums = self
-            .query(
+            .query_answer(
                 &format!("sum_over_time({selector}[{window}]) keep_metric_names"),
                 at_ms,
             )
@@ -190,7 +190,7 @@ impl Sink {
                     .collect::<Vec<_>>(),
             )
         };
-        for (labels, count) in parse_answer(&counts)? {
+        for (labels, count) in counts {
             if !is_ours(&labels, extra) {
                 continue;
             }
@@ -208,19 +208,19 @@ impl Sink {
                 },
             );
         }
-        for (labels, sum) in parse_answer(&sums)? {
+        for (labels, sum) in sums {
             if let Some(o) = series.get_mut(&key_of(&labels).0) {
                 o.sum = sum;
             }
         }
         if family.spec().read_back_last {
             let lasts = self
-                .query(
+                .query_answer(
                     &format!("tlast_over_time({selector}[{window}]) keep_metric_names"),
                     at_ms,
                 )
                 .await?;
-            for (labels, seconds) in parse_answer(&lasts)? {
+            for (labels, seconds) in lasts {
                 if let Some(o) = series.get_mut(&key_of(&labels).0) {
                     o.last = Some((seconds * 1000.0).round() as i64);
                 }
@@ -235,12 +235,65 @@ impl Sink {
         selector: &str,
         at_ms: i64,
     ) -> Result<Vec<(i64, f64)>, SinkError> {
-        let body = self.export(selector, 0, at_ms.div_euclid(1000) + 1).await?;
-        Ok(parse_export(&body)?
+        let mut attempt = 0;
+        let samples = loop {
+            let body = self.export(selector, 0, at_ms.div_euclid(1000) + 1).await?;
+            match parse_export(&body) {
+                Err(_) if cut_short(&body) && attempt + 1 < READ_ATTEMPTS => {
+                    again(attempt, "an export").await;
+                    attempt += 1;
+                }
+                parsed => break parsed?,
+            }
+        };
+        Ok(samples
             .into_iter()
             .filter(|(ts, _)| covered(*ts, at_ms))
             .collect())
     }
+
+    /// An instant query's answer, parsed; one cut short is asked again.
+    async fn query_answer(&self, query: &str, at_ms: i64) -> Result<Vec<(Labels, f64)>, SinkError> {
+        let mut attempt = 0;
+        loop {
+            let body = self.query(query, at_ms).await?;
+            match parse_answer(&body) {
+                Err(_) if cut_short(&body) && attempt + 1 < READ_ATTEMPTS => {
+                    again(attempt, "a query's answer").await;
+                    attempt += 1;
+                }
+                parsed => return parsed,
+            }
+        }
+    }
+}
+
+/// How many times a read-back is asked before an answer cut short counts
+/// as an unreadable one.
+const READ_ATTEMPTS: u32 = 3;
+
+/// Whether an answer's JSON ends before it is complete: a transfer cut
+/// short, not an answer of another shape. Seen in CI through vmauth 1.79
+/// over TLS under load: a 200 whose body stopped after its first 4 KiB,
+/// the connection closed as if the body were whole. Asked again, as a
+/// dropped connection would be.
+fn cut_short(body: &str) -> bool {
+    let last = body.trim_end().lines().last().unwrap_or_default();
+    serde_json::from_str::<serde::de::IgnoredAny>(last).is_err_and(|e| e.is_eof())
+        || serde_json::from_str::<serde::de::IgnoredAny>(body).is_err_and(|e| e.is_eof())
+}
+
+/// Waits before asking again, by the one retry policy's backoff.
+async fn again(attempt: u32, what: &str) {
+    tracing::warn!(
+        attempt = attempt + 1,
+        "VictoriaMetrics' answer to a read-back was cut short ({what}): asking again"
+    );
+    tokio::time::sleep(super::retry::backoff(
+        attempt,
+        std::time::Duration::from_secs(2),
+    ))
+    .await;
 }
 
 /// Parses `/api/v1/export`'s JSON lines into (timestamp, value) pairs.
@@ -265,6 +318,18 @@ pub fn parse_export(body: &str) -> Result<Vec<(i64, f64)>, SinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_whose_json_stops_early_is_cut_short_and_one_of_another_shape_is_not() {
+        let whole = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert!(!cut_short(whole));
+        assert!(cut_short(&whole[..40]));
+        assert!(!cut_short(r#"{"status":"error"}"#));
+        assert!(!cut_short("<html>502 Bad Gateway</html>"));
+        let export = "{\"metric\":{},\"values\":[1],\"timestamps\":[1]}\n";
+        assert!(!cut_short(&export.repeat(3)));
+        assert!(cut_short(&export.repeat(3)[..90]));
+    }
 
     #[test]
     fn only_series_with_the_exporters_labels_and_exactly_its_extra_labels_are_its_own() {
