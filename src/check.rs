@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use crate::config::{Auth, Config};
+use crate::config::{Auth, Config, SslMode};
 use crate::model::costs::{KvaBook, KvaOrigin};
 use crate::model::prices::{powers_listed, PriceOption, DEFAULT_KVA};
 use crate::model::{Table, TABLES as TABLES_READ};
-use crate::source::Source;
+use crate::source::{Source, TlsRefusal};
 use crate::vm::Sink;
 
 /// The outcome of one check.
@@ -36,6 +36,7 @@ pub struct Item {
 }
 
 const PG: &str = "PostgreSQL reachable";
+const PG_TLS: &str = "TLS to PostgreSQL";
 const TABLES: &str = "MyElectricalData tables present";
 const LOCK: &str = "Export lock";
 const OFFPEAK: &str = "Off-peak hours of each PDL (tariff periods)";
@@ -174,6 +175,7 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
         Ok(s) => s,
         Err(e) => {
             out.push(bad(Status::Fail, PG, e.to_string(), "fix DATABASE_URL"));
+            out.push(skip(PG_TLS, "no database"));
             out.push(skip(TABLES, "no database"));
             out.push(skip(LOCK, "no database"));
             return None;
@@ -183,8 +185,30 @@ async fn check_postgres(config: &Config, out: &mut Vec<Item>) -> Option<chrono::
         .fetch_one(source.pool())
         .await
     {
-        Ok(v) => out.push(ok(PG, format!("version {v}"))),
+        Ok(v) => {
+            out.push(ok(PG, format!("version {v}")));
+            out.push(pg_tls_item(config, &source).await);
+        }
+        Err(e) if TlsRefusal::of(&e).is_some() => {
+            let refusal = TlsRefusal::of(&e).unwrap_or(TlsRefusal::ServerWithoutTls);
+            out.push(bad(
+                Status::Fail,
+                PG,
+                format!("refused for TLS: {e}"),
+                "see the TLS line below",
+            ));
+            out.push(bad(
+                Status::Fail,
+                PG_TLS,
+                format!("{refusal}; {}", pg_tls_mode(config)),
+                refusal.fix(),
+            ));
+            out.push(skip(TABLES, "PostgreSQL refused the connection"));
+            out.push(skip(LOCK, "PostgreSQL refused the connection"));
+            return None;
+        }
         Err(e) => {
+            out.push(skip(PG_TLS, "PostgreSQL unreachable"));
             out.push(bad(
                 Status::Fail,
                 PG,
@@ -592,6 +616,93 @@ async fn check_victoriametrics(
             "VictoriaMetrics' retention could not be read (no /metrics at the select URL, as behind vmselect or a proxy)",
             "make sure -retentionPeriod covers your history (e.g. 100y); in a cluster it is vmstorage's flag (http://vmstorage:8482/metrics shows it)",
         )),
+    }
+}
+
+/// The sslmode in force and what the server's certificate is checked
+/// against, in words.
+fn pg_tls_mode(config: &Config) -> String {
+    let tls = &config.pg_tls;
+    let written = match &tls.written {
+        Some(w) => format!(" (DATABASE_URL says {w})"),
+        None => String::new(),
+    };
+    let roots = match &tls.root_cert {
+        Some(f) => format!("sslrootcert {} and the public roots", f.display()),
+        None => "the public roots".into(),
+    };
+    let checked = match tls.mode {
+        SslMode::VerifyFull => {
+            format!("the server's certificate verified against {roots}, and its host name")
+        }
+        SslMode::VerifyCa => {
+            format!("the server's certificate verified against {roots}, not its host name")
+        }
+        SslMode::Require | SslMode::Prefer => "the server's certificate not verified".into(),
+        SslMode::Disable => "no TLS".into(),
+    };
+    let client = match &tls.client_cert {
+        Some(c) => format!("; client certificate {}", c.display()),
+        None => String::new(),
+    };
+    format!("sslmode={}{written}: {checked}{client}", tls.mode.name())
+}
+
+/// Whether the connection to PostgreSQL is encrypted (PostgreSQL's own
+/// pg_stat_ssl), with which version, and what was verified.
+async fn pg_tls_item(config: &Config, source: &Source) -> Item {
+    let row = sqlx::query_as::<_, (bool, Option<String>, Option<String>)>(
+        "SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .fetch_optional(source.pool())
+    .await;
+    let mode = pg_tls_mode(config);
+    match row {
+        Ok(Some((true, version, cipher))) => {
+            let how = format!(
+                "encrypted, {} ({}); {mode}",
+                version.as_deref().unwrap_or("TLS"),
+                cipher.as_deref().unwrap_or("cipher unknown")
+            );
+            if config.pg_tls.mode.verifies() {
+                ok(PG_TLS, how)
+            } else {
+                bad(
+                    Status::Warn,
+                    PG_TLS,
+                    format!("{how}: encrypted but not verified, a machine between could pose as the server"),
+                    "give DATABASE_URL the authority that issued the server's certificate: sslmode=verify-full&sslrootcert=/path/to/ca.pem",
+                )
+            }
+        }
+        Ok(_) if is_local(config) => ok(PG_TLS, format!("not encrypted (a local connection); {mode}")),
+        Ok(_) => bad(
+            Status::Warn,
+            PG_TLS,
+            format!("not encrypted, to another machine; {mode}"),
+            "turn TLS on in PostgreSQL (ssl = on) and set sslmode=verify-full&sslrootcert=/path/to/ca.pem in DATABASE_URL",
+        ),
+        Err(e) => bad(
+            Status::Warn,
+            PG_TLS,
+            format!("cannot read pg_stat_ssl: {e}; {mode}"),
+            "check the database user may read pg_stat_ssl",
+        ),
+    }
+}
+
+/// Whether DATABASE_URL's host is this machine (loopback or a socket),
+/// where an unencrypted connection crosses no network.
+fn is_local(config: &Config) -> bool {
+    use secrecy::ExposeSecret;
+    let Ok(url) = url::Url::parse(config.database_url.expose_secret()) else {
+        return false;
+    };
+    match url.host() {
+        None => true,
+        Some(url::Host::Domain(d)) => d == "localhost" || d.starts_with('%'),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
     }
 }
 

@@ -21,9 +21,11 @@ use crate::model::offpeak::OffPeakHours;
 use crate::model::prices::{powers_listed, PriceGrid, POWERS};
 use crate::model::{Contract, LEGACY_LABEL_TIMES_VAR};
 
+mod pg_tls;
 mod remote;
 mod values;
 
+pub use pg_tls::{PgTls, SslMode};
 pub use remote::{Auth, ClientCert, Credentials, Tls, TlsError, TokenSource};
 
 use values::{
@@ -103,6 +105,8 @@ pub struct VmConfig {
 pub struct Config {
     /// PostgreSQL connection string, in the form sqlx takes.
     pub database_url: SecretString,
+    /// What the connection string asks of TLS.
+    pub pg_tls: PgTls,
     /// `false` makes the daemon idle instead of exporting.
     pub enabled: bool,
     /// VictoriaMetrics endpoints and batching.
@@ -190,9 +194,10 @@ impl Config {
                 )
             })?,
         };
-        let database_url = nonempty(raw.database_url)
-            .ok_or_else(|| ConfigError::new("DATABASE_URL", "is not set"))
-            .and_then(|u| normalize_database_url(&u))?;
+        let written_url = nonempty(raw.database_url)
+            .ok_or_else(|| ConfigError::new("DATABASE_URL", "is not set"))?;
+        let database_url = normalize_database_url(&written_url)?;
+        let pg_tls = pg_tls::read(&database_url, pg_tls::written_mode(&written_url))?;
 
         let (import_url, url_credentials) = parse_base_url(
             "VICTORIAMETRICS_URL",
@@ -333,6 +338,7 @@ impl Config {
         let prices = Arc::new(read_prices(prices_file.as_deref())?);
         Ok(Config {
             database_url,
+            pg_tls,
             enabled,
             vm: VmConfig {
                 import_url,

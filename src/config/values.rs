@@ -226,19 +226,21 @@ pub(super) fn normalize_database_url(v: &str) -> Result<SecretString, ConfigErro
         ));
     }
     let url = format!("postgresql://{rest}");
-    // SQLAlchemy's asyncpg dialect spells sslmode "ssl"; sqlx wants sslmode.
+    // SQLAlchemy's asyncpg dialect spells sslmode "ssl" (and takes a
+    // boolean there); sqlx wants sslmode.
     let url = match Url::parse(&url) {
         Ok(mut parsed) => {
-            let pairs: Vec<(String, String)> = parsed
+            let mut pairs: Vec<(String, String)> = parsed
                 .query_pairs()
                 .map(|(k, v)| {
                     if k == "ssl" {
-                        ("sslmode".into(), v.into_owned())
+                        ("sslmode".into(), super::pg_tls::ssl_to_sslmode(&v))
                     } else {
                         (k.into_owned(), v.into_owned())
                     }
                 })
                 .collect();
+            super::pg_tls::rewrite_modes(&mut pairs);
             if pairs.is_empty() {
                 parsed.set_query(None);
             } else {

@@ -13,9 +13,11 @@ use crate::model::{Family, Table, FAMILIES, TABLES};
 mod lock;
 mod meters;
 mod rows;
+mod tls;
 
 pub use lock::ExportLock;
 pub use rows::{EnergyDecoder, EnergyRows};
+pub use tls::TlsRefusal;
 
 /// The names of the tables the exporter reads, in [`Table::ALL`] order.
 const TABLE_NAMES: [&str; TABLES] = {
@@ -62,6 +64,18 @@ pub enum SourceError {
         #[source]
         source: sqlx::Error,
     },
+    /// The connection was refused for TLS: the server's certificate, ours,
+    /// or TLS itself (said apart so that the log tells what to do).
+    #[error("PostgreSQL: {what}: {refusal} ({source}); what to do: {}", refusal.fix())]
+    Tls {
+        /// What was being done.
+        what: String,
+        /// Why, in words.
+        refusal: TlsRefusal,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// A migration failed or does not match what was applied.
     #[error("PostgreSQL: migration {version} ({description}): {reason}")]
     Migration {
@@ -78,7 +92,14 @@ impl SourceError {
     /// Wraps a driver error with what was being done.
     pub fn query(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> SourceError {
         let what = what.into();
-        move |source| SourceError::Query { what, source }
+        move |source| match TlsRefusal::of(&source) {
+            Some(refusal) => SourceError::Tls {
+                what,
+                refusal,
+                source,
+            },
+            None => SourceError::Query { what, source },
+        }
     }
 
     /// Whether trying again later may succeed: connection trouble does, a
@@ -86,6 +107,9 @@ impl SourceError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SourceError::Options(_) | SourceError::Migration { .. } => false,
+            // A certificate renewed or a pg_hba.conf fixed ends it, without
+            // a restart: the daemon keeps trying, unhealthy meanwhile.
+            SourceError::Tls { .. } => true,
             SourceError::Query { source, .. } => {
                 matches!(
                     source,

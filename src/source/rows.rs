@@ -328,10 +328,7 @@ async fn copy_out(
     .await;
     if let Err(source) = result {
         let _ = tx
-            .send(Err(SourceError::Query {
-                what: format!("reading {table}"),
-                source,
-            }))
+            .send(Err(SourceError::query(format!("reading {table}"))(source)))
             .await;
     }
 }

@@ -1,7 +1,7 @@
 //! What the integration tests share, by subject: the throwaway servers
 //! (`servers`), the exporter binary (`exporter`), the independent model of
 //! the mirror (`model`) and its priced days summed by hand (`priced`),
-//! reading VictoriaMetrics back (`promql`), the Grafana dashboard as Grafana
+//! reading VictoriaMetrics back (`promql`), certificates (`pki`), the Grafana dashboard as Grafana
 //! would query it (`grafana`), the fault proxy (`proxy`) and a small HTTP
 //! server for stand-ins (`http`).
 //!
@@ -15,6 +15,7 @@ pub mod grafana;
 pub mod http;
 pub mod meters;
 pub mod model;
+pub mod pki;
 pub mod priced;
 pub mod promql;
 pub mod proxy;

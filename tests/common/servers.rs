@@ -87,6 +87,52 @@ pub struct Postgres {
 impl Postgres {
     /// initdb and start a server.
     pub fn start() -> Self {
+        let mut pg = Self::init();
+        pg.spawn();
+        pg
+    }
+
+    /// initdb and start a server with TLS (`ssl = on`), serving certificate
+    /// `cert` with key `key`; `hba`, when given, replaces pg_hba.conf (for
+    /// `hostssl` lines), and `ca` becomes its `ssl_ca_file` (for client
+    /// certificates).
+    pub fn start_with_ssl(cert: &Path, key: &Path, ca: Option<&Path>, hba: Option<&str>) -> Self {
+        let mut pg = Self::init();
+        let mut conf =
+            String::from("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        let mut files = vec![(cert, "server.crt"), (key, "server.key")];
+        if let Some(ca) = ca {
+            files.push((ca, "root.crt"));
+            conf.push_str("ssl_ca_file = 'root.crt'\n");
+        }
+        for (from, name) in files {
+            let to = pg.data.join(name);
+            std::fs::copy(from, &to).expect("copy a TLS file into the data directory");
+            // PostgreSQL refuses a key others may read.
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if pg.as_postgres {
+                let ok = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&to)
+                    .status();
+                assert!(ok.map(|s| s.success()).unwrap_or(false), "chown {name}");
+            }
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(pg.data.join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+        if let Some(hba) = hba {
+            std::fs::write(pg.data.join("pg_hba.conf"), hba).unwrap();
+        }
+        pg.spawn();
+        pg
+    }
+
+    /// initdb, without starting the server.
+    fn init() -> Self {
         let bindir = postgres_bindir();
         let dir = tempfile::Builder::new()
             .prefix("med-pg-")
@@ -116,16 +162,14 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut pg = Postgres {
+        Postgres {
             child: Command::new("true").spawn().unwrap(),
             _dir: dir,
             data,
             bindir,
             as_postgres,
             port: free_port(),
-        };
-        pg.spawn();
-        pg
+        }
     }
 
     fn spawn(&mut self) {
