@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::http::{get_blocking, get_tls_blocking};
 use common::model::{assert_exported, from_export};
+use common::pki::Pki;
 use common::{exporter, free_port, run_ok, served_addr, spawn_exporter, which, Servers, Victoria};
 
 const TOKEN: &str = "Bearer-T0ken-of-the-household";
@@ -25,124 +26,6 @@ const PASSWORD: &str = "Basic-Passw0rd-of-the-household";
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-/// A directory of certificate authorities and the certificates they issued.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Self {
-        assert!(
-            which("openssl").is_some(),
-            "the openssl command was not found on PATH: install Debian's `openssl` package"
-        );
-        Pki {
-            dir: tempfile::Builder::new()
-                .prefix("med-pki-")
-                .tempdir()
-                .unwrap(),
-        }
-    }
-
-    /// The path of file `name` in the directory.
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// An authority `name`: `name.pem` and `name.key`.
-    fn authority(&self, name: &str) -> &Self {
-        let config = format!(
-            "[req]\ndistinguished_name = dn\nx509_extensions = ca\nprompt = no\n\
-             [dn]\nCN = {name}\n\
-             [ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n"
-        );
-        std::fs::write(self.dir.path().join(format!("{name}.cnf")), config).unwrap();
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-config",
-            &format!("{name}.cnf"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
-        self
-    }
-
-    /// A certificate `name` (`name.pem`, `name.key`) issued by `ca` for the
-    /// names `san` (`IP:127.0.0.1`, `DNS:elsewhere.example`).
-    fn issue(&self, ca: &str, name: &str, san: &str) -> &Self {
-        self.openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        let ext = format!(
-            "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
-             extendedKeyUsage = serverAuth,clientAuth\nsubjectAltName = {san}\n"
-        );
-        std::fs::write(self.dir.path().join(format!("{name}.ext")), ext).unwrap();
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
-        self
-    }
-
-    /// VictoriaMetrics' flags to serve https with certificate `name`.
-    fn tls_flags(&self, name: &str) -> [String; 3] {
-        [
-            "-tls".into(),
-            format!("-tlsCertFile={}", self.path(&format!("{name}.pem"))),
-            format!("-tlsKeyFile={}", self.path(&format!("{name}.key"))),
-        ]
-    }
 }
 
 /// The usual certificates: authorities `home` and `other`; `vm` for
