@@ -15,11 +15,15 @@
 //!   meter's info ([`model::meter`]), what a computation skipped
 //!   ([`model::report`]), Prometheus text lines. No I/O; imports nothing
 //!   above it.
-//! - [`config`]: the `VICTORIAMETRICS_*` environment, validated at start.
+//! - [`config`]: the environment, validated at start, with how each server
+//!   is reached: VictoriaMetrics' authentication and TLS files
+//!   (`config::remote`), `DATABASE_URL`'s TLS parameters
+//!   (`config::pg_tls`).
 //! - [`telemetry`]: self-monitoring counters and the health state machine; a
 //!   leaf that other modules record into.
 //! - [`source`]: PostgreSQL: MyElectricalData's tables streamed as they are,
-//!   change tokens, the export lock, the migrations.
+//!   change tokens, the export lock, the migrations; a TLS refusal read into
+//!   what to do (`source::tls`).
 //! - [`state`]: what VictoriaMetrics holds, summarised per series and day in
 //!   the `vm_export_*` tables (read a group of series at a time, so that
 //!   memory does not grow with the history), and the plan of a series:
