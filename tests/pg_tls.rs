@@ -12,6 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use common::exporter::{check_report, once_refused};
 use common::model::{assert_exported, from_export};
 use common::pki::Pki;
 use common::{exporter, run_ok, Postgres, Servers, Victoria, DATA, SCHEMA};
@@ -47,30 +48,6 @@ fn env(servers: &Servers, url: String) -> Vec<(&'static str, String)> {
         ("DATABASE_URL", url),
         ("VICTORIAMETRICS_URL", servers.vm.url.clone()),
     ]
-}
-
-/// `once` fails (exit 1), its log saying each of `why`.
-fn once_refused(env: &[(&str, String)], why: &[&str]) -> String {
-    let out = exporter(&["once"], env);
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "once: {log}");
-    for w in why {
-        assert!(log.contains(w), "{w:?} not in once's log:\n{log}");
-    }
-    log
-}
-
-/// `check`'s report, asserting whether it passed.
-fn check(env: &[(&str, String)], passes: bool) -> String {
-    let out = exporter(&["check"], env);
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.success(),
-        passes,
-        "check: {report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    report
 }
 
 /// The `TLS to PostgreSQL` line of `report` and the line after it (what to
@@ -109,7 +86,7 @@ async fn a_home_authority_verifies_the_server_and_each_refusal_is_named_with_wha
         url("localhost", &format!("ssl=verify-full&sslrootcert={other}")),
     );
     once_refused(&e, &["unknown authority", "sslrootcert="]);
-    let tls = tls_lines(&check(&e, false));
+    let tls = tls_lines(&check_report(&e, false));
     assert!(
         tls.starts_with("[FAIL]")
             && tls.contains("unknown authority")
@@ -133,7 +110,7 @@ async fn a_home_authority_verifies_the_server_and_each_refusal_is_named_with_wha
         &e,
         &["wrong host name (it does not name 127.0.0.1; it names localhost)"],
     );
-    let tls = tls_lines(&check(&e, false));
+    let tls = tls_lines(&check_report(&e, false));
     assert!(
         tls.starts_with("[FAIL]") && tls.contains("wrong host name"),
         "{tls}"
@@ -146,7 +123,7 @@ async fn a_home_authority_verifies_the_server_and_each_refusal_is_named_with_wha
     // No TLS asked for, to a server that accepts only TLS.
     let e = env(&servers, url("localhost", "sslmode=disable"));
     once_refused(&e, &["refuses unencrypted connections", "hostssl"]);
-    let tls = tls_lines(&check(&e, false));
+    let tls = tls_lines(&check_report(&e, false));
     assert!(
         tls.starts_with("[FAIL]") && tls.contains("sslmode=disable"),
         "{tls}"
@@ -155,7 +132,7 @@ async fn a_home_authority_verifies_the_server_and_each_refusal_is_named_with_wha
 
     // require without a root certificate: encrypted, not verified, a warning.
     let e = env(&servers, url("127.0.0.1", "ssl=require"));
-    let tls = tls_lines(&check(&e, true));
+    let tls = tls_lines(&check_report(&e, true));
     assert!(
         tls.starts_with("[WARN]")
             && tls.contains("encrypted, TLSv1.3")
@@ -178,7 +155,7 @@ async fn a_home_authority_verifies_the_server_and_each_refusal_is_named_with_wha
         "over TLS, verify-full",
     )
     .await;
-    let tls = tls_lines(&check(&e, true));
+    let tls = tls_lines(&check_report(&e, true));
     assert!(
         tls.starts_with("[ OK ]")
             && tls.contains("encrypted, TLSv1.3")
@@ -203,7 +180,7 @@ async fn an_expired_server_certificate_is_named_as_expired_with_renew_to_do() {
         ),
     );
     once_refused(&e, &["expired", "renew the server's certificate"]);
-    let tls = tls_lines(&check(&e, false));
+    let tls = tls_lines(&check_report(&e, false));
     assert!(
         tls.starts_with("[FAIL]") && tls.contains("expired") && tls.contains("renew"),
         "{tls}"

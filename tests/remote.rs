@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::exporter::{check_report, once_refused};
 use common::http::{get_blocking, get_tls_blocking};
 use common::model::{assert_exported, from_export};
 use common::pki::Pki;
@@ -135,30 +136,6 @@ impl Drop for VmAuth {
     }
 }
 
-/// `once`'s failure, with its log: exit code 1, and the log says `why`.
-fn once_refused(env: &[(&str, String)], why: &[&str]) -> String {
-    let out = exporter(&["once"], env);
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "once: {log}");
-    for w in why {
-        assert!(log.contains(w), "{w:?} not in once's log:\n{log}");
-    }
-    log
-}
-
-/// `check`'s report (stdout), asserting its exit code.
-fn check(env: &[(&str, String)], passes: bool) -> String {
-    let out = exporter(&["check"], env);
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.success(),
-        passes,
-        "check: {report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    report
-}
-
 /// The line of `report` for `check`, which must exist.
 fn line<'a>(report: &'a str, check: &str) -> &'a str {
     report
@@ -207,7 +184,7 @@ async fn the_mirror_is_exact_through_vmauth_with_a_bearer_token_and_a_wrong_toke
     wrong.push(("VICTORIAMETRICS_BEARER_TOKEN", "Not-the-t0ken".into()));
     let log = once_refused(&wrong, &["400", "cannot find the provided auth token"]);
     assert!(!log.contains("Not-the-t0ken"), "{log}");
-    let report = check(&wrong, false);
+    let report = check_report(&wrong, false);
     assert!(
         line(&report, "Credentials accepted").starts_with("[FAIL]"),
         "{report}"
@@ -234,7 +211,7 @@ async fn the_mirror_is_exact_through_vmauth_with_a_bearer_token_and_a_wrong_toke
     ));
     mirror_through(&servers, &good, "through vmauth with a bearer token").await;
 
-    let report = check(&good, true);
+    let report = check_report(&good, true);
     let credentials = line(&report, "Credentials accepted");
     assert!(credentials.starts_with("[ OK ]"), "{report}");
     assert!(
@@ -277,7 +254,7 @@ async fn the_mirror_is_exact_through_vmauth_over_tls_with_a_home_authority_and_b
     basic.push(("VICTORIAMETRICS_PASSWORD", PASSWORD.into()));
     mirror_through(&servers, &basic, "through vmauth over TLS, basic auth").await;
 
-    let report = check(&basic, true);
+    let report = check_report(&basic, true);
     assert!(
         line(&report, "Credentials accepted").contains("basic, as user \"alice\" accepted"),
         "{report}"
@@ -296,7 +273,7 @@ async fn the_mirror_is_exact_through_vmauth_over_tls_with_a_home_authority_and_b
     // A bearer token over https: imports through reqwest carry it too.
     let mut bearer = base.clone();
     bearer.push(("VICTORIAMETRICS_BEARER_TOKEN", TOKEN.into()));
-    let report = check(&bearer, true);
+    let report = check_report(&bearer, true);
     assert!(
         line(&report, "Credentials accepted")
             .contains("bearer token from the environment (VICTORIAMETRICS_BEARER_TOKEN) accepted"),
@@ -327,7 +304,7 @@ async fn the_mirror_is_exact_over_tls_and_a_wrong_authority_or_host_name_is_refu
     let mut other = base.clone();
     other.push(("VICTORIAMETRICS_TLS_CA_FILE", pki.path("other.pem")));
     once_refused(&other, &["certificate", "UnknownIssuer"]);
-    let report = check(&other, false);
+    let report = check_report(&other, false);
     let tls = line(&report, "TLS to VictoriaMetrics");
     assert!(
         tls.starts_with("[FAIL]") && tls.contains("the server's certificate was refused"),
@@ -359,7 +336,7 @@ async fn the_mirror_is_exact_over_tls_and_a_wrong_authority_or_host_name_is_refu
     let mut good = base.clone();
     good.push(("VICTORIAMETRICS_TLS_CA_FILE", pki.path("home.pem")));
     mirror_through(&servers, &good, "over TLS with the home authority").await;
-    let report = check(&good, true);
+    let report = check_report(&good, true);
     assert!(
         line(&report, "TLS to VictoriaMetrics")
             .contains("verified against the public roots and the CA file"),

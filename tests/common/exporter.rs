@@ -47,6 +47,30 @@ pub fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
         .expect("run the exporter")
 }
 
+/// `once`'s failure, with its log: exit code 1, and the log says each of `why`.
+pub fn once_refused(env: &[(&str, String)], why: &[&str]) -> String {
+    let out = exporter(&["once"], env);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "once: {log}");
+    for w in why {
+        assert!(log.contains(w), "{w:?} not in once's log:\n{log}");
+    }
+    log
+}
+
+/// `check`'s report (stdout), asserting whether it passed.
+pub fn check_report(env: &[(&str, String)], passes: bool) -> String {
+    let out = exporter(&["check"], env);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.success(),
+        passes,
+        "check: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
 /// Runs the exporter binary and asserts it succeeded; returns its log.
 pub fn run_ok(args: &[&str], env: &[(&str, String)]) -> String {
     let out = exporter(args, env);
